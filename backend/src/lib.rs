@@ -1,0 +1,236 @@
+//! Warden's backend: the only process that reads models and runs OpenVINO.
+//!
+//! Start-up is strictly ordered (see [`run`]): everything that needs privileges or the
+//! environment happens first, then the process enters its sandbox, and only then are
+//! threads started, the OpenVINO library loaded and model files read.
+
+pub mod model;
+pub mod runtime;
+pub mod sandbox;
+pub mod service;
+mod sys;
+pub mod validate;
+
+use anyhow::Context;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+use warden_shared::config::{Config, ModelsSource, OPENVINO_DIR_ENV};
+use warden_shared::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
+use warden_shared::repository::{ModelSpec, VersionPolicy};
+
+/// System files OpenVINO and the C++ runtime read at load time: shared libraries, the
+/// loader cache, and CPU topology from /proc and /sys. Read-only, like everything else.
+pub const SYSTEM_READ_PATHS: &[&str] = &[
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/etc/ld.so.cache",
+    "/proc",
+    "/sys/devices/system/cpu",
+    "/sys/fs/cgroup",
+    "/dev/null",
+    "/dev/urandom",
+];
+
+/// How the backend is started beyond its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct BackendOptions {
+    /// Dev-only: start even if the kernel cannot enforce Landlock.
+    pub insecure_allow_unenforced_sandbox: bool,
+    /// The uid allowed to connect to the socket; defaults to the gateway's configured uid
+    /// when started as root, else this process's own uid.
+    pub gateway_uid: Option<u32>,
+}
+
+/// The models to load, resolved before the sandbox (the operator's config.json is read
+/// here because its base paths become the sandbox's read-only rules).
+fn model_specs(config: &Config) -> anyhow::Result<(Vec<ModelSpec>, Vec<PathBuf>)> {
+    match config.models_source()? {
+        ModelsSource::Single { path, name } => Ok((
+            vec![ModelSpec {
+                name: name.to_owned(),
+                base_path: path.to_owned(),
+                target_device: config.models.target_device.clone(),
+                nireq: None,
+                plugin_config: config.models.plugin_config.clone(),
+                version_policy: VersionPolicy::default(),
+                shape: Default::default(),
+            }],
+            vec![],
+        )),
+        ModelsSource::OvmsConfig(path) => {
+            let specs = warden_shared::repository::read_ovms_config(path)?;
+            Ok((specs, vec![path.to_owned()]))
+        }
+    }
+}
+
+/// Binds the socket with a umask that makes it 0660 from the start: no window in which
+/// another user could connect before a chmod.
+fn bind_socket(path: &Path) -> std::io::Result<StdUnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+    let bound = StdUnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound?;
+    debug_assert_eq!(std::fs::metadata(path)?.permissions().mode() & 0o777, 0o660);
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Runs the backend until SIGTERM/SIGINT.
+pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
+    config.validate()?;
+    let started_as_root = nix::unistd::getuid().is_root();
+    let runtime_dir = runtime::locate(
+        config.backend.openvino_dir.as_deref(),
+        std::env::var_os(OPENVINO_DIR_ENV).map(PathBuf::from),
+    )?;
+    let (specs, extra_files) = model_specs(config)?;
+    let gateway_uid = options.gateway_uid.unwrap_or(if started_as_root {
+        config.gateway.uid
+    } else {
+        nix::unistd::getuid().as_raw()
+    });
+
+    let mut read_only: Vec<PathBuf> = vec![runtime_dir.clone()];
+    read_only.extend(specs.iter().map(|s| s.base_path.clone()));
+    read_only.extend(extra_files);
+    read_only.extend(SYSTEM_READ_PATHS.iter().map(PathBuf::from));
+    let policy = sandbox::SandboxPolicy {
+        uid: config.backend.uid,
+        gid: config.backend.gid,
+        read_only,
+        insecure_allow_unenforced: options.insecure_allow_unenforced_sandbox,
+    };
+    if policy.insecure_allow_unenforced {
+        tracing::warn!("INSECURE: --insecure-allow-unenforced-sandbox is set; the backend may run without Landlock");
+    }
+
+    let socket_path = config.socket_path();
+    let mut listener = None;
+    // INVARIANT: no thread exists yet and no model byte has been read.
+    let report = sandbox::enter(&policy, || {
+        listener = Some(bind_socket(&socket_path)?);
+        Ok(())
+    })
+    .context("the backend could not enter its sandbox")?;
+    let listener = listener.context("socket not bound")?;
+    for w in &report.warnings {
+        tracing::warn!("sandbox: {w}");
+    }
+    tracing::info!(
+        uid = report.uid,
+        gid = report.gid,
+        landlock = %report.landlock,
+        seccomp = %report.seccomp,
+        bounding_set_cleared = report.bounding_set_cleared,
+        "backend sandboxed"
+    );
+
+    // Only now: threads, the runtime library, model files.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("warden-backend")
+        .build()?;
+    rt.block_on(serve(listener, specs, runtime_dir, gateway_uid, config.limits.max_tensor_elements))
+}
+
+async fn serve(
+    listener: StdUnixListener,
+    specs: Vec<ModelSpec>,
+    runtime_dir: PathBuf,
+    gateway_uid: u32,
+    max_tensor_elements: usize,
+) -> anyhow::Result<()> {
+    let registry = tokio::task::spawn_blocking(move || load_models(&runtime_dir, &specs)).await??;
+    let registry = Arc::new(registry);
+    let listener = tokio::net::UnixListener::from_std(listener)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept on backend socket failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match stream.peer_cred() {
+                Ok(cred) if cred.uid() == gateway_uid => {
+                    if tx.send(Ok::<_, std::io::Error>(stream)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(cred) => {
+                    tracing::warn!(peer_uid = cred.uid(), expected = gateway_uid, "refused a socket peer with the wrong uid");
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read socket peer credentials"),
+            }
+        }
+    });
+    let service = GrpcInferenceServiceServer::new(service::Backend { registry, max_tensor_elements })
+        .max_decoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES)
+        .max_encoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES);
+    tracing::info!("backend serving");
+    tonic::transport::Server::builder()
+        .serve_with_incoming_shutdown(service, ReceiverStream::new(rx), shutdown_signal())
+        .await?;
+    tracing::info!("backend stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn load_models(runtime_dir: &Path, specs: &[ModelSpec]) -> anyhow::Result<service::Registry> {
+    runtime::load(runtime_dir)?;
+    let mut registry = service::Registry::default();
+    for spec in specs {
+        let versions = match warden_shared::repository::list_versions(&spec.base_path) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(model = %spec.name, error = %e, "model not served");
+                registry.failed.insert(spec.name.clone(), e.to_string());
+                continue;
+            }
+        };
+        let wanted = spec.version_policy.select(versions.iter().map(|(v, _)| *v).collect());
+        if wanted.is_empty() {
+            let msg = format!("no version folder matches the version policy under {}", spec.base_path.display());
+            tracing::error!(model = %spec.name, "{msg}");
+            registry.failed.insert(spec.name.clone(), msg);
+            continue;
+        }
+        for (version, dir) in versions.into_iter().filter(|(v, _)| wanted.contains(v)) {
+            match model::ModelVersion::load(spec, version, dir) {
+                Ok(m) => {
+                    tracing::info!(model = %spec.name, version, nireq = m.nireq, inputs = m.inputs.len(), outputs = m.outputs.len(), "model loaded");
+                    registry.models.entry(spec.name.clone()).or_default().insert(version, Arc::new(m));
+                }
+                Err(e) => {
+                    tracing::error!(model = %spec.name, version, error = %e, "model version not served");
+                    registry.failed.insert(spec.name.clone(), e.to_string());
+                }
+            }
+        }
+    }
+    Ok(registry)
+}

@@ -1,0 +1,256 @@
+//! Compiled models and the pool of infer requests each one keeps.
+//!
+//! A [`ModelVersion`] is one version folder compiled for one device. Requests arrive
+//! already validated (see `validate.rs`); this module only moves bytes into OpenVINO
+//! tensors, runs inference on a blocking thread and moves the results out.
+
+use bytes::Bytes;
+use openvino::{
+    CompiledModel, Core, DeviceType, ElementType, InferRequest, PropertyKey, RwPropertyKey, Shape,
+    Tensor,
+};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+use warden_shared::datatype::DataType;
+use warden_shared::repository::{ModelFiles, ModelSpec};
+
+/// A model input or output as clients see it.
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    /// The primary name (OpenVINO's first name for the port).
+    pub name: String,
+    pub datatype: DataType,
+    /// Dimensions; -1 for a dynamic one.
+    pub shape: Vec<i64>,
+    /// True when even the rank is not fixed.
+    pub dynamic_rank: bool,
+    element_type: ElementType,
+}
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("model {model} version {version}: OpenVINO refused it: {source}")]
+    OpenVino {
+        model: String,
+        version: u64,
+        source: openvino::InferenceError,
+    },
+    #[error("model {model} version {version}: OpenVINO could not start: {message}")]
+    Setup { model: String, version: u64, message: String },
+    #[error("model {model} version {version}: {what} {name:?} has element type {ty:?}, which Warden cannot serve")]
+    UnsupportedType {
+        model: String,
+        version: u64,
+        what: &'static str,
+        name: String,
+        ty: ElementType,
+    },
+}
+
+/// Why an inference failed after validation.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("OpenVINO failed: {0}")]
+    OpenVino(#[from] openvino::InferenceError),
+    #[error("the model produced an output of type {0:?}, which cannot be returned")]
+    OutputType(ElementType),
+    #[error("the inference worker stopped")]
+    Worker,
+}
+
+/// One validated input, ready to hand to OpenVINO.
+#[derive(Debug)]
+pub struct BoundInput {
+    pub index: usize,
+    pub shape: Vec<i64>,
+    pub data: Bytes,
+}
+
+/// One result tensor.
+#[derive(Debug)]
+pub struct OutputTensor {
+    pub name: String,
+    pub datatype: DataType,
+    pub shape: Vec<i64>,
+    pub data: Bytes,
+}
+
+/// One served version of a model.
+pub struct ModelVersion {
+    pub name: String,
+    pub version: u64,
+    pub files: ModelFiles,
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+    /// Every name OpenVINO knows an input by, mapped to its index.
+    input_aliases: Mutex<BTreeMap<String, Option<usize>>>,
+    compiled: Mutex<CompiledModel>,
+    /// Bounds in-flight inferences to the pool's size.
+    permits: Semaphore,
+    free: Mutex<Vec<InferRequest>>,
+    pub nireq: usize,
+}
+
+fn datatype_of(ty: ElementType) -> Option<DataType> {
+    Some(match ty {
+        ElementType::Boolean => DataType::Bool,
+        ElementType::U8 => DataType::U8,
+        ElementType::U16 => DataType::U16,
+        ElementType::U32 => DataType::U32,
+        ElementType::U64 => DataType::U64,
+        ElementType::I8 => DataType::I8,
+        ElementType::I16 => DataType::I16,
+        ElementType::I32 => DataType::I32,
+        ElementType::I64 => DataType::I64,
+        ElementType::F16 => DataType::F16,
+        ElementType::Bf16 => DataType::Bf16,
+        ElementType::F32 => DataType::F32,
+        ElementType::F64 => DataType::F64,
+        _ => return None,
+    })
+}
+
+fn describe(node: &openvino::Node) -> Result<(String, ElementType, Vec<i64>, bool), openvino::InferenceError> {
+    let name = node.get_name()?;
+    let ty = node.get_element_type()?;
+    let ps = node.get_partial_shape()?;
+    let dynamic_rank = ps.get_rank().is_dynamic();
+    let shape = ps
+        .get_dimensions()
+        .iter()
+        .map(|d| if d.is_dynamic() { -1 } else { d.get_min() })
+        .collect();
+    Ok((name, ty, shape, dynamic_rank))
+}
+
+impl ModelVersion {
+    /// Reads and compiles one version. Runs inside the sandbox.
+    pub fn load(spec: &ModelSpec, version: u64, dir: PathBuf) -> Result<ModelVersion, anyhow::Error> {
+        let files = warden_shared::repository::find_model_files(&dir)?;
+        let model = spec.name.clone();
+        let ov = |source| LoadError::OpenVino { model: model.clone(), version, source };
+        let mut core = Core::new().map_err(|e| LoadError::Setup { model: model.clone(), version, message: e.to_string() })?;
+        let device: DeviceType<'static> = spec.target_device.parse().unwrap_or(DeviceType::CPU);
+        // One Core per model, so each model's plugin config stays its own.
+        for (key, value) in &spec.plugin_config {
+            core.set_property(&device, &RwPropertyKey::Other(key.clone().into()), value).map_err(ov)?;
+        }
+        let (xml, bin) = match &files {
+            ModelFiles::Ir { xml, bin } => (xml.clone(), bin.to_string_lossy().into_owned()),
+            ModelFiles::Single(p) => (p.clone(), String::new()),
+        };
+        let read = core.read_model_from_file(&xml.to_string_lossy(), &bin).map_err(ov)?;
+        let mut compiled = core.compile_model(&read, device).map_err(ov)?;
+
+        let ports = |is_input: bool| -> Result<Vec<TensorInfo>, anyhow::Error> {
+            let n = if is_input { compiled.get_input_size() } else { compiled.get_output_size() }.map_err(ov)?;
+            (0..n)
+                .map(|i| {
+                    let node = if is_input { compiled.get_input_by_index(i) } else { compiled.get_output_by_index(i) }
+                        .map_err(ov)?;
+                    let (name, ty, shape, dynamic_rank) = describe(&node).map_err(ov)?;
+                    let datatype = datatype_of(ty).ok_or_else(|| LoadError::UnsupportedType {
+                        model: model.clone(),
+                        version,
+                        what: if is_input { "input" } else { "output" },
+                        name: name.clone(),
+                        ty,
+                    })?;
+                    Ok(TensorInfo { name, datatype, shape, dynamic_rank, element_type: ty })
+                })
+                .collect()
+        };
+        let inputs = ports(true)?;
+        let outputs = ports(false)?;
+
+        let optimal = compiled
+            .get_property(&PropertyKey::OptimalNumberOfInferRequests)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(1);
+        let nireq = spec.nireq.map(|n| n as usize).unwrap_or(optimal).clamp(1, 256);
+        let requests = (0..nireq)
+            .map(|_| compiled.create_infer_request())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ov)?;
+        let aliases = inputs.iter().enumerate().map(|(i, t)| (t.name.clone(), Some(i))).collect();
+        Ok(ModelVersion {
+            name: spec.name.clone(),
+            version,
+            files,
+            inputs,
+            outputs,
+            input_aliases: Mutex::new(aliases),
+            compiled: Mutex::new(compiled),
+            permits: Semaphore::new(nireq),
+            free: Mutex::new(requests),
+            nireq,
+        })
+    }
+
+    /// The index of the input a client names, by any of the names OpenVINO knows it by.
+    pub fn input_index(&self, name: &str) -> Option<usize> {
+        let mut aliases = self.input_aliases.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = aliases.get(name) {
+            return *found;
+        }
+        // Not a primary name: ask OpenVINO (tensors can have several names), and remember
+        // the answer, bounded so a client cannot grow the map without limit.
+        let found = {
+            let compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+            compiled
+                .get_input_by_name(name)
+                .ok()
+                .and_then(|node| node.get_name().ok())
+                .and_then(|primary| self.inputs.iter().position(|t| t.name == primary))
+        };
+        if found.is_some() && aliases.len() < 64 + self.inputs.len() {
+            aliases.insert(name.to_owned(), found);
+        }
+        found
+    }
+
+    /// Runs one inference on a pooled infer request, on a blocking thread.
+    pub async fn infer(self: &Arc<Self>, inputs: Vec<BoundInput>, outputs: Vec<usize>) -> Result<Vec<OutputTensor>, InferError> {
+        let _permit = self.permits.acquire().await.map_err(|_| InferError::Worker)?;
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut request = this
+                .free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()
+                .ok_or(InferError::Worker)?;
+            let result = this.run(&mut request, &inputs, &outputs);
+            this.free.lock().unwrap_or_else(|e| e.into_inner()).push(request);
+            result
+        })
+        .await
+        .map_err(|_| InferError::Worker)?
+    }
+
+    fn run(&self, request: &mut InferRequest, inputs: &[BoundInput], outputs: &[usize]) -> Result<Vec<OutputTensor>, InferError> {
+        for input in inputs {
+            let info = &self.inputs[input.index];
+            let mut tensor = Tensor::new(info.element_type, &Shape::new(&input.shape)?)?;
+            tensor.get_raw_data_mut()?.copy_from_slice(&input.data);
+            request.set_input_tensor_by_index(input.index, &tensor)?;
+        }
+        request.infer()?;
+        outputs
+            .iter()
+            .map(|&i| {
+                let info = &self.outputs[i];
+                let tensor = request.get_output_tensor_by_index(i)?;
+                let ty = tensor.get_element_type()?;
+                let datatype = datatype_of(ty).ok_or(InferError::OutputType(ty))?;
+                let shape = tensor.get_shape()?.get_dimensions().to_vec();
+                let data = Bytes::copy_from_slice(tensor.get_raw_data()?);
+                Ok(OutputTensor { name: info.name.clone(), datatype, shape, data })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,143 @@
+//! The KServe v2 gRPC service the backend offers on its Unix socket.
+
+use crate::model::ModelVersion;
+use crate::validate;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use warden_shared::proto::grpc_inference_service_server::GrpcInferenceService;
+use warden_shared::proto::model_infer_response::InferOutputTensor;
+use warden_shared::proto::model_metadata_response::TensorMetadata;
+use warden_shared::proto::*;
+
+/// The platform reported in model metadata (as OVMS does).
+pub const PLATFORM: &str = "OpenVINO";
+
+/// Every model the backend serves, by name then version.
+#[derive(Default)]
+pub struct Registry {
+    pub models: BTreeMap<String, BTreeMap<u64, Arc<ModelVersion>>>,
+    /// Models that are configured but could not be loaded, with the reason.
+    pub failed: BTreeMap<String, String>,
+}
+
+impl Registry {
+    /// The version a request names, or the highest one when it names none.
+    pub fn find(&self, name: &str, version: &str) -> Result<&Arc<ModelVersion>, Status> {
+        let versions = self
+            .models
+            .get(name)
+            .ok_or_else(|| Status::not_found(format!("model {:?} is not served", clip(name))))?;
+        if version.is_empty() {
+            return versions
+                .values()
+                .next_back()
+                .ok_or_else(|| Status::not_found(format!("model {name:?} has no version loaded")));
+        }
+        let v: u64 = version
+            .parse()
+            .map_err(|_| Status::not_found(format!("model {name:?} has no version {:?}", clip(version))))?;
+        versions
+            .get(&v)
+            .ok_or_else(|| Status::not_found(format!("model {name:?} has no version {v}")))
+    }
+
+    pub fn all_ready(&self) -> bool {
+        self.failed.is_empty() && !self.models.is_empty()
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// The service: a registry plus the limits that apply to each request.
+pub struct Backend {
+    pub registry: Arc<Registry>,
+    pub max_tensor_elements: usize,
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Backend {
+    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse { ready: self.registry.all_ready() }))
+    }
+
+    async fn model_ready(&self, req: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
+        let req = req.into_inner();
+        self.registry.find(&req.name, &req.version)?;
+        Ok(Response::new(ModelReadyResponse { ready: true }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: warden_shared::SERVER_NAME.into(),
+            version: warden_shared::VERSION.into(),
+            extensions: vec![],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let req = req.into_inner();
+        let model = self.registry.find(&req.name, &req.version)?;
+        let versions = self.registry.models[&model.name].keys().rev().map(u64::to_string).collect();
+        let meta = |t: &crate::model::TensorInfo| TensorMetadata {
+            name: t.name.clone(),
+            datatype: t.datatype.as_str().into(),
+            shape: if t.dynamic_rank { vec![-1] } else { t.shape.clone() },
+        };
+        Ok(Response::new(ModelMetadataResponse {
+            name: model.name.clone(),
+            versions,
+            platform: PLATFORM.into(),
+            inputs: model.inputs.iter().map(meta).collect(),
+            outputs: model.outputs.iter().map(meta).collect(),
+        }))
+    }
+
+    async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+        let request_id = req
+            .metadata()
+            .get(warden_shared::wire::REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        let mut req = req.into_inner();
+        let model = Arc::clone(self.registry.find(&req.model_name, &req.model_version)?);
+        let prepared = validate::prepare(&model, &mut req, self.max_tensor_elements)?;
+        let outputs = model.infer(prepared.inputs, prepared.outputs).await.map_err(|e| {
+            // The client gets a plain message; OpenVINO's own text stays in our log.
+            tracing::error!(request_id, model = %model.name, version = model.version, error = %e, "inference failed");
+            Status::internal("inference failed")
+        })?;
+        let mut response = ModelInferResponse {
+            model_name: model.name.clone(),
+            model_version: model.version.to_string(),
+            id: req.id,
+            parameters: Default::default(),
+            outputs: Vec::with_capacity(outputs.len()),
+            raw_output_contents: Vec::with_capacity(outputs.len()),
+        };
+        for out in outputs {
+            response.outputs.push(InferOutputTensor {
+                name: out.name,
+                datatype: out.datatype.as_str().into(),
+                shape: out.shape,
+                parameters: Default::default(),
+                contents: None,
+            });
+            response.raw_output_contents.push(out.data);
+        }
+        Ok(Response::new(response))
+    }
+}

@@ -1,0 +1,76 @@
+//! Every error a client can see, and the one place that maps causes to HTTP status and
+//! gRPC codes. Messages never carry internal paths, backtraces or OpenVINO's own text.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// For 401: the `WWW-Authenticate` challenge.
+    pub challenge: Option<&'static str>,
+}
+
+/// RFC 6750 challenge when no credential was sent.
+pub const CHALLENGE_MISSING: &str = "Bearer realm=\"warden\"";
+/// RFC 6750 challenge for a credential that was refused.
+pub const CHALLENGE_INVALID: &str = "Bearer realm=\"warden\", error=\"invalid_token\"";
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into(), challenge: None }
+    }
+    pub fn bad_request(m: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, m)
+    }
+    pub fn unauthenticated(challenge: &'static str) -> ApiError {
+        ApiError { status: StatusCode::UNAUTHORIZED, message: "missing or invalid credentials".into(), challenge: Some(challenge) }
+    }
+    pub fn unavailable(m: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
+    }
+
+    /// The backend's gRPC status, as the client should see it.
+    pub fn from_backend(status: &tonic::Status) -> ApiError {
+        use tonic::Code;
+        match status.code() {
+            Code::InvalidArgument => ApiError::bad_request(status.message()),
+            Code::NotFound => ApiError::not_found(status.message()),
+            Code::ResourceExhausted => ApiError::new(StatusCode::TOO_MANY_REQUESTS, status.message()),
+            Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Unknown => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "backend unavailable");
+                ApiError::unavailable("the inference backend is unavailable; retry later")
+            }
+            _ => {
+                tracing::error!(code = ?status.code(), message = status.message(), "backend error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "inference failed")
+            }
+        }
+    }
+
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let body = serde_json::to_vec(&serde_json::json!({ "error": self.message })).unwrap_or_default();
+        let mut resp = json_response(self.status, body);
+        if let Some(c) = self.challenge {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+/// A JSON response with the given status.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

@@ -1,0 +1,420 @@
+//! The KServe v2 JSON body codec: JSON tensors in, raw little-endian tensors out (the
+//! form the backend takes), and raw results back to JSON.
+//!
+//! `data` may be flat or nested to any depth up to [`MAX_JSON_DEPTH`]; it is flattened
+//! while parsing, without building a generic JSON tree, and each element is checked
+//! against the declared datatype's range.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use std::collections::HashMap;
+use std::fmt;
+use warden_shared::datatype::{DataType, element_count};
+use warden_shared::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
+use warden_shared::proto::{InferParameter, ModelInferRequest, ModelInferResponse, infer_parameter};
+
+/// Deepest nesting of `data` arrays accepted.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// A JSON scalar from a `data` array.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scalar {
+    Bool(bool),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+}
+
+/// `data`, flattened.
+#[derive(Debug, Default)]
+pub struct FlatData(Vec<Scalar>);
+
+struct FlattenSeed<'a> {
+    out: &'a mut Vec<Scalar>,
+    depth: usize,
+    max_elements: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for FlattenSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FlattenSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of numbers or booleans")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(Scalar::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(Scalar::I64(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(Scalar::U64(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(Scalar::F64(v))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom("string elements are only valid for BYTES tensors, which this server does not take"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth >= MAX_JSON_DEPTH {
+            return Err(de::Error::custom(format!("data nested deeper than {MAX_JSON_DEPTH} levels")));
+        }
+        while seq
+            .next_element_seed(FlattenSeed { out: self.out, depth: self.depth + 1, max_elements: self.max_elements })?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+impl FlattenSeed<'_> {
+    fn push<E: de::Error>(self, s: Scalar) -> Result<(), E> {
+        if self.depth == 0 {
+            return Err(E::custom("data must be an array"));
+        }
+        if self.out.len() >= self.max_elements {
+            return Err(E::custom(format!("data has more than {} elements", self.max_elements)));
+        }
+        self.out.push(s);
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// The element cap for the body being parsed on this thread (serde has no context).
+    static MAX_ELEMENTS: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+impl<'de> Deserialize<'de> for FlatData {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = Vec::new();
+        let max_elements = MAX_ELEMENTS.with(|m| m.get());
+        FlattenSeed { out: &mut out, depth: 0, max_elements }.deserialize(d)?;
+        Ok(FlatData(out))
+    }
+}
+
+/// A request or output `parameters` value.
+#[derive(Debug, Deserialize, Serialize, Clone)]
+#[serde(untagged)]
+pub enum JsonParam {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct JsonInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<HashMap<String, JsonParam>>,
+    data: FlatData,
+}
+
+#[derive(Debug, Deserialize)]
+struct JsonOutputRequest {
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    parameters: Option<HashMap<String, JsonParam>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct JsonInferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<HashMap<String, JsonParam>>,
+    inputs: Vec<JsonInput>,
+    #[serde(default)]
+    outputs: Option<Vec<JsonOutputRequest>>,
+}
+
+/// Why a JSON body was refused (always the client's fault: 400).
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    #[error("request body is not a valid inference request: {0}")]
+    Syntax(String),
+    #[error("input {input:?}: {message}")]
+    Input { input: String, message: String },
+}
+
+fn to_proto_params(p: Option<HashMap<String, JsonParam>>) -> HashMap<String, InferParameter> {
+    p.unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let choice = match v {
+                JsonParam::Bool(b) => infer_parameter::ParameterChoice::BoolParam(b),
+                JsonParam::Int(i) => infer_parameter::ParameterChoice::Int64Param(i),
+                JsonParam::Float(f) => infer_parameter::ParameterChoice::DoubleParam(f),
+                JsonParam::Str(s) => infer_parameter::ParameterChoice::StringParam(s),
+            };
+            Some((k, InferParameter { parameter_choice: Some(choice) }))
+        })
+        .collect()
+}
+
+/// Parses a JSON infer request into the socket form, with every tensor as raw bytes.
+pub fn parse_infer_request(
+    body: &[u8],
+    model_name: &str,
+    model_version: &str,
+    max_elements: usize,
+) -> Result<ModelInferRequest, JsonError> {
+    MAX_ELEMENTS.with(|m| m.set(max_elements));
+    let parsed: Result<JsonInferRequest, _> = serde_json::from_slice(body);
+    MAX_ELEMENTS.with(|m| m.set(usize::MAX));
+    let parsed = parsed.map_err(|e| JsonError::Syntax(e.to_string()))?;
+    let mut inputs = Vec::with_capacity(parsed.inputs.len());
+    let mut raw = Vec::with_capacity(parsed.inputs.len());
+    for input in parsed.inputs {
+        let err = |message: String| JsonError::Input { input: input.name.chars().take(64).collect(), message };
+        let datatype: DataType = input.datatype.parse().map_err(|e| err(format!("{e}")))?;
+        let count = element_count(&input.shape).map_err(|e| err(e.to_string()))?;
+        if count != input.data.0.len() {
+            return Err(err(format!(
+                "shape {:?} holds {count} elements but data has {}",
+                input.shape,
+                input.data.0.len()
+            )));
+        }
+        raw.push(encode(datatype, &input.data.0).map_err(err)?);
+        inputs.push(InferInputTensor {
+            name: input.name,
+            datatype: input.datatype,
+            shape: input.shape,
+            parameters: to_proto_params(input.parameters),
+            contents: None,
+        });
+    }
+    Ok(ModelInferRequest {
+        model_name: model_name.to_owned(),
+        model_version: model_version.to_owned(),
+        id: parsed.id.unwrap_or_default(),
+        parameters: to_proto_params(parsed.parameters),
+        inputs,
+        outputs: parsed
+            .outputs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| InferRequestedOutputTensor { name: o.name, parameters: HashMap::new() })
+            .collect(),
+        raw_input_contents: raw,
+    })
+}
+
+fn as_i128(s: Scalar) -> Option<i128> {
+    match s {
+        Scalar::I64(v) => Some(v.into()),
+        Scalar::U64(v) => Some(v.into()),
+        Scalar::F64(f) if f.fract() == 0.0 && f.is_finite() => Some(f as i128),
+        Scalar::Bool(b) => Some(b.into()),
+        Scalar::F64(_) => None,
+    }
+}
+
+fn as_f64(s: Scalar) -> Option<f64> {
+    match s {
+        Scalar::I64(v) => Some(v as f64),
+        Scalar::U64(v) => Some(v as f64),
+        Scalar::F64(f) => Some(f),
+        Scalar::Bool(_) => None,
+    }
+}
+
+/// Encodes flattened JSON elements as the raw little-endian form of `dtype`.
+fn encode(dtype: DataType, data: &[Scalar]) -> Result<Bytes, String> {
+    let size = dtype.element_size().ok_or("BYTES tensors are not supported by this server")?;
+    let mut out = BytesMut::with_capacity(data.len() * size);
+    macro_rules! ints {
+        ($t:ty, $put:ident) => {
+            for (i, &s) in data.iter().enumerate() {
+                let v = as_i128(s)
+                    .and_then(|v| <$t>::try_from(v).ok())
+                    .ok_or_else(|| format!("element {i} is not a valid {}", dtype))?;
+                out.$put(v);
+            }
+        };
+    }
+    match dtype {
+        DataType::Bool => {
+            for (i, &s) in data.iter().enumerate() {
+                let v = match s {
+                    Scalar::Bool(b) => b,
+                    Scalar::I64(0) | Scalar::U64(0) => false,
+                    Scalar::I64(1) | Scalar::U64(1) => true,
+                    _ => return Err(format!("element {i} is not a BOOL")),
+                };
+                out.put_u8(v.into());
+            }
+        }
+        DataType::U8 => ints!(u8, put_u8),
+        DataType::I8 => ints!(i8, put_i8),
+        DataType::U16 => ints!(u16, put_u16_le),
+        DataType::I16 => ints!(i16, put_i16_le),
+        DataType::U32 => ints!(u32, put_u32_le),
+        DataType::I32 => ints!(i32, put_i32_le),
+        DataType::U64 => ints!(u64, put_u64_le),
+        DataType::I64 => ints!(i64, put_i64_le),
+        DataType::F16 | DataType::Bf16 | DataType::F32 | DataType::F64 => {
+            for (i, &s) in data.iter().enumerate() {
+                let v = as_f64(s).ok_or_else(|| format!("element {i} is not a number"))?;
+                match dtype {
+                    DataType::F16 => out.put_u16_le(half::f16::from_f64(v).to_bits()),
+                    DataType::Bf16 => out.put_u16_le(half::bf16::from_f64(v).to_bits()),
+                    DataType::F32 => out.put_f32_le(v as f32),
+                    _ => out.put_f64_le(v),
+                }
+            }
+        }
+        DataType::Bytes => unreachable!("handled by element_size"),
+    }
+    Ok(out.freeze())
+}
+
+/// Serializes a raw little-endian tensor as a flat JSON array, streaming.
+struct RawAsJson<'a> {
+    dtype: DataType,
+    raw: &'a [u8],
+}
+
+impl Serialize for RawAsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let size = self.dtype.element_size().ok_or_else(|| S::Error::custom("BYTES output"))?;
+        if self.raw.len() % size != 0 {
+            return Err(S::Error::custom("output length is not a whole number of elements"));
+        }
+        let mut seq = s.serialize_seq(Some(self.raw.len() / size))?;
+        for c in self.raw.chunks_exact(size) {
+            match self.dtype {
+                DataType::Bool => seq.serialize_element(&(c[0] != 0))?,
+                DataType::U8 => seq.serialize_element(&c[0])?,
+                DataType::I8 => seq.serialize_element(&(c[0] as i8))?,
+                DataType::U16 => seq.serialize_element(&u16::from_le_bytes([c[0], c[1]]))?,
+                DataType::I16 => seq.serialize_element(&i16::from_le_bytes([c[0], c[1]]))?,
+                DataType::F16 => seq.serialize_element(&half::f16::from_le_bytes([c[0], c[1]]).to_f32())?,
+                DataType::Bf16 => seq.serialize_element(&half::bf16::from_le_bytes([c[0], c[1]]).to_f32())?,
+                DataType::U32 => seq.serialize_element(&u32::from_le_bytes(c.try_into().map_err(S::Error::custom)?))?,
+                DataType::I32 => seq.serialize_element(&i32::from_le_bytes(c.try_into().map_err(S::Error::custom)?))?,
+                DataType::F32 => seq.serialize_element(&f32::from_le_bytes(c.try_into().map_err(S::Error::custom)?))?,
+                DataType::U64 => seq.serialize_element(&u64::from_le_bytes(c.try_into().map_err(S::Error::custom)?))?,
+                DataType::I64 => seq.serialize_element(&i64::from_le_bytes(c.try_into().map_err(S::Error::custom)?))?,
+                DataType::F64 => seq.serialize_element(&f64::from_le_bytes(c.try_into().map_err(S::Error::custom)?))?,
+                DataType::Bytes => return Err(S::Error::custom("BYTES output")),
+            }
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct JsonOutput<'a> {
+    name: &'a str,
+    datatype: &'a str,
+    shape: &'a [i64],
+    data: RawAsJson<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonInferResponse<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    outputs: Vec<JsonOutput<'a>>,
+}
+
+/// Renders the backend's answer as a KServe v2 JSON response.
+pub fn render_infer_response(resp: &ModelInferResponse) -> Result<Vec<u8>, String> {
+    if resp.outputs.len() != resp.raw_output_contents.len() {
+        return Err("backend answered with mismatched outputs".into());
+    }
+    let mut outputs = Vec::with_capacity(resp.outputs.len());
+    for (o, raw) in resp.outputs.iter().zip(&resp.raw_output_contents) {
+        let dtype: DataType = o.datatype.parse().map_err(|e| format!("{e}"))?;
+        outputs.push(JsonOutput { name: &o.name, datatype: &o.datatype, shape: &o.shape, data: RawAsJson { dtype, raw } });
+    }
+    serde_json::to_vec(&JsonInferResponse {
+        model_name: &resp.model_name,
+        model_version: &resp.model_version,
+        id: &resp.id,
+        outputs,
+    })
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(body: &str) -> Result<ModelInferRequest, JsonError> {
+        parse_infer_request(body.as_bytes(), "m", "", 1 << 20)
+    }
+
+    #[test]
+    fn nested_and_flat_data_encode_the_same() {
+        let flat = req(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2.5,3,4]}]}"#).unwrap();
+        let nested = req(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2.5],[3,4]]}]}"#).unwrap();
+        assert_eq!(flat.raw_input_contents, nested.raw_input_contents);
+        let expect: Vec<u8> = [1f32, 2.5, 3., 4.].iter().flat_map(|f| f.to_le_bytes()).collect();
+        assert_eq!(flat.raw_input_contents[0].as_ref(), &expect[..]);
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        assert!(req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[256]}]}"#).is_err());
+        assert!(req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[-129]}]}"#).is_err());
+        assert!(req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT32","data":[1.5]}]}"#).is_err());
+        assert!(req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT64","data":[-9223372036854775808]}]}"#).is_ok());
+        assert!(req(r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT64","data":[1]}]}"#).is_err());
+        assert!(req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP33","data":[1]}]}"#).is_err());
+        assert!(req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":1}]}"#).is_err());
+    }
+
+    #[test]
+    fn depth_and_count_are_bounded() {
+        let deep = format!(
+            r#"{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":{}1{}}}]}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(req(&deep).is_err());
+        let many = format!(r#"{{"inputs":[{{"name":"x","shape":[11],"datatype":"FP32","data":[{}]}}]}}"#, vec!["1"; 11].join(","));
+        assert!(parse_infer_request(many.as_bytes(), "m", "", 10).is_err());
+        assert!(parse_infer_request(many.as_bytes(), "m", "", 11).is_ok());
+    }
+
+    #[test]
+    fn response_round_trip() {
+        let raw: Vec<u8> = [0.5f32, -1.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+        let resp = ModelInferResponse {
+            model_name: "m".into(),
+            model_version: "1".into(),
+            id: "abc".into(),
+            parameters: Default::default(),
+            outputs: vec![warden_shared::proto::model_infer_response::InferOutputTensor {
+                name: "y".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 2],
+                parameters: Default::default(),
+                contents: None,
+            }],
+            raw_output_contents: vec![Bytes::from(raw)],
+        };
+        let json: serde_json::Value = serde_json::from_slice(&render_infer_response(&resp).unwrap()).unwrap();
+        assert_eq!(json["id"], "abc");
+        assert_eq!(json["outputs"][0]["data"], serde_json::json!([0.5, -1.0]));
+    }
+}

@@ -1,0 +1,23 @@
+//! Types both of Warden's processes agree on: the KServe v2 wire types (used on the
+//! network *and* on the Unix socket between gateway and backend), the tensor datatypes,
+//! the configuration file, and the OVMS model repository layout.
+//!
+//! Nothing in here touches the network, the file system beyond reading a config file,
+//! or OpenVINO; both processes can depend on it without widening what they can do.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod datatype;
+pub mod repository;
+pub mod wire;
+
+/// The generated KServe v2 gRPC types and service stubs.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("inference");
+}
+
+/// Warden's version, reported in server metadata.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The server name reported in server metadata.
+pub const SERVER_NAME: &str = "warden";

@@ -1,0 +1,22 @@
+//! The gateway ↔ backend protocol.
+//!
+//! The socket carries the KServe v2 gRPC service itself (HTTP/2 over a Unix socket), so
+//! there is one schema for the network and for the hop. What only the gateway may say
+//! travels in metadata with a `x-warden-` prefix; the gateway sets these from verified
+//! state and strips any client-supplied header with that prefix before forwarding.
+
+/// The verified principal the request runs as (`sub@issuer` or a certificate identity).
+pub const PRINCIPAL_HEADER: &str = "x-warden-principal";
+/// The gateway's request id, for correlating backend logs with audit records.
+pub const REQUEST_ID_HEADER: &str = "x-warden-request-id";
+/// Every header with this prefix is owned by the gateway.
+pub const RESERVED_PREFIX: &str = "x-warden-";
+
+/// Largest message the backend accepts or sends over the socket. The gateway enforces
+/// its own, smaller, client-facing caps first; this bounds a misbehaving peer.
+pub const MAX_SOCKET_MESSAGE_BYTES: usize = 1 << 30;
+
+/// Protocol version spoken on the socket; bumped on any incompatible change.
+pub const SOCKET_PROTOCOL_VERSION: &str = "warden-socket/1";
+/// Metadata key carrying [`SOCKET_PROTOCOL_VERSION`].
+pub const PROTOCOL_HEADER: &str = "x-warden-protocol";

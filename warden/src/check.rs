@@ -1,0 +1,102 @@
+//! `warden check`: validates a configuration the way `nginx -t` does, and says what it
+//! would serve, without binding a port or loading a model.
+
+use std::fmt::Write as _;
+use warden_shared::config::{Config, ModelsSource, OPENVINO_DIR_ENV};
+use warden_shared::repository::{self, ModelSpec, VersionPolicy};
+
+fn specs(config: &Config) -> anyhow::Result<Vec<ModelSpec>> {
+    Ok(match config.models_source()? {
+        ModelsSource::Single { path, name } => vec![ModelSpec {
+            name: name.into(),
+            base_path: path.into(),
+            target_device: config.models.target_device.clone(),
+            nireq: None,
+            plugin_config: config.models.plugin_config.clone(),
+            version_policy: VersionPolicy::default(),
+            shape: Default::default(),
+        }],
+        ModelsSource::OvmsConfig(p) => repository::read_ovms_config(p)?,
+    })
+}
+
+/// Returns the report; an error means the configuration would not start.
+pub fn run(config: &Config) -> anyhow::Result<String> {
+    config.validate()?;
+    let mut out = String::new();
+    let g = &config.gateway;
+    let cert = config.tls.cert.as_deref().unwrap_or_else(|| std::path::Path::new(""));
+    let key = config.tls.key.as_deref().unwrap_or_else(|| std::path::Path::new(""));
+    warden_gateway::tls::server_config(cert, key, &[b"h2"])?;
+    warden_gateway::auth::jwt::JwtVerifier::from_config(&config.auth)?;
+    writeln!(out, "listeners:")?;
+    writeln!(out, "  REST  https://{}:{}  (TLS 1.3/1.2, HTTP/1.1 + HTTP/2)", g.bind_address, g.rest_port)?;
+    writeln!(out, "TLS:     certificate {} (loaded), key {} (loaded)", cert.display(), key.display())?;
+    writeln!(
+        out,
+        "auth:    JWT bearer tokens, key {} (loaded), iss={:?}, aud={:?}, leeway {}s, max lifetime {}s",
+        config.auth.jwt_key.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+        config.auth.jwt_issuer.as_deref().unwrap_or(""),
+        config.auth.jwt_audience.as_deref().unwrap_or(""),
+        config.auth.leeway_secs,
+        config.auth.max_lifetime_secs
+    )?;
+    let runtime = warden_backend::runtime::locate(
+        config.backend.openvino_dir.as_deref(),
+        std::env::var_os(OPENVINO_DIR_ENV).map(Into::into),
+    );
+    writeln!(
+        out,
+        "backend: uid {}:{} when started as root, socket {}, OpenVINO runtime {}",
+        config.backend.uid,
+        config.backend.gid,
+        config.socket_path().display(),
+        match &runtime {
+            Ok(p) => p.display().to_string(),
+            Err(e) => format!("MISSING ({e})"),
+        }
+    )?;
+    writeln!(out, "gateway: drops to uid {}:{} when started as root", g.uid, g.gid)?;
+    writeln!(
+        out,
+        "limits:  body {} B, tensor {} elements",
+        config.limits.max_body_bytes, config.limits.max_tensor_elements
+    )?;
+    writeln!(out, "models:")?;
+    let mut problems = 0;
+    for spec in specs(config)? {
+        let versions = repository::list_versions(&spec.base_path);
+        match versions {
+            Err(e) => {
+                problems += 1;
+                writeln!(out, "  {:<20} ERROR {e}", spec.name)?;
+            }
+            Ok(v) => {
+                let served = spec.version_policy.select(v.iter().map(|(n, _)| *n).collect());
+                if served.is_empty() {
+                    problems += 1;
+                    writeln!(out, "  {:<20} ERROR no version matches the policy", spec.name)?;
+                }
+                for (n, dir) in v.iter().filter(|(n, _)| served.contains(n)) {
+                    match repository::find_model_files(dir) {
+                        Ok(files) => writeln!(
+                            out,
+                            "  {:<20} version {n}: {} on {}",
+                            spec.name,
+                            files.primary().display(),
+                            spec.target_device
+                        )?,
+                        Err(e) => {
+                            problems += 1;
+                            writeln!(out, "  {:<20} version {n}: ERROR {e}", spec.name)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if problems > 0 {
+        anyhow::bail!("{out}configuration has {problems} model problem(s)");
+    }
+    Ok(out)
+}

@@ -1,0 +1,90 @@
+//! The `warden` command: one binary for every role.
+#![forbid(unsafe_code)]
+
+mod args;
+mod certs;
+mod check;
+mod serve;
+mod token;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "warden", version, about = "A security-first model server for OpenVINO models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway and a supervised, sandboxed backend.
+    Serve(args::RunArgs),
+    /// Run only the network-facing gateway (two-container deployments).
+    Gateway(args::RunArgs),
+    /// Run only the sandboxed inference backend (two-container deployments).
+    Backend(args::RunArgs),
+    /// Make DEVELOPMENT-ONLY certificates and a token signing key.
+    CertsDev {
+        /// Folder to write ca.pem, server.pem, server.key, client.pem, client.key, jwt.key, jwt.pub.pem.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Mint a JWT for trying a server out.
+    Token(token::TokenArgs),
+    /// Validate a configuration and print what it would serve.
+    Check(args::RunArgs),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("warden: error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Serve(a) => {
+            init_logging();
+            let config = a.load()?;
+            // The children parse the same flags: everything after `serve`.
+            let child_args = std::env::args_os().skip(2).collect();
+            serve::run(&config, child_args)
+        }
+        Command::Gateway(a) => {
+            init_logging();
+            warden_gateway::run(a.load()?)?;
+            Ok(0)
+        }
+        Command::Backend(a) => {
+            init_logging();
+            let options = warden_backend::BackendOptions {
+                insecure_allow_unenforced_sandbox: a.insecure_allow_unenforced_sandbox,
+                gateway_uid: None,
+            };
+            warden_backend::run(&a.load()?, &options)?;
+            Ok(0)
+        }
+        Command::CertsDev { out } => certs::run(&out).map(|()| 0),
+        Command::Token(t) => token::run(&t).map(|()| 0),
+        Command::Check(a) => {
+            let report = check::run(&a.load()?)?;
+            print!("{report}");
+            println!("configuration OK");
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `warden serve`: a small supervisor, like OpenSSH's privileged monitor. It prepares
+//! the socket directory, starts the gateway and the backend as child processes of the
+//! same binary, restarts the backend with backoff when it dies, and forwards signals.
+//! It never opens a network socket and never touches a request byte: it is the only
+//! part that keeps root, so that a backend restarted later can still become uid 5000.
+
+use anyhow::Context;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::ffi::OsString;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
+use warden_shared::config::Config;
+
+/// First delay before restarting a crashed backend; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A backend that ran this long before dying restarts at [`MIN_BACKOFF`] again.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// How long children get to finish in-flight work after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// Creates the socket directory so that only the two service users can enter it:
+/// owner = backend uid (it creates the socket), group = gateway gid with the setgid bit
+/// (the socket inherits that group, so the gateway may connect), mode 02750.
+pub fn prepare_socket_dir(config: &Config) -> anyhow::Result<()> {
+    let dir = &config.backend.socket_dir;
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => anyhow::bail!("socket directory {} is a symlink; refused", dir.display()),
+        Ok(m) if !m.is_dir() => anyhow::bail!("socket directory {} is not a directory", dir.display()),
+        Ok(_) => {}
+        Err(_) => std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?,
+    }
+    if nix::unistd::getuid().is_root() {
+        std::os::unix::fs::chown(dir, Some(config.backend.uid), Some(config.gateway.gid))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o2750))?;
+    } else {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let m = std::fs::metadata(dir)?;
+    tracing::info!(dir = %dir.display(), mode = format!("{:o}", m.mode() & 0o7777), uid = m.uid(), gid = m.gid(), "socket directory ready");
+    Ok(())
+}
+
+fn spawn(role: &str, args: &[OsString], pipe_stderr: bool) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("cannot find the warden executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(role).args(args).stdin(Stdio::null()).kill_on_drop(true);
+    if pipe_stderr {
+        // The backend sets RLIMIT_FSIZE to 0; relaying its output through a pipe keeps
+        // its logs flowing even when our own stderr is a regular file.
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    let mut child = cmd.spawn().with_context(|| format!("cannot start the {role}"))?;
+    if pipe_stderr {
+        if let Some(mut out) = child.stdout.take() {
+            tokio::spawn(async move { tokio::io::copy(&mut out, &mut tokio::io::stdout()).await });
+        }
+        if let Some(mut err) = child.stderr.take() {
+            tokio::spawn(async move { tokio::io::copy(&mut err, &mut tokio::io::stderr()).await });
+        }
+    }
+    tracing::info!(role, pid = child.id(), "started");
+    Ok(child)
+}
+
+fn signal_child(child: &Child, sig: Signal) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), sig);
+    }
+}
+
+async fn stop(child: &mut Child) -> Option<ExitStatus> {
+    signal_child(child, Signal::SIGTERM);
+    match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            let _ = child.kill().await;
+            child.wait().await.ok()
+        }
+    }
+}
+
+/// Runs the supervisor until SIGTERM/SIGINT or until the gateway exits.
+pub fn run(config: &Config, child_args: Vec<OsString>) -> anyhow::Result<i32> {
+    config.validate()?;
+    prepare_socket_dir(config)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(supervise(child_args))
+}
+
+async fn supervise(args: Vec<OsString>) -> anyhow::Result<i32> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut backend = spawn("backend", &args, true)?;
+    let mut gateway = spawn("gateway", &args, false)?;
+    let mut backend_started = Instant::now();
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        tokio::select! {
+            status = backend.wait() => {
+                let ran = backend_started.elapsed();
+                tracing::error!(status = ?status.ok(), ran_ms = ran.as_millis() as u64, "backend exited; restarting");
+                if ran >= HEALTHY_RUN { backoff = MIN_BACKOFF; }
+                // Keep serving signals while waiting, so a stop is never delayed.
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = term.recv() => { stop(&mut gateway).await; return Ok(0); }
+                    _ = int.recv() => { stop(&mut gateway).await; return Ok(0); }
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backend = spawn("backend", &args, true)?;
+                backend_started = Instant::now();
+            }
+            status = gateway.wait() => {
+                let status = status?;
+                tracing::error!(?status, "gateway exited; stopping the backend");
+                stop(&mut backend).await;
+                return Ok(status.code().unwrap_or(1).max(1));
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                // Children would die of an unhandled SIGHUP; reload is restart for now.
+                tracing::warn!("SIGHUP ignored: hot reload is not implemented yet; restart to apply changes");
+            }
+        }
+    }
+    tracing::info!("stopping");
+    let (g, b) = tokio::join!(stop(&mut gateway), stop(&mut backend));
+    tracing::info!(gateway = ?g, backend = ?b, "stopped");
+    Ok(0)
+}
