@@ -112,7 +112,9 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         insecure_allow_unenforced: options.insecure_allow_unenforced_sandbox,
     };
     if policy.insecure_allow_unenforced {
-        tracing::warn!("INSECURE: --insecure-allow-unenforced-sandbox is set; the backend may run without Landlock");
+        tracing::warn!(
+            "INSECURE: --insecure-allow-unenforced-sandbox is set; the backend may run without Landlock"
+        );
     }
 
     let socket_path = config.socket_path();
@@ -141,7 +143,13 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("warden-backend")
         .build()?;
-    rt.block_on(serve(listener, specs, runtime_dir, gateway_uid, config.limits.max_tensor_elements))
+    rt.block_on(serve(
+        listener,
+        specs,
+        runtime_dir,
+        gateway_uid,
+        config.limits.max_tensor_elements,
+    ))
 }
 
 async fn serve(
@@ -172,15 +180,22 @@ async fn serve(
                     }
                 }
                 Ok(cred) => {
-                    tracing::warn!(peer_uid = cred.uid(), expected = gateway_uid, "refused a socket peer with the wrong uid");
+                    tracing::warn!(
+                        peer_uid = cred.uid(),
+                        expected = gateway_uid,
+                        "refused a socket peer with the wrong uid"
+                    );
                 }
                 Err(e) => tracing::warn!(error = %e, "could not read socket peer credentials"),
             }
         }
     });
-    let service = GrpcInferenceServiceServer::new(service::Backend { registry, max_tensor_elements })
-        .max_decoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES)
-        .max_encoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES);
+    let service = GrpcInferenceServiceServer::new(service::Backend {
+        registry,
+        max_tensor_elements,
+    })
+    .max_decoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES)
+    .max_encoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES);
     tracing::info!("backend serving");
     tonic::transport::Server::builder()
         .serve_with_incoming_shutdown(service, ReceiverStream::new(rx), shutdown_signal())
@@ -191,7 +206,10 @@ async fn serve(
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {
@@ -212,9 +230,14 @@ fn load_models(runtime_dir: &Path, specs: &[ModelSpec]) -> anyhow::Result<servic
                 continue;
             }
         };
-        let wanted = spec.version_policy.select(versions.iter().map(|(v, _)| *v).collect());
+        let wanted = spec
+            .version_policy
+            .select(versions.iter().map(|(v, _)| *v).collect());
         if wanted.is_empty() {
-            let msg = format!("no version folder matches the version policy under {}", spec.base_path.display());
+            let msg = format!(
+                "no version folder matches the version policy under {}",
+                spec.base_path.display()
+            );
             tracing::error!(model = %spec.name, "{msg}");
             registry.failed.insert(spec.name.clone(), msg);
             continue;
@@ -223,7 +246,11 @@ fn load_models(runtime_dir: &Path, specs: &[ModelSpec]) -> anyhow::Result<servic
             match model::ModelVersion::load(spec, version, dir) {
                 Ok(m) => {
                     tracing::info!(model = %spec.name, version, nireq = m.nireq, inputs = m.inputs.len(), outputs = m.outputs.len(), "model loaded");
-                    registry.models.entry(spec.name.clone()).or_default().insert(version, Arc::new(m));
+                    registry
+                        .models
+                        .entry(spec.name.clone())
+                        .or_default()
+                        .insert(version, Arc::new(m));
                 }
                 Err(e) => {
                     tracing::error!(model = %spec.name, version, error = %e, "model version not served");

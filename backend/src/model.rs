@@ -39,8 +39,14 @@ pub enum LoadError {
         source: openvino::InferenceError,
     },
     #[error("model {model} version {version}: OpenVINO could not start: {message}")]
-    Setup { model: String, version: u64, message: String },
-    #[error("model {model} version {version}: {what} {name:?} has element type {ty:?}, which Warden cannot serve")]
+    Setup {
+        model: String,
+        version: u64,
+        message: String,
+    },
+    #[error(
+        "model {model} version {version}: {what} {name:?} has element type {ty:?}, which Warden cannot serve"
+    )]
     UnsupportedType {
         model: String,
         version: u64,
@@ -113,7 +119,9 @@ fn datatype_of(ty: ElementType) -> Option<DataType> {
     })
 }
 
-fn describe(node: &openvino::Node) -> Result<(String, ElementType, Vec<i64>, bool), openvino::InferenceError> {
+fn describe(
+    node: &openvino::Node,
+) -> Result<(String, ElementType, Vec<i64>, bool), openvino::InferenceError> {
     let name = node.get_name()?;
     let ty = node.get_element_type()?;
     let ps = node.get_partial_shape()?;
@@ -128,29 +136,55 @@ fn describe(node: &openvino::Node) -> Result<(String, ElementType, Vec<i64>, boo
 
 impl ModelVersion {
     /// Reads and compiles one version. Runs inside the sandbox.
-    pub fn load(spec: &ModelSpec, version: u64, dir: PathBuf) -> Result<ModelVersion, anyhow::Error> {
+    pub fn load(
+        spec: &ModelSpec,
+        version: u64,
+        dir: PathBuf,
+    ) -> Result<ModelVersion, anyhow::Error> {
         let files = warden_shared::repository::find_model_files(&dir)?;
         let model = spec.name.clone();
-        let ov = |source| LoadError::OpenVino { model: model.clone(), version, source };
-        let mut core = Core::new().map_err(|e| LoadError::Setup { model: model.clone(), version, message: e.to_string() })?;
+        let ov = |source| LoadError::OpenVino {
+            model: model.clone(),
+            version,
+            source,
+        };
+        let mut core = Core::new().map_err(|e| LoadError::Setup {
+            model: model.clone(),
+            version,
+            message: e.to_string(),
+        })?;
         let device: DeviceType<'static> = spec.target_device.parse().unwrap_or(DeviceType::CPU);
         // One Core per model, so each model's plugin config stays its own.
         for (key, value) in &spec.plugin_config {
-            core.set_property(&device, &RwPropertyKey::Other(key.clone().into()), value).map_err(ov)?;
+            core.set_property(&device, &RwPropertyKey::Other(key.clone().into()), value)
+                .map_err(ov)?;
         }
         let (xml, bin) = match &files {
             ModelFiles::Ir { xml, bin } => (xml.clone(), bin.to_string_lossy().into_owned()),
             ModelFiles::Single(p) => (p.clone(), String::new()),
         };
-        let read = core.read_model_from_file(&xml.to_string_lossy(), &bin).map_err(ov)?;
+        let read = core
+            .read_model_from_file(&xml.to_string_lossy(), &bin)
+            .map_err(ov)?;
         let mut compiled = core.compile_model(&read, device).map_err(ov)?;
 
+        // Names, types and shapes come from the model as read: compiling adds internal
+        // tensor names (such as "/Cast_1_output_0") that clients should not see.
         let ports = |is_input: bool| -> Result<Vec<TensorInfo>, anyhow::Error> {
-            let n = if is_input { compiled.get_input_size() } else { compiled.get_output_size() }.map_err(ov)?;
+            let n = if is_input {
+                read.get_inputs_len()
+            } else {
+                read.get_outputs_len()
+            }
+            .map_err(ov)?;
             (0..n)
                 .map(|i| {
-                    let node = if is_input { compiled.get_input_by_index(i) } else { compiled.get_output_by_index(i) }
-                        .map_err(ov)?;
+                    let node = if is_input {
+                        read.get_input_by_index(i)
+                    } else {
+                        read.get_output_by_index(i)
+                    }
+                    .map_err(ov)?;
                     let (name, ty, shape, dynamic_rank) = describe(&node).map_err(ov)?;
                     let datatype = datatype_of(ty).ok_or_else(|| LoadError::UnsupportedType {
                         model: model.clone(),
@@ -159,7 +193,13 @@ impl ModelVersion {
                         name: name.clone(),
                         ty,
                     })?;
-                    Ok(TensorInfo { name, datatype, shape, dynamic_rank, element_type: ty })
+                    Ok(TensorInfo {
+                        name,
+                        datatype,
+                        shape,
+                        dynamic_rank,
+                        element_type: ty,
+                    })
                 })
                 .collect()
         };
@@ -171,12 +211,20 @@ impl ModelVersion {
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
             .unwrap_or(1);
-        let nireq = spec.nireq.map(|n| n as usize).unwrap_or(optimal).clamp(1, 256);
+        let nireq = spec
+            .nireq
+            .map(|n| n as usize)
+            .unwrap_or(optimal)
+            .clamp(1, 256);
         let requests = (0..nireq)
             .map(|_| compiled.create_infer_request())
             .collect::<Result<Vec<_>, _>>()
             .map_err(ov)?;
-        let aliases = inputs.iter().enumerate().map(|(i, t)| (t.name.clone(), Some(i))).collect();
+        let aliases = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), Some(i)))
+            .collect();
         Ok(ModelVersion {
             name: spec.name.clone(),
             version,
@@ -214,8 +262,16 @@ impl ModelVersion {
     }
 
     /// Runs one inference on a pooled infer request, on a blocking thread.
-    pub async fn infer(self: &Arc<Self>, inputs: Vec<BoundInput>, outputs: Vec<usize>) -> Result<Vec<OutputTensor>, InferError> {
-        let _permit = self.permits.acquire().await.map_err(|_| InferError::Worker)?;
+    pub async fn infer(
+        self: &Arc<Self>,
+        inputs: Vec<BoundInput>,
+        outputs: Vec<usize>,
+    ) -> Result<Vec<OutputTensor>, InferError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| InferError::Worker)?;
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let mut request = this
@@ -225,14 +281,22 @@ impl ModelVersion {
                 .pop()
                 .ok_or(InferError::Worker)?;
             let result = this.run(&mut request, &inputs, &outputs);
-            this.free.lock().unwrap_or_else(|e| e.into_inner()).push(request);
+            this.free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(request);
             result
         })
         .await
         .map_err(|_| InferError::Worker)?
     }
 
-    fn run(&self, request: &mut InferRequest, inputs: &[BoundInput], outputs: &[usize]) -> Result<Vec<OutputTensor>, InferError> {
+    fn run(
+        &self,
+        request: &mut InferRequest,
+        inputs: &[BoundInput],
+        outputs: &[usize],
+    ) -> Result<Vec<OutputTensor>, InferError> {
         for input in inputs {
             let info = &self.inputs[input.index];
             let mut tensor = Tensor::new(info.element_type, &Shape::new(&input.shape)?)?;
@@ -249,7 +313,12 @@ impl ModelVersion {
                 let datatype = datatype_of(ty).ok_or(InferError::OutputType(ty))?;
                 let shape = tensor.get_shape()?.get_dimensions().to_vec();
                 let data = Bytes::copy_from_slice(tensor.get_raw_data()?);
-                Ok(OutputTensor { name: info.name.clone(), datatype, shape, data })
+                Ok(OutputTensor {
+                    name: info.name.clone(),
+                    datatype,
+                    shape,
+                    data,
+                })
             })
             .collect()
     }

@@ -45,7 +45,11 @@ pub fn locate(explicit: Option<&Path>, env: Option<PathBuf>) -> Result<PathBuf, 
         }
     }
     Err(RuntimeError::NotFound {
-        looked: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        looked: candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
     })
 }
 

@@ -34,9 +34,9 @@ impl Registry {
                 .next_back()
                 .ok_or_else(|| Status::not_found(format!("model {name:?} has no version loaded")));
         }
-        let v: u64 = version
-            .parse()
-            .map_err(|_| Status::not_found(format!("model {name:?} has no version {:?}", clip(version))))?;
+        let v: u64 = version.parse().map_err(|_| {
+            Status::not_found(format!("model {name:?} has no version {:?}", clip(version)))
+        })?;
         versions
             .get(&v)
             .ok_or_else(|| Status::not_found(format!("model {name:?} has no version {v}")))
@@ -59,15 +59,26 @@ pub struct Backend {
 
 #[tonic::async_trait]
 impl GrpcInferenceService for Backend {
-    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
         Ok(Response::new(ServerLiveResponse { live: true }))
     }
 
-    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
-        Ok(Response::new(ServerReadyResponse { ready: self.registry.all_ready() }))
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse {
+            ready: self.registry.all_ready(),
+        }))
     }
 
-    async fn model_ready(&self, req: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
+    async fn model_ready(
+        &self,
+        req: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
         let req = req.into_inner();
         self.registry.find(&req.name, &req.version)?;
         Ok(Response::new(ModelReadyResponse { ready: true }))
@@ -90,11 +101,19 @@ impl GrpcInferenceService for Backend {
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let req = req.into_inner();
         let model = self.registry.find(&req.name, &req.version)?;
-        let versions = self.registry.models[&model.name].keys().rev().map(u64::to_string).collect();
+        let versions = self.registry.models[&model.name]
+            .keys()
+            .rev()
+            .map(u64::to_string)
+            .collect();
         let meta = |t: &crate::model::TensorInfo| TensorMetadata {
             name: t.name.clone(),
             datatype: t.datatype.as_str().into(),
-            shape: if t.dynamic_rank { vec![-1] } else { t.shape.clone() },
+            shape: if t.dynamic_rank {
+                vec![-1]
+            } else {
+                t.shape.clone()
+            },
         };
         Ok(Response::new(ModelMetadataResponse {
             name: model.name.clone(),
@@ -105,7 +124,10 @@ impl GrpcInferenceService for Backend {
         }))
     }
 
-    async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+    async fn model_infer(
+        &self,
+        req: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
         let request_id = req
             .metadata()
             .get(warden_shared::wire::REQUEST_ID_HEADER)

@@ -22,7 +22,11 @@ fn bad(msg: String) -> Status {
 }
 
 /// Validates `req` against `model`, taking its raw buffers without copying them.
-pub fn prepare(model: &ModelVersion, req: &mut ModelInferRequest, max_elements: usize) -> Result<Prepared, Status> {
+pub fn prepare(
+    model: &ModelVersion,
+    req: &mut ModelInferRequest,
+    max_elements: usize,
+) -> Result<Prepared, Status> {
     if req.inputs.len() != req.raw_input_contents.len() {
         return Err(bad(format!(
             "{} inputs but {} raw input buffers: every input must carry its data",
@@ -34,11 +38,18 @@ pub fn prepare(model: &ModelVersion, req: &mut ModelInferRequest, max_elements: 
     let mut seen = vec![false; model.inputs.len()];
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for (tensor, data) in req.inputs.iter().zip(raw) {
-        let index = model
-            .input_index(&tensor.name)
-            .ok_or_else(|| bad(format!("model {} has no input named {:?}", model.name, clip(&tensor.name))))?;
+        let index = model.input_index(&tensor.name).ok_or_else(|| {
+            bad(format!(
+                "model {} has no input named {:?}",
+                model.name,
+                clip(&tensor.name)
+            ))
+        })?;
         if std::mem::replace(&mut seen[index], true) {
-            return Err(bad(format!("input {:?} is given more than once", clip(&tensor.name))));
+            return Err(bad(format!(
+                "input {:?} is given more than once",
+                clip(&tensor.name)
+            )));
         }
         let info = &model.inputs[index];
         let datatype: DataType = tensor
@@ -62,7 +73,12 @@ pub fn prepare(model: &ModelVersion, req: &mut ModelInferRequest, max_elements: 
         }
         let expected = byte_size(datatype, &tensor.shape)
             .map_err(|e| bad(format!("input {:?}: {e}", info.name)))?
-            .ok_or_else(|| bad(format!("input {:?}: BYTES inputs are not supported by this model", info.name)))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "input {:?}: BYTES inputs are not supported by this model",
+                    info.name
+                ))
+            })?;
         if data.len() != expected {
             return Err(bad(format!(
                 "input {:?}: shape {:?} of {} needs {expected} bytes, got {}",
@@ -72,10 +88,17 @@ pub fn prepare(model: &ModelVersion, req: &mut ModelInferRequest, max_elements: 
                 data.len()
             )));
         }
-        inputs.push(BoundInput { index, shape: tensor.shape.clone(), data: Bytes::from(data) });
+        inputs.push(BoundInput {
+            index,
+            shape: tensor.shape.clone(),
+            data: Bytes::from(data),
+        });
     }
     if let Some(missing) = seen.iter().position(|s| !s) {
-        return Err(bad(format!("input {:?} is missing", model.inputs[missing].name)));
+        return Err(bad(format!(
+            "input {:?} is missing",
+            model.inputs[missing].name
+        )));
     }
     let outputs = if req.outputs.is_empty() {
         (0..model.outputs.len()).collect()
@@ -86,9 +109,18 @@ pub fn prepare(model: &ModelVersion, req: &mut ModelInferRequest, max_elements: 
                 .outputs
                 .iter()
                 .position(|o| o.name == wanted.name)
-                .ok_or_else(|| bad(format!("model {} has no output named {:?}", model.name, clip(&wanted.name))))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "model {} has no output named {:?}",
+                        model.name,
+                        clip(&wanted.name)
+                    ))
+                })?;
             if picked.contains(&i) {
-                return Err(bad(format!("output {:?} is requested more than once", wanted.name)));
+                return Err(bad(format!(
+                    "output {:?} is requested more than once",
+                    wanted.name
+                )));
             }
             picked.push(i);
         }
@@ -98,9 +130,16 @@ pub fn prepare(model: &ModelVersion, req: &mut ModelInferRequest, max_elements: 
 }
 
 /// A request's shape must have the model's rank and match every static dimension.
-pub fn check_shape(name: &str, model: &[i64], dynamic_rank: bool, got: &[i64]) -> Result<(), Status> {
+pub fn check_shape(
+    name: &str,
+    model: &[i64],
+    dynamic_rank: bool,
+    got: &[i64],
+) -> Result<(), Status> {
     if got.iter().any(|&d| d < 0) {
-        return Err(bad(format!("input {name:?}: shape {got:?} has a negative dimension")));
+        return Err(bad(format!(
+            "input {name:?}: shape {got:?} has a negative dimension"
+        )));
     }
     if dynamic_rank {
         return Ok(());

@@ -17,7 +17,11 @@ pub fn connect_lazy(path: PathBuf) -> BackendClient {
         .http2_keep_alive_interval(std::time::Duration::from_secs(30));
     let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
         let path = path.clone();
-        async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+        async move {
+            tokio::net::UnixStream::connect(path)
+                .await
+                .map(TokioIo::new)
+        }
     }));
     GrpcInferenceServiceClient::new(channel)
         .max_decoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES)

@@ -21,7 +21,11 @@ pub const CHALLENGE_INVALID: &str = "Bearer realm=\"warden\", error=\"invalid_to
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), challenge: None }
+        ApiError {
+            status,
+            message: message.into(),
+            challenge: None,
+        }
     }
     pub fn bad_request(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, m)
@@ -30,7 +34,11 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, m)
     }
     pub fn unauthenticated(challenge: &'static str) -> ApiError {
-        ApiError { status: StatusCode::UNAUTHORIZED, message: "missing or invalid credentials".into(), challenge: Some(challenge) }
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "missing or invalid credentials".into(),
+            challenge: Some(challenge),
+        }
     }
     pub fn unavailable(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
@@ -42,7 +50,9 @@ impl ApiError {
         match status.code() {
             Code::InvalidArgument => ApiError::bad_request(status.message()),
             Code::NotFound => ApiError::not_found(status.message()),
-            Code::ResourceExhausted => ApiError::new(StatusCode::TOO_MANY_REQUESTS, status.message()),
+            Code::ResourceExhausted => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, status.message())
+            }
             Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Unknown => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "backend unavailable");
                 ApiError::unavailable("the inference backend is unavailable; retry later")
@@ -55,13 +65,16 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        let body = serde_json::to_vec(&serde_json::json!({ "error": self.message })).unwrap_or_default();
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "error": self.message })).unwrap_or_default();
         let mut resp = json_response(self.status, body);
         if let Some(c) = self.challenge {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }
@@ -71,6 +84,9 @@ impl ApiError {
 pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }

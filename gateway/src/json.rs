@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::fmt;
 use warden_shared::datatype::{DataType, element_count};
 use warden_shared::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
-use warden_shared::proto::{InferParameter, ModelInferRequest, ModelInferResponse, infer_parameter};
+use warden_shared::proto::{
+    InferParameter, ModelInferRequest, ModelInferResponse, infer_parameter,
+};
 
 /// Deepest nesting of `data` arrays accepted.
 pub const MAX_JSON_DEPTH: usize = 32;
@@ -61,14 +63,22 @@ impl<'de> Visitor<'de> for FlattenSeed<'_> {
         self.push(Scalar::F64(v))
     }
     fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Err(E::custom("string elements are only valid for BYTES tensors, which this server does not take"))
+        Err(E::custom(
+            "string elements are only valid for BYTES tensors, which this server does not take",
+        ))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         if self.depth >= MAX_JSON_DEPTH {
-            return Err(de::Error::custom(format!("data nested deeper than {MAX_JSON_DEPTH} levels")));
+            return Err(de::Error::custom(format!(
+                "data nested deeper than {MAX_JSON_DEPTH} levels"
+            )));
         }
         while seq
-            .next_element_seed(FlattenSeed { out: self.out, depth: self.depth + 1, max_elements: self.max_elements })?
+            .next_element_seed(FlattenSeed {
+                out: self.out,
+                depth: self.depth + 1,
+                max_elements: self.max_elements,
+            })?
             .is_some()
         {}
         Ok(())
@@ -81,7 +91,10 @@ impl FlattenSeed<'_> {
             return Err(E::custom("data must be an array"));
         }
         if self.out.len() >= self.max_elements {
-            return Err(E::custom(format!("data has more than {} elements", self.max_elements)));
+            return Err(E::custom(format!(
+                "data has more than {} elements",
+                self.max_elements
+            )));
         }
         self.out.push(s);
         Ok(())
@@ -97,7 +110,12 @@ impl<'de> Deserialize<'de> for FlatData {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut out = Vec::new();
         let max_elements = MAX_ELEMENTS.with(|m| m.get());
-        FlattenSeed { out: &mut out, depth: 0, max_elements }.deserialize(d)?;
+        FlattenSeed {
+            out: &mut out,
+            depth: 0,
+            max_elements,
+        }
+        .deserialize(d)?;
         Ok(FlatData(out))
     }
 }
@@ -160,7 +178,12 @@ fn to_proto_params(p: Option<HashMap<String, JsonParam>>) -> HashMap<String, Inf
                 JsonParam::Float(f) => infer_parameter::ParameterChoice::DoubleParam(f),
                 JsonParam::Str(s) => infer_parameter::ParameterChoice::StringParam(s),
             };
-            Some((k, InferParameter { parameter_choice: Some(choice) }))
+            Some((
+                k,
+                InferParameter {
+                    parameter_choice: Some(choice),
+                },
+            ))
         })
         .collect()
 }
@@ -179,7 +202,10 @@ pub fn parse_infer_request(
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
     let mut raw = Vec::with_capacity(parsed.inputs.len());
     for input in parsed.inputs {
-        let err = |message: String| JsonError::Input { input: input.name.chars().take(64).collect(), message };
+        let err = |message: String| JsonError::Input {
+            input: input.name.chars().take(64).collect(),
+            message,
+        };
         let datatype: DataType = input.datatype.parse().map_err(|e| err(format!("{e}")))?;
         let count = element_count(&input.shape).map_err(|e| err(e.to_string()))?;
         if count != input.data.0.len() {
@@ -208,7 +234,10 @@ pub fn parse_infer_request(
             .outputs
             .unwrap_or_default()
             .into_iter()
-            .map(|o| InferRequestedOutputTensor { name: o.name, parameters: HashMap::new() })
+            .map(|o| InferRequestedOutputTensor {
+                name: o.name,
+                parameters: HashMap::new(),
+            })
             .collect(),
         raw_input_contents: raw,
     })
@@ -235,7 +264,9 @@ fn as_f64(s: Scalar) -> Option<f64> {
 
 /// Encodes flattened JSON elements as the raw little-endian form of `dtype`.
 fn encode(dtype: DataType, data: &[Scalar]) -> Result<Bytes, String> {
-    let size = dtype.element_size().ok_or("BYTES tensors are not supported by this server")?;
+    let size = dtype
+        .element_size()
+        .ok_or("BYTES tensors are not supported by this server")?;
     let mut out = BytesMut::with_capacity(data.len() * size);
     macro_rules! ints {
         ($t:ty, $put:ident) => {
@@ -292,9 +323,14 @@ struct RawAsJson<'a> {
 impl Serialize for RawAsJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{Error, SerializeSeq};
-        let size = self.dtype.element_size().ok_or_else(|| S::Error::custom("BYTES output"))?;
+        let size = self
+            .dtype
+            .element_size()
+            .ok_or_else(|| S::Error::custom("BYTES output"))?;
         if self.raw.len() % size != 0 {
-            return Err(S::Error::custom("output length is not a whole number of elements"));
+            return Err(S::Error::custom(
+                "output length is not a whole number of elements",
+            ));
         }
         let mut seq = s.serialize_seq(Some(self.raw.len() / size))?;
         for c in self.raw.chunks_exact(size) {
@@ -304,14 +340,30 @@ impl Serialize for RawAsJson<'_> {
                 DataType::I8 => seq.serialize_element(&(c[0] as i8))?,
                 DataType::U16 => seq.serialize_element(&u16::from_le_bytes([c[0], c[1]]))?,
                 DataType::I16 => seq.serialize_element(&i16::from_le_bytes([c[0], c[1]]))?,
-                DataType::F16 => seq.serialize_element(&half::f16::from_le_bytes([c[0], c[1]]).to_f32())?,
-                DataType::Bf16 => seq.serialize_element(&half::bf16::from_le_bytes([c[0], c[1]]).to_f32())?,
-                DataType::U32 => seq.serialize_element(&u32::from_le_bytes(c.try_into().map_err(S::Error::custom)?))?,
-                DataType::I32 => seq.serialize_element(&i32::from_le_bytes(c.try_into().map_err(S::Error::custom)?))?,
-                DataType::F32 => seq.serialize_element(&f32::from_le_bytes(c.try_into().map_err(S::Error::custom)?))?,
-                DataType::U64 => seq.serialize_element(&u64::from_le_bytes(c.try_into().map_err(S::Error::custom)?))?,
-                DataType::I64 => seq.serialize_element(&i64::from_le_bytes(c.try_into().map_err(S::Error::custom)?))?,
-                DataType::F64 => seq.serialize_element(&f64::from_le_bytes(c.try_into().map_err(S::Error::custom)?))?,
+                DataType::F16 => {
+                    seq.serialize_element(&half::f16::from_le_bytes([c[0], c[1]]).to_f32())?
+                }
+                DataType::Bf16 => {
+                    seq.serialize_element(&half::bf16::from_le_bytes([c[0], c[1]]).to_f32())?
+                }
+                DataType::U32 => seq.serialize_element(&u32::from_le_bytes(
+                    c.try_into().map_err(S::Error::custom)?,
+                ))?,
+                DataType::I32 => seq.serialize_element(&i32::from_le_bytes(
+                    c.try_into().map_err(S::Error::custom)?,
+                ))?,
+                DataType::F32 => seq.serialize_element(&f32::from_le_bytes(
+                    c.try_into().map_err(S::Error::custom)?,
+                ))?,
+                DataType::U64 => seq.serialize_element(&u64::from_le_bytes(
+                    c.try_into().map_err(S::Error::custom)?,
+                ))?,
+                DataType::I64 => seq.serialize_element(&i64::from_le_bytes(
+                    c.try_into().map_err(S::Error::custom)?,
+                ))?,
+                DataType::F64 => seq.serialize_element(&f64::from_le_bytes(
+                    c.try_into().map_err(S::Error::custom)?,
+                ))?,
                 DataType::Bytes => return Err(S::Error::custom("BYTES output")),
             }
         }
@@ -344,7 +396,12 @@ pub fn render_infer_response(resp: &ModelInferResponse) -> Result<Vec<u8>, Strin
     let mut outputs = Vec::with_capacity(resp.outputs.len());
     for (o, raw) in resp.outputs.iter().zip(&resp.raw_output_contents) {
         let dtype: DataType = o.datatype.parse().map_err(|e| format!("{e}"))?;
-        outputs.push(JsonOutput { name: &o.name, datatype: &o.datatype, shape: &o.shape, data: RawAsJson { dtype, raw } });
+        outputs.push(JsonOutput {
+            name: &o.name,
+            datatype: &o.datatype,
+            shape: &o.shape,
+            data: RawAsJson { dtype, raw },
+        });
     }
     serde_json::to_vec(&JsonInferResponse {
         model_name: &resp.model_name,
@@ -365,22 +422,45 @@ mod tests {
 
     #[test]
     fn nested_and_flat_data_encode_the_same() {
-        let flat = req(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2.5,3,4]}]}"#).unwrap();
-        let nested = req(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2.5],[3,4]]}]}"#).unwrap();
+        let flat =
+            req(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2.5,3,4]}]}"#)
+                .unwrap();
+        let nested = req(
+            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2.5],[3,4]]}]}"#,
+        )
+        .unwrap();
         assert_eq!(flat.raw_input_contents, nested.raw_input_contents);
-        let expect: Vec<u8> = [1f32, 2.5, 3., 4.].iter().flat_map(|f| f.to_le_bytes()).collect();
+        let expect: Vec<u8> = [1f32, 2.5, 3., 4.]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
         assert_eq!(flat.raw_input_contents[0].as_ref(), &expect[..]);
     }
 
     #[test]
     fn ranges_are_checked() {
-        assert!(req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[256]}]}"#).is_err());
-        assert!(req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[-129]}]}"#).is_err());
-        assert!(req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT32","data":[1.5]}]}"#).is_err());
+        assert!(
+            req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[256]}]}"#)
+                .is_err()
+        );
+        assert!(
+            req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[-129]}]}"#)
+                .is_err()
+        );
+        assert!(
+            req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT32","data":[1.5]}]}"#)
+                .is_err()
+        );
         assert!(req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT64","data":[-9223372036854775808]}]}"#).is_ok());
-        assert!(req(r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT64","data":[1]}]}"#).is_err());
-        assert!(req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP33","data":[1]}]}"#).is_err());
-        assert!(req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":1}]}"#).is_err());
+        assert!(
+            req(r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT64","data":[1]}]}"#).is_err()
+        );
+        assert!(
+            req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP33","data":[1]}]}"#).is_err()
+        );
+        assert!(
+            req(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":1}]}"#).is_err()
+        );
     }
 
     #[test]
@@ -391,29 +471,38 @@ mod tests {
             "]".repeat(100)
         );
         assert!(req(&deep).is_err());
-        let many = format!(r#"{{"inputs":[{{"name":"x","shape":[11],"datatype":"FP32","data":[{}]}}]}}"#, vec!["1"; 11].join(","));
+        let many = format!(
+            r#"{{"inputs":[{{"name":"x","shape":[11],"datatype":"FP32","data":[{}]}}]}}"#,
+            vec!["1"; 11].join(",")
+        );
         assert!(parse_infer_request(many.as_bytes(), "m", "", 10).is_err());
         assert!(parse_infer_request(many.as_bytes(), "m", "", 11).is_ok());
     }
 
     #[test]
     fn response_round_trip() {
-        let raw: Vec<u8> = [0.5f32, -1.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+        let raw: Vec<u8> = [0.5f32, -1.0]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
         let resp = ModelInferResponse {
             model_name: "m".into(),
             model_version: "1".into(),
             id: "abc".into(),
             parameters: Default::default(),
-            outputs: vec![warden_shared::proto::model_infer_response::InferOutputTensor {
-                name: "y".into(),
-                datatype: "FP32".into(),
-                shape: vec![1, 2],
-                parameters: Default::default(),
-                contents: None,
-            }],
+            outputs: vec![
+                warden_shared::proto::model_infer_response::InferOutputTensor {
+                    name: "y".into(),
+                    datatype: "FP32".into(),
+                    shape: vec![1, 2],
+                    parameters: Default::default(),
+                    contents: None,
+                },
+            ],
             raw_output_contents: vec![Bytes::from(raw)],
         };
-        let json: serde_json::Value = serde_json::from_slice(&render_infer_response(&resp).unwrap()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&render_infer_response(&resp).unwrap()).unwrap();
         assert_eq!(json["id"], "abc");
         assert_eq!(json["outputs"][0]["data"], serde_json::json!([0.5, -1.0]));
     }

@@ -23,7 +23,9 @@ use warden_shared::config::Config;
 const REST_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 fn bind(address: &str, port: u16) -> anyhow::Result<StdTcpListener> {
-    let ip: std::net::IpAddr = address.parse().with_context(|| format!("bind address {address:?} is not an IP address"))?;
+    let ip: std::net::IpAddr = address
+        .parse()
+        .with_context(|| format!("bind address {address:?} is not an IP address"))?;
     let addr = SocketAddr::new(ip, port);
     let l = StdTcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     l.set_nonblocking(true)?;
@@ -33,7 +35,10 @@ fn bind(address: &str, port: u16) -> anyhow::Result<StdTcpListener> {
 /// Runs the gateway until SIGTERM/SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
-    let (cert, key) = (config.tls.cert.clone().unwrap_or_default(), config.tls.key.clone().unwrap_or_default());
+    let (cert, key) = (
+        config.tls.cert.clone().unwrap_or_default(),
+        config.tls.key.clone().unwrap_or_default(),
+    );
     let tls = tls::server_config(&cert, &key, REST_ALPN)?;
     let jwt = auth::jwt::JwtVerifier::from_config(&config.auth)?;
     let rest = bind(&config.gateway.bind_address, config.gateway.rest_port)?;
@@ -69,7 +74,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -33,7 +33,12 @@ pub fn drop_privileges(uid: u32, gid: u32) -> Result<bool, PrivilegeError> {
         let u = Uid::from_raw(uid);
         nix::unistd::setresuid(u, u, u).map_err(|e| PrivilegeError::Uid(uid, e))?;
     }
-    for set in [caps::CapSet::Ambient, caps::CapSet::Inheritable, caps::CapSet::Effective, caps::CapSet::Permitted] {
+    for set in [
+        caps::CapSet::Ambient,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+    ] {
         caps::clear(None, set).map_err(PrivilegeError::Caps)?;
     }
     nix::sys::prctl::set_no_new_privs().map_err(PrivilegeError::NoNewPrivs)?;

@@ -32,23 +32,36 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
         ["v2", "health", "ready"] => (Route::Ready, Method::GET),
         ["v2"] => (Route::ServerMetadata, Method::GET),
         ["v2", "models", model] => (Route::ModelMetadata { model, version: "" }, Method::GET),
-        ["v2", "models", model, "versions", version] => (Route::ModelMetadata { model, version }, Method::GET),
+        ["v2", "models", model, "versions", version] => {
+            (Route::ModelMetadata { model, version }, Method::GET)
+        }
         ["v2", "models", model, "ready"] => (Route::ModelReady { model, version: "" }, Method::GET),
-        ["v2", "models", model, "versions", version, "ready"] => (Route::ModelReady { model, version }, Method::GET),
+        ["v2", "models", model, "versions", version, "ready"] => {
+            (Route::ModelReady { model, version }, Method::GET)
+        }
         ["v2", "models", model, "infer"] => (Route::Infer { model, version: "" }, Method::POST),
-        ["v2", "models", model, "versions", version, "infer"] => (Route::Infer { model, version }, Method::POST),
+        ["v2", "models", model, "versions", version, "infer"] => {
+            (Route::Infer { model, version }, Method::POST)
+        }
         _ => return Err(ApiError::not_found("no such endpoint")),
     };
     if *method != wanted {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        ));
     }
     match &r {
         Route::ModelMetadata { model, version }
         | Route::ModelReady { model, version }
         | Route::Infer { model, version } => {
             check_model_name(model).map_err(|_| ApiError::bad_request("invalid model name"))?;
-            if !version.is_empty() && (version.len() > 20 || !version.bytes().all(|b| b.is_ascii_digit())) {
-                return Err(ApiError::bad_request("model version must be a positive integer"));
+            if !version.is_empty()
+                && (version.len() > 20 || !version.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(ApiError::bad_request(
+                    "model version must be a positive integer",
+                ));
             }
         }
         _ => {}
@@ -84,15 +97,24 @@ fn backend_request<T>(message: T, principal: &Principal, request_id: &str) -> to
     if let Ok(v) = MetadataValue::try_from(request_id) {
         md.insert(wire::REQUEST_ID_HEADER, v);
     }
-    md.insert(wire::PROTOCOL_HEADER, MetadataValue::from_static(wire::SOCKET_PROTOCOL_VERSION));
+    md.insert(
+        wire::PROTOCOL_HEADER,
+        MetadataValue::from_static(wire::SOCKET_PROTOCOL_VERSION),
+    );
     r
 }
 
 fn ok_json(value: &serde_json::Value) -> Response<Full<Bytes>> {
-    json_response(StatusCode::OK, serde_json::to_vec(value).unwrap_or_default())
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
 }
 
-async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn dispatch(
+    state: &State,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let route = route(req.method(), req.uri().path())?;
     let mut backend = state.backend.clone();
     match route {
@@ -103,7 +125,11 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Full
                 .await
                 .map(|r| r.into_inner().ready)
                 .unwrap_or(false);
-            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             let mut resp = Response::new(Full::new(Bytes::new()));
             *resp.status_mut() = status;
             return Ok(resp);
@@ -112,7 +138,8 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Full
     }
     let principal = authenticate(state, &req)?;
     let request_id = state.next_request_id();
-    let span = tracing::info_span!("request", id = %request_id, principal = %principal.display_name());
+    let span =
+        tracing::info_span!("request", id = %request_id, principal = %principal.display_name());
     let _enter = span.enter();
     match route {
         Route::Live | Route::Ready => unreachable!("answered above"),
@@ -124,7 +151,10 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Full
         Route::ModelMetadata { model, version } => {
             let m = backend
                 .model_metadata(backend_request(
-                    proto::ModelMetadataRequest { name: model.into(), version: version.into() },
+                    proto::ModelMetadataRequest {
+                        name: model.into(),
+                        version: version.into(),
+                    },
                     &principal,
                     &request_id,
                 ))
@@ -147,7 +177,10 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Full
         Route::ModelReady { model, version } => {
             let ready = backend
                 .model_ready(backend_request(
-                    proto::ModelReadyRequest { name: model.into(), version: version.into() },
+                    proto::ModelReadyRequest {
+                        name: model.into(),
+                        version: version.into(),
+                    },
                     &principal,
                     &request_id,
                 ))
@@ -186,7 +219,12 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Full
 /// body byte is read, and an undeclared one is cut off as soon as it passes it.
 async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let max = state.config.limits.max_body_bytes;
-    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds {max} bytes"));
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {max} bytes"),
+        )
+    };
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
         let len: u64 = len
             .to_str()
@@ -197,13 +235,18 @@ async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, ApiEr
             return Err(too_large());
         }
     }
-    let collected = Limited::new(req.into_body(), max).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            too_large()
-        } else {
-            ApiError::bad_request("request body could not be read")
-        }
-    })?;
+    let collected = Limited::new(req.into_body(), max)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                too_large()
+            } else {
+                ApiError::bad_request("request body could not be read")
+            }
+        })?;
     Ok(collected.to_bytes())
 }
 
@@ -217,13 +260,48 @@ mod tests {
         let p = Method::POST;
         assert_eq!(route(&g, "/v2/health/live").unwrap(), Route::Live);
         assert_eq!(route(&g, "/v2").unwrap(), Route::ServerMetadata);
-        assert_eq!(route(&g, "/v2/models/m").unwrap(), Route::ModelMetadata { model: "m", version: "" });
-        assert_eq!(route(&g, "/v2/models/m/versions/2/ready").unwrap(), Route::ModelReady { model: "m", version: "2" });
-        assert_eq!(route(&p, "/v2/models/m/versions/2/infer").unwrap(), Route::Infer { model: "m", version: "2" });
-        assert_eq!(route(&g, "/v2/models/m/infer").unwrap_err().status, StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(route(&g, "/v3/x").unwrap_err().status, StatusCode::NOT_FOUND);
-        assert_eq!(route(&p, "/v2/models/..%2f/infer").unwrap_err().status, StatusCode::BAD_REQUEST);
-        assert_eq!(route(&p, "/v2/models/m/versions/x/infer").unwrap_err().status, StatusCode::BAD_REQUEST);
-        assert_eq!(route(&g, "/v2/models/m/extra/ready").unwrap_err().status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            route(&g, "/v2/models/m").unwrap(),
+            Route::ModelMetadata {
+                model: "m",
+                version: ""
+            }
+        );
+        assert_eq!(
+            route(&g, "/v2/models/m/versions/2/ready").unwrap(),
+            Route::ModelReady {
+                model: "m",
+                version: "2"
+            }
+        );
+        assert_eq!(
+            route(&p, "/v2/models/m/versions/2/infer").unwrap(),
+            Route::Infer {
+                model: "m",
+                version: "2"
+            }
+        );
+        assert_eq!(
+            route(&g, "/v2/models/m/infer").unwrap_err().status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            route(&g, "/v3/x").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            route(&p, "/v2/models/..%2f/infer").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            route(&p, "/v2/models/m/versions/x/infer")
+                .unwrap_err()
+                .status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            route(&g, "/v2/models/m/extra/ready").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
     }
 }

@@ -69,12 +69,17 @@ pub async fn serve_rest(listener: TcpListener, tls: TlsAcceptor, state: Arc<crat
         let state = Arc::clone(&state);
         let builder = Arc::clone(&builder);
         tokio::spawn(async move {
-            let Some(stream) = handshake(&tls, stream, peer).await else { return };
+            let Some(stream) = handshake(&tls, stream, peer).await else {
+                return;
+            };
             let service = hyper::service::service_fn(move |req| {
                 let state = Arc::clone(&state);
                 async move { Ok::<_, std::convert::Infallible>(crate::rest::handle(state, req).await) }
             });
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

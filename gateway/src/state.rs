@@ -22,7 +22,13 @@ impl State {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ u64::from(std::process::id()) << 32;
-        State { config, jwt, backend, boot, counter: AtomicU64::new(0) }
+        State {
+            config,
+            jwt,
+            backend,
+            boot,
+            counter: AtomicU64::new(0),
+        }
     }
 
     /// A new request id: unique within the run, and across runs in practice.

@@ -147,11 +147,17 @@ mod tests {
         assert_eq!(element_count(&[]), Ok(1));
         assert_eq!(element_count(&[0, 5]), Ok(0));
         assert_eq!(element_count(&[-1, 3]), Err(ShapeError::Negative));
-        assert_eq!(element_count(&[i64::MAX, i64::MAX]), Err(ShapeError::Overflow));
+        assert_eq!(
+            element_count(&[i64::MAX, i64::MAX]),
+            Err(ShapeError::Overflow)
+        );
         assert_eq!(
             byte_size(DataType::F64, &[1 << 61]),
             Err(ShapeError::Overflow)
         );
-        assert!(matches!(element_count(&[1; 17]), Err(ShapeError::TooManyDims(17))));
+        assert!(matches!(
+            element_count(&[1; 17]),
+            Err(ShapeError::TooManyDims(17))
+        ));
     }
 }

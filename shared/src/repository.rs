@@ -149,14 +149,16 @@ pub fn plugin_value_to_string(v: &serde_json::Value) -> Result<String, String> {
         serde_json::Value::String(s) => Ok(s.clone()),
         serde_json::Value::Number(n) => Ok(n.to_string()),
         serde_json::Value::Bool(b) => Ok(if *b { "YES" } else { "NO" }.into()),
-        other => Err(format!("plugin_config value {other} is not a string or number")),
+        other => Err(format!(
+            "plugin_config value {other} is not a string or number"
+        )),
     }
 }
 
 /// Parses a `--plugin-config` JSON object.
 pub fn parse_plugin_config(json: &str) -> Result<BTreeMap<String, String>, String> {
-    let map: BTreeMap<String, serde_json::Value> =
-        serde_json::from_str(json).map_err(|e| format!("plugin config is not a JSON object: {e}"))?;
+    let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(json)
+        .map_err(|e| format!("plugin config is not a JSON object: {e}"))?;
     map.into_iter()
         .map(|(k, v)| plugin_value_to_string(&v).map(|v| (k, v)))
         .collect()
@@ -164,8 +166,8 @@ pub fn parse_plugin_config(json: &str) -> Result<BTreeMap<String, String>, Strin
 
 /// Parses an OVMS `config.json`. Relative `base_path`s are relative to the file.
 pub fn parse_ovms_config(path: &Path, text: &str) -> Result<Vec<ModelSpec>, RepositoryError> {
-    let file: OvmsConfigFile =
-        serde_json::from_str(text).map_err(|e| invalid(path, format!("not a valid config.json: {e}")))?;
+    let file: OvmsConfigFile = serde_json::from_str(text)
+        .map_err(|e| invalid(path, format!("not a valid config.json: {e}")))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut specs: Vec<ModelSpec> = Vec::with_capacity(file.model_config_list.len());
     for OvmsEntry { config: m } in file.model_config_list {
@@ -190,13 +192,22 @@ pub fn parse_ovms_config(path: &Path, text: &str) -> Result<Vec<ModelSpec>, Repo
                 })
                 .collect::<Result<_, RepositoryError>>()?,
             Some(other) => {
-                return Err(invalid(path, format!("model {:?}: shape {other} not understood", m.name)));
+                return Err(invalid(
+                    path,
+                    format!("model {:?}: shape {other} not understood", m.name),
+                ));
             }
         };
         specs.push(ModelSpec {
-            base_path: if m.base_path.is_relative() { base.join(&m.base_path) } else { m.base_path },
+            base_path: if m.base_path.is_relative() {
+                base.join(&m.base_path)
+            } else {
+                m.base_path
+            },
             name: m.name,
-            target_device: m.target_device.unwrap_or_else(|| crate::config::DEFAULT_TARGET_DEVICE.into()),
+            target_device: m
+                .target_device
+                .unwrap_or_else(|| crate::config::DEFAULT_TARGET_DEVICE.into()),
             nireq: m.nireq,
             plugin_config,
             version_policy: m.model_version_policy.unwrap_or_default(),
@@ -208,10 +219,16 @@ pub fn parse_ovms_config(path: &Path, text: &str) -> Result<Vec<ModelSpec>, Repo
 
 /// Reads and parses an OVMS `config.json`, bounded in size.
 pub fn read_ovms_config(path: &Path) -> Result<Vec<ModelSpec>, RepositoryError> {
-    let io = |source| RepositoryError::Io { path: path.to_owned(), source };
+    let io = |source| RepositoryError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.len() > MAX_CONFIG_JSON_BYTES {
-        return Err(invalid(path, format!("larger than {MAX_CONFIG_JSON_BYTES} bytes")));
+        return Err(invalid(
+            path,
+            format!("larger than {MAX_CONFIG_JSON_BYTES} bytes"),
+        ));
     }
     let text = std::fs::read_to_string(path).map_err(io)?;
     parse_ovms_config(path, &text)
@@ -237,7 +254,10 @@ impl ModelFiles {
 
 /// Lists the numeric version folders under a model's base path.
 pub fn list_versions(base: &Path) -> Result<Vec<(u64, PathBuf)>, RepositoryError> {
-    let io = |source| RepositoryError::Io { path: base.to_owned(), source };
+    let io = |source| RepositoryError::Io {
+        path: base.to_owned(),
+        source,
+    };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(base).map_err(io)? {
         let entry = entry.map_err(io)?;
@@ -250,7 +270,10 @@ pub fn list_versions(base: &Path) -> Result<Vec<(u64, PathBuf)>, RepositoryError
         }
         let ft = entry.file_type().map_err(io)?;
         if ft.is_symlink() {
-            return Err(invalid(&entry.path(), "version folder is a symlink; refused"));
+            return Err(invalid(
+                &entry.path(),
+                "version folder is a symlink; refused",
+            ));
         }
         if ft.is_dir() {
             out.push((version, entry.path()));
@@ -262,7 +285,10 @@ pub fn list_versions(base: &Path) -> Result<Vec<(u64, PathBuf)>, RepositoryError
 
 /// Finds the model file(s) in one version folder. Exactly one model must be there.
 pub fn find_model_files(dir: &Path) -> Result<ModelFiles, RepositoryError> {
-    let io = |source| RepositoryError::Io { path: dir.to_owned(), source };
+    let io = |source| RepositoryError::Io {
+        path: dir.to_owned(),
+        source,
+    };
     let mut xml = Vec::new();
     let mut single = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -296,8 +322,14 @@ pub fn find_model_files(dir: &Path) -> Result<ModelFiles, RepositoryError> {
             }
         }
         (0, 1) => Ok(ModelFiles::Single(single.remove(0))),
-        (0, 0) => Err(invalid(dir, "no model file (model.xml+.bin, .onnx or .tflite)")),
-        _ => Err(invalid(dir, "more than one model file; keep one per version folder")),
+        (0, 0) => Err(invalid(
+            dir,
+            "no model file (model.xml+.bin, .onnx or .tflite)",
+        )),
+        _ => Err(invalid(
+            dir,
+            "more than one model file; keep one per version folder",
+        )),
     }
 }
 
@@ -308,7 +340,15 @@ mod tests {
     #[test]
     fn names() {
         assert!(check_model_name("resnet-50_v1.2").is_ok());
-        for bad in ["", "../x", "a/b", ".hidden", "a b", "a%2fb", &"x".repeat(200)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            ".hidden",
+            "a b",
+            "a%2fb",
+            &"x".repeat(200),
+        ] {
             assert!(check_model_name(bad).is_err(), "{bad:?}");
         }
     }
@@ -317,9 +357,18 @@ mod tests {
     fn version_policies() {
         let present = vec![1, 3, 2];
         assert_eq!(VersionPolicy::default().select(present.clone()), vec![3]);
-        assert_eq!(VersionPolicy::Latest { num_versions: 2 }.select(present.clone()), vec![3, 2]);
+        assert_eq!(
+            VersionPolicy::Latest { num_versions: 2 }.select(present.clone()),
+            vec![3, 2]
+        );
         assert_eq!(VersionPolicy::All {}.select(present.clone()), vec![3, 2, 1]);
-        assert_eq!(VersionPolicy::Specific { versions: vec![1, 7] }.select(present), vec![1]);
+        assert_eq!(
+            VersionPolicy::Specific {
+                versions: vec![1, 7]
+            }
+            .select(present),
+            vec![1]
+        );
     }
 
     #[test]
@@ -333,7 +382,12 @@ mod tests {
         assert_eq!(specs[0].base_path, Path::new("/etc/w/models/a"));
         assert_eq!(specs[0].plugin_config["NUM_STREAMS"], "1");
         assert_eq!(specs[0].nireq, Some(4));
-        assert_eq!(specs[0].version_policy, VersionPolicy::Specific { versions: vec![1, 2] });
+        assert_eq!(
+            specs[0].version_policy,
+            VersionPolicy::Specific {
+                versions: vec![1, 2]
+            }
+        );
         assert_eq!(specs[1].version_policy, VersionPolicy::All {});
         let dup = r#"{"model_config_list":[{"config":{"name":"a","base_path":"x"}},{"config":{"name":"a","base_path":"y"}}]}"#;
         assert!(parse_ovms_config(Path::new("c.json"), dup).is_err());

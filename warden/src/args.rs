@@ -81,7 +81,10 @@ pub struct RunArgs {
 
 fn user(spec: &str) -> anyhow::Result<(u32, u32)> {
     let (u, g) = spec.split_once(':').unwrap_or((spec, spec));
-    Ok((u.parse().context("uid must be a number")?, g.parse().context("gid must be a number")?))
+    Ok((
+        u.parse().context("uid must be a number")?,
+        g.parse().context("gid must be a number")?,
+    ))
 }
 
 impl RunArgs {
@@ -103,8 +106,8 @@ impl RunArgs {
         set!(self.config_path => c.models.config_path);
         set!(self.target_device => c.models.target_device);
         if let Some(json) = &self.plugin_config {
-            c.models.plugin_config =
-                warden_shared::repository::parse_plugin_config(json).map_err(|e| anyhow::anyhow!("--plugin-config: {e}"))?;
+            c.models.plugin_config = warden_shared::repository::parse_plugin_config(json)
+                .map_err(|e| anyhow::anyhow!("--plugin-config: {e}"))?;
         }
         set!(self.bind_address => c.gateway.bind_address);
         set!(self.rest_port => c.gateway.rest_port);

@@ -4,8 +4,8 @@
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -50,13 +50,21 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
     let mut ca = CertificateParams::default();
     ca.distinguished_name = dn("Warden development CA - NOT FOR PRODUCTION");
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     validity(&mut ca);
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
 
     let server_key = KeyPair::generate()?;
-    let mut server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()])?;
+    let mut server = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".into(),
+        "::1".into(),
+    ])?;
     server.distinguished_name = dn("localhost (Warden development server)");
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -76,7 +84,12 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
     let jwt_key = KeyPair::generate()?;
 
     write(out, "ca.pem", &ca_cert.pem(), 0o644)?;
-    write(out, "server.pem", &format!("{}{}", server_cert.pem(), ca_cert.pem()), 0o644)?;
+    write(
+        out,
+        "server.pem",
+        &format!("{}{}", server_cert.pem(), ca_cert.pem()),
+        0o644,
+    )?;
     write(out, "server.key", &server_key.serialize_pem(), 0o600)?;
     write(out, "client.pem", &client_cert.pem(), 0o644)?;
     write(out, "client.key", &client_key.serialize_pem(), 0o600)?;
@@ -89,6 +102,9 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
          impersonate the server and mint tokens. Never use them in production.\n",
         0o644,
     )?;
-    println!("development certificates written to {} (NOT FOR PRODUCTION)", out.display());
+    println!(
+        "development certificates written to {} (NOT FOR PRODUCTION)",
+        out.display()
+    );
     Ok(())
 }

@@ -25,17 +25,39 @@ pub fn run(config: &Config) -> anyhow::Result<String> {
     config.validate()?;
     let mut out = String::new();
     let g = &config.gateway;
-    let cert = config.tls.cert.as_deref().unwrap_or_else(|| std::path::Path::new(""));
-    let key = config.tls.key.as_deref().unwrap_or_else(|| std::path::Path::new(""));
+    let cert = config
+        .tls
+        .cert
+        .as_deref()
+        .unwrap_or_else(|| std::path::Path::new(""));
+    let key = config
+        .tls
+        .key
+        .as_deref()
+        .unwrap_or_else(|| std::path::Path::new(""));
     warden_gateway::tls::server_config(cert, key, &[b"h2"])?;
     warden_gateway::auth::jwt::JwtVerifier::from_config(&config.auth)?;
     writeln!(out, "listeners:")?;
-    writeln!(out, "  REST  https://{}:{}  (TLS 1.3/1.2, HTTP/1.1 + HTTP/2)", g.bind_address, g.rest_port)?;
-    writeln!(out, "TLS:     certificate {} (loaded), key {} (loaded)", cert.display(), key.display())?;
+    writeln!(
+        out,
+        "  REST  https://{}:{}  (TLS 1.3/1.2, HTTP/1.1 + HTTP/2)",
+        g.bind_address, g.rest_port
+    )?;
+    writeln!(
+        out,
+        "TLS:     certificate {} (loaded), key {} (loaded)",
+        cert.display(),
+        key.display()
+    )?;
     writeln!(
         out,
         "auth:    JWT bearer tokens, key {} (loaded), iss={:?}, aud={:?}, leeway {}s, max lifetime {}s",
-        config.auth.jwt_key.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+        config
+            .auth
+            .jwt_key
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         config.auth.jwt_issuer.as_deref().unwrap_or(""),
         config.auth.jwt_audience.as_deref().unwrap_or(""),
         config.auth.leeway_secs,
@@ -56,7 +78,11 @@ pub fn run(config: &Config) -> anyhow::Result<String> {
             Err(e) => format!("MISSING ({e})"),
         }
     )?;
-    writeln!(out, "gateway: drops to uid {}:{} when started as root", g.uid, g.gid)?;
+    writeln!(
+        out,
+        "gateway: drops to uid {}:{} when started as root",
+        g.uid, g.gid
+    )?;
     writeln!(
         out,
         "limits:  body {} B, tensor {} elements",
@@ -72,10 +98,16 @@ pub fn run(config: &Config) -> anyhow::Result<String> {
                 writeln!(out, "  {:<20} ERROR {e}", spec.name)?;
             }
             Ok(v) => {
-                let served = spec.version_policy.select(v.iter().map(|(n, _)| *n).collect());
+                let served = spec
+                    .version_policy
+                    .select(v.iter().map(|(n, _)| *n).collect());
                 if served.is_empty() {
                     problems += 1;
-                    writeln!(out, "  {:<20} ERROR no version matches the policy", spec.name)?;
+                    writeln!(
+                        out,
+                        "  {:<20} ERROR no version matches the policy",
+                        spec.name
+                    )?;
                 }
                 for (n, dir) in v.iter().filter(|(n, _)| served.contains(n)) {
                     match repository::find_model_files(dir) {

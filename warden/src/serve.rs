@@ -29,10 +29,15 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 pub fn prepare_socket_dir(config: &Config) -> anyhow::Result<()> {
     let dir = &config.backend.socket_dir;
     match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_symlink() => anyhow::bail!("socket directory {} is a symlink; refused", dir.display()),
-        Ok(m) if !m.is_dir() => anyhow::bail!("socket directory {} is not a directory", dir.display()),
+        Ok(m) if m.file_type().is_symlink() => {
+            anyhow::bail!("socket directory {} is a symlink; refused", dir.display())
+        }
+        Ok(m) if !m.is_dir() => {
+            anyhow::bail!("socket directory {} is not a directory", dir.display())
+        }
         Ok(_) => {}
-        Err(_) => std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?,
+        Err(_) => std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?,
     }
     if nix::unistd::getuid().is_root() {
         std::os::unix::fs::chown(dir, Some(config.backend.uid), Some(config.gateway.gid))?;
@@ -48,13 +53,18 @@ pub fn prepare_socket_dir(config: &Config) -> anyhow::Result<()> {
 fn spawn(role: &str, args: &[OsString], pipe_stderr: bool) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("cannot find the warden executable")?;
     let mut cmd = Command::new(exe);
-    cmd.arg(role).args(args).stdin(Stdio::null()).kill_on_drop(true);
+    cmd.arg(role)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
     if pipe_stderr {
         // The backend sets RLIMIT_FSIZE to 0; relaying its output through a pipe keeps
         // its logs flowing even when our own stderr is a regular file.
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
-    let mut child = cmd.spawn().with_context(|| format!("cannot start the {role}"))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start the {role}"))?;
     if pipe_stderr {
         if let Some(mut out) = child.stdout.take() {
             tokio::spawn(async move { tokio::io::copy(&mut out, &mut tokio::io::stdout()).await });
@@ -88,7 +98,9 @@ async fn stop(child: &mut Child) -> Option<ExitStatus> {
 pub fn run(config: &Config, child_args: Vec<OsString>) -> anyhow::Result<i32> {
     config.validate()?;
     prepare_socket_dir(config)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(supervise(child_args))
 }
 

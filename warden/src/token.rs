@@ -38,12 +38,16 @@ pub struct TokenArgs {
 fn key_family(pem: &str) -> Option<Algorithm> {
     use base64::Engine;
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).ok()?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .ok()?;
     let has = |oid: &[u8]| der.windows(oid.len()).any(|w| w == oid);
     const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
     const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
     const ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
-    const RSA: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    const RSA: &[u8] = &[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+    ];
     if has(P256) {
         Some(Algorithm::ES256)
     } else if has(P384) {
@@ -60,7 +64,9 @@ fn key_family(pem: &str) -> Option<Algorithm> {
 fn key_for(pem: &[u8], alg: Option<&str>) -> anyhow::Result<(EncodingKey, Algorithm)> {
     let text = String::from_utf8_lossy(pem);
     let alg = match alg {
-        Some(a) => a.parse::<Algorithm>().map_err(|e| anyhow::anyhow!("--alg: {e}"))?,
+        Some(a) => a
+            .parse::<Algorithm>()
+            .map_err(|e| anyhow::anyhow!("--alg: {e}"))?,
         None => match key_family(&text) {
             Some(alg) => alg,
             None => anyhow::bail!("cannot tell the key's algorithm; pass --alg"),
@@ -76,9 +82,12 @@ fn key_for(pem: &[u8], alg: Option<&str>) -> anyhow::Result<(EncodingKey, Algori
 }
 
 pub fn run(args: &TokenArgs) -> anyhow::Result<()> {
-    let pem = std::fs::read(&args.key).with_context(|| format!("cannot read {}", args.key.display()))?;
+    let pem =
+        std::fs::read(&args.key).with_context(|| format!("cannot read {}", args.key.display()))?;
     let (key, alg) = key_for(&pem, args.alg.as_deref())?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let mut claims = serde_json::json!({
         "sub": args.sub, "iss": args.iss, "aud": args.aud,
         "iat": now, "nbf": now, "exp": now + args.ttl,

@@ -51,7 +51,10 @@ pub enum SandboxError {
     #[error("sandbox: closing inherited file descriptors failed: {0}")]
     CloseFds(std::io::Error),
     #[error("sandbox: setting rlimit {what} failed: {source}")]
-    Rlimit { what: &'static str, source: nix::Error },
+    Rlimit {
+        what: &'static str,
+        source: nix::Error,
+    },
     #[error("sandbox: ignoring SIGXFSZ failed: {0}")]
     Signal(std::io::Error),
     #[error("sandbox: dropping the capability bounding set failed: {0}")]
@@ -93,7 +96,9 @@ pub fn enter(
     // 2. Resource limits: no core dumps (they would hold tensors), no file growth, a
     //    bounded number of descriptors and processes.
     sys::ignore_sigxfsz().map_err(SandboxError::Signal)?;
-    let lim = |what, res, v: u64| setrlimit(res, v, v).map_err(|source| SandboxError::Rlimit { what, source });
+    let lim = |what, res, v: u64| {
+        setrlimit(res, v, v).map_err(|source| SandboxError::Rlimit { what, source })
+    };
     lim("CORE", Resource::RLIMIT_CORE, 0)?;
     lim("FSIZE", Resource::RLIMIT_FSIZE, 0)?;
     lim("NOFILE", Resource::RLIMIT_NOFILE, MAX_OPEN_FILES)?;
@@ -108,16 +113,27 @@ pub fn enter(
         report.bounding_set_cleared = true;
         let gid = Gid::from_raw(policy.gid);
         nix::unistd::setgroups(&[]).map_err(SandboxError::Groups)?;
-        nix::unistd::setresgid(gid, gid, gid).map_err(|source| SandboxError::Gid { gid: policy.gid, source })?;
+        nix::unistd::setresgid(gid, gid, gid).map_err(|source| SandboxError::Gid {
+            gid: policy.gid,
+            source,
+        })?;
         let uid = Uid::from_raw(policy.uid);
-        nix::unistd::setresuid(uid, uid, uid).map_err(|source| SandboxError::Uid { uid: policy.uid, source })?;
+        nix::unistd::setresuid(uid, uid, uid).map_err(|source| SandboxError::Uid {
+            uid: policy.uid,
+            source,
+        })?;
     } else {
         report.warnings.push(
             "not started as root: uid unchanged, capability bounding set kept (no_new_privs stops it being used)"
                 .into(),
         );
     }
-    for set in [caps::CapSet::Ambient, caps::CapSet::Inheritable, caps::CapSet::Effective, caps::CapSet::Permitted] {
+    for set in [
+        caps::CapSet::Ambient,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+    ] {
         caps::clear(None, set).map_err(SandboxError::Caps)?;
     }
     let left = caps::read(None, caps::CapSet::Permitted).map_err(SandboxError::Caps)?;
@@ -138,7 +154,8 @@ pub fn enter(
         .map_err(SandboxError::Landlock)?;
 
     // 5. seccomp last, so the steps above may still use the calls it forbids.
-    report.seccomp = seccomp::install(policy.insecure_allow_unenforced).map_err(SandboxError::Seccomp)?;
+    report.seccomp =
+        seccomp::install(policy.insecure_allow_unenforced).map_err(SandboxError::Seccomp)?;
     Ok(report)
 }
 

@@ -68,9 +68,17 @@ pub fn install(_insecure: bool) -> Result<String, String> {
         .map(|&(_, nr)| (nr, vec![]))
         .collect();
     // socket(2) for anything but AF_UNIX: no TCP, UDP, netlink or raw sockets.
-    let not_unix = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, libc::AF_UNIX as u64)
-        .map_err(|e| e.to_string())?;
-    rules.insert(libc::SYS_socket, vec![SeccompRule::new(vec![not_unix]).map_err(|e| e.to_string())?]);
+    let not_unix = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Ne,
+        libc::AF_UNIX as u64,
+    )
+    .map_err(|e| e.to_string())?;
+    rules.insert(
+        libc::SYS_socket,
+        vec![SeccompRule::new(vec![not_unix]).map_err(|e| e.to_string())?],
+    );
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| e.to_string())?;
     let filter = SeccompFilter::new(
         rules,
@@ -79,7 +87,12 @@ pub fn install(_insecure: bool) -> Result<String, String> {
         arch,
     )
     .map_err(|e| e.to_string())?;
-    let program: BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
+    let program: BpfProgram = filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| e.to_string())?;
     seccompiler::apply_filter(&program).map_err(|e| e.to_string())?;
-    Ok(format!("filter installed ({} calls refused, socket() AF_UNIX only)", DENIED_SYSCALLS.len() + 1))
+    Ok(format!(
+        "filter installed ({} calls refused, socket() AF_UNIX only)",
+        DENIED_SYSCALLS.len() + 1
+    ))
 }

@@ -39,7 +39,10 @@ struct Key {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read JWT key {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("JWT key {path} is neither a PEM public key (RSA, EC, Ed25519) nor a JWKS: {message}")]
     Parse { path: String, message: String },
 }
@@ -91,13 +94,22 @@ pub struct JwtVerifier {
 
 fn pem_key(pem: &[u8]) -> Result<Key, String> {
     if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-        return Ok(Key { key, algorithms: RSA_ALGS });
+        return Ok(Key {
+            key,
+            algorithms: RSA_ALGS,
+        });
     }
     if let Ok(key) = DecodingKey::from_ec_pem(pem) {
-        return Ok(Key { key, algorithms: EC_ALGS });
+        return Ok(Key {
+            key,
+            algorithms: EC_ALGS,
+        });
     }
     if let Ok(key) = DecodingKey::from_ed_pem(pem) {
-        return Ok(Key { key, algorithms: ED_ALGS });
+        return Ok(Key {
+            key,
+            algorithms: ED_ALGS,
+        });
     }
     Err("no RSA, EC or Ed25519 public key found".into())
 }
@@ -126,7 +138,10 @@ fn jwks_keys(text: &str) -> Result<HashMap<Option<String>, Key>, String> {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl JwtVerifier {
@@ -134,13 +149,19 @@ impl JwtVerifier {
     pub fn from_config(auth: &AuthConfig) -> Result<JwtVerifier, KeyError> {
         let path = auth.jwt_key.as_deref().unwrap_or(Path::new(""));
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| KeyError::Read { path: shown.clone(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         let keys = if bytes.trim_ascii_start().starts_with(b"{") {
             jwks_keys(&String::from_utf8_lossy(&bytes))
         } else {
             pem_key(&bytes).map(|k| HashMap::from([(None, k)]))
         }
-        .map_err(|message| KeyError::Parse { path: shown, message })?;
+        .map_err(|message| KeyError::Parse {
+            path: shown,
+            message,
+        })?;
         Ok(JwtVerifier {
             keys,
             issuer: auth.jwt_issuer.clone().unwrap_or_default(),
@@ -155,7 +176,8 @@ impl JwtVerifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLong);
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
         let key = match (&header.kid, self.keys.get(&None)) {
             // A single PEM key: the kid, if any, is informational.
             (_, Some(k)) => k,
@@ -188,7 +210,14 @@ impl JwtVerifier {
         if claims.exp.saturating_sub(issued) > self.max_lifetime {
             return Err(TokenError::LifetimeTooLong);
         }
-        let subject = claims.sub.filter(|s| !s.is_empty()).ok_or(TokenError::NoSubject)?;
-        Ok(Principal { subject, issuer: claims.iss, key_id: header.kid })
+        let subject = claims
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or(TokenError::NoSubject)?;
+        Ok(Principal {
+            subject,
+            issuer: claims.iss,
+            key_id: header.kid,
+        })
     }
 }

