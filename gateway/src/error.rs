@@ -64,6 +64,26 @@ impl ApiError {
         }
     }
 
+    /// The backend's gRPC status, as a gRPC client should see it: validation and
+    /// lookup errors pass through (the backend wrote them for the client), anything
+    /// else is reduced to a plain message.
+    pub fn grpc_from_backend(status: tonic::Status) -> tonic::Status {
+        use tonic::Code;
+        match status.code() {
+            Code::InvalidArgument | Code::NotFound | Code::ResourceExhausted => {
+                tonic::Status::new(status.code(), status.message())
+            }
+            Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Unknown => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "backend unavailable");
+                tonic::Status::unavailable("the inference backend is unavailable; retry later")
+            }
+            _ => {
+                tracing::error!(code = ?status.code(), message = status.message(), "backend error");
+                tonic::Status::internal("inference failed")
+            }
+        }
+    }
+
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let body =
             serde_json::to_vec(&serde_json::json!({ "error": self.message })).unwrap_or_default();

@@ -20,12 +20,14 @@ use warden_shared::proto::{
 pub const MAX_JSON_DEPTH: usize = 32;
 
 /// A JSON scalar from a `data` array.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Scalar {
     Bool(bool),
     I64(i64),
     U64(u64),
     F64(f64),
+    /// A BYTES element.
+    Str(String),
 }
 
 /// `data`, flattened.
@@ -62,10 +64,8 @@ impl<'de> Visitor<'de> for FlattenSeed<'_> {
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         self.push(Scalar::F64(v))
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Err(E::custom(
-            "string elements are only valid for BYTES tensors, which this server does not take",
-        ))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.push(Scalar::Str(v.to_owned()))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         if self.depth >= MAX_JSON_DEPTH {
@@ -137,14 +137,14 @@ struct JsonInput {
     datatype: String,
     #[serde(default)]
     parameters: Option<HashMap<String, JsonParam>>,
-    data: FlatData,
+    #[serde(default)]
+    data: Option<FlatData>,
 }
 
 #[derive(Debug, Deserialize)]
 struct JsonOutputRequest {
     name: String,
     #[serde(default)]
-    #[allow(dead_code)]
     parameters: Option<HashMap<String, JsonParam>>,
 }
 
@@ -188,19 +188,49 @@ fn to_proto_params(p: Option<HashMap<String, JsonParam>>) -> HashMap<String, Inf
         .collect()
 }
 
+/// How the client wants each output back (binary tensor data extension).
+#[derive(Debug, Default, Clone)]
+pub struct OutputPrefs {
+    /// `parameters.binary_data_output` of the request.
+    pub binary_by_default: bool,
+    /// `parameters.binary_data` of each requested output.
+    pub per_output: HashMap<String, bool>,
+}
+
+impl OutputPrefs {
+    fn binary(&self, name: &str) -> bool {
+        self.per_output
+            .get(name)
+            .copied()
+            .unwrap_or(self.binary_by_default)
+    }
+}
+
+fn param_bool(p: &Option<HashMap<String, JsonParam>>, key: &str) -> Option<bool> {
+    match p.as_ref()?.get(key)? {
+        JsonParam::Bool(b) => Some(*b),
+        _ => None,
+    }
+}
+
 /// Parses a JSON infer request into the socket form, with every tensor as raw bytes.
+/// `binary` is the part of the body after the JSON header (binary tensor data
+/// extension); inputs with `parameters.binary_data_size` take their bytes from it, in
+/// order, and every byte of it must be used.
 pub fn parse_infer_request(
-    body: &[u8],
+    json: &[u8],
+    binary: Bytes,
     model_name: &str,
     model_version: &str,
     max_elements: usize,
-) -> Result<ModelInferRequest, JsonError> {
+) -> Result<(ModelInferRequest, OutputPrefs), JsonError> {
     MAX_ELEMENTS.with(|m| m.set(max_elements));
-    let parsed: Result<JsonInferRequest, _> = serde_json::from_slice(body);
+    let parsed: Result<JsonInferRequest, _> = serde_json::from_slice(json);
     MAX_ELEMENTS.with(|m| m.set(usize::MAX));
     let parsed = parsed.map_err(|e| JsonError::Syntax(e.to_string()))?;
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
     let mut raw = Vec::with_capacity(parsed.inputs.len());
+    let mut offset = 0usize;
     for input in parsed.inputs {
         let err = |message: String| JsonError::Input {
             input: input.name.chars().take(64).collect(),
@@ -208,69 +238,137 @@ pub fn parse_infer_request(
         };
         let datatype: DataType = input.datatype.parse().map_err(|e| err(format!("{e}")))?;
         let count = element_count(&input.shape).map_err(|e| err(e.to_string()))?;
-        if count != input.data.0.len() {
+        if count > max_elements {
             return Err(err(format!(
-                "shape {:?} holds {count} elements but data has {}",
-                input.shape,
-                input.data.0.len()
+                "shape {:?} has more than {max_elements} elements",
+                input.shape
             )));
         }
-        raw.push(encode(datatype, &input.data.0).map_err(err)?);
+        let binary_size = match input
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"))
+        {
+            None => None,
+            Some(JsonParam::Int(n)) if *n >= 0 => Some(*n as usize),
+            Some(_) => return Err(err("binary_data_size must be a non-negative integer".into())),
+        };
+        let bytes = match (binary_size, &input.data) {
+            (Some(_), Some(_)) => return Err(err("has both data and binary_data_size".into())),
+            (None, None) => return Err(err("has neither data nor binary_data_size".into())),
+            (Some(size), None) => {
+                let end = offset
+                    .checked_add(size)
+                    .filter(|&e| e <= binary.len())
+                    .ok_or_else(|| {
+                        err(format!(
+                            "binary_data_size {size} runs past the {} binary bytes sent",
+                            binary.len()
+                        ))
+                    })?;
+                let chunk = binary.slice(offset..end);
+                offset = end;
+                crate::tensor::check_raw(datatype, count, &chunk).map_err(err)?;
+                chunk
+            }
+            (None, Some(data)) => {
+                if count != data.0.len() {
+                    return Err(err(format!(
+                        "shape {:?} holds {count} elements but data has {}",
+                        input.shape,
+                        data.0.len()
+                    )));
+                }
+                encode(datatype, &data.0).map_err(err)?
+            }
+        };
+        raw.push(bytes);
         inputs.push(InferInputTensor {
             name: input.name,
             datatype: input.datatype,
             shape: input.shape,
-            parameters: to_proto_params(input.parameters),
+            parameters: to_proto_params(input.parameters.map(|mut p| {
+                p.remove("binary_data_size");
+                p
+            })),
             contents: None,
         });
     }
-    Ok(ModelInferRequest {
-        model_name: model_name.to_owned(),
-        model_version: model_version.to_owned(),
-        id: parsed.id.unwrap_or_default(),
-        parameters: to_proto_params(parsed.parameters),
-        inputs,
-        outputs: parsed
-            .outputs
-            .unwrap_or_default()
-            .into_iter()
-            .map(|o| InferRequestedOutputTensor {
-                name: o.name,
-                parameters: HashMap::new(),
-            })
-            .collect(),
-        raw_input_contents: raw,
-    })
+    if offset != binary.len() {
+        return Err(JsonError::Syntax(format!(
+            "{} binary bytes sent but inputs use {offset}",
+            binary.len()
+        )));
+    }
+    let mut prefs = OutputPrefs {
+        binary_by_default: param_bool(&parsed.parameters, "binary_data_output").unwrap_or(false),
+        per_output: HashMap::new(),
+    };
+    let mut outputs = Vec::new();
+    for o in parsed.outputs.unwrap_or_default() {
+        if let Some(b) = param_bool(&o.parameters, "binary_data") {
+            prefs.per_output.insert(o.name.clone(), b);
+        }
+        outputs.push(InferRequestedOutputTensor {
+            name: o.name,
+            parameters: HashMap::new(),
+        });
+    }
+    let mut parameters = parsed.parameters;
+    if let Some(p) = parameters.as_mut() {
+        p.remove("binary_data_output");
+    }
+    Ok((
+        ModelInferRequest {
+            model_name: model_name.to_owned(),
+            model_version: model_version.to_owned(),
+            id: parsed.id.unwrap_or_default(),
+            parameters: to_proto_params(parameters),
+            inputs,
+            outputs,
+            raw_input_contents: raw,
+        },
+        prefs,
+    ))
 }
 
-fn as_i128(s: Scalar) -> Option<i128> {
-    match s {
+fn as_i128(s: &Scalar) -> Option<i128> {
+    match *s {
         Scalar::I64(v) => Some(v.into()),
         Scalar::U64(v) => Some(v.into()),
         Scalar::F64(f) if f.fract() == 0.0 && f.is_finite() => Some(f as i128),
         Scalar::Bool(b) => Some(b.into()),
-        Scalar::F64(_) => None,
+        Scalar::F64(_) | Scalar::Str(_) => None,
     }
 }
 
-fn as_f64(s: Scalar) -> Option<f64> {
-    match s {
+fn as_f64(s: &Scalar) -> Option<f64> {
+    match *s {
         Scalar::I64(v) => Some(v as f64),
         Scalar::U64(v) => Some(v as f64),
         Scalar::F64(f) => Some(f),
-        Scalar::Bool(_) => None,
+        Scalar::Bool(_) | Scalar::Str(_) => None,
     }
 }
 
 /// Encodes flattened JSON elements as the raw little-endian form of `dtype`.
 fn encode(dtype: DataType, data: &[Scalar]) -> Result<Bytes, String> {
-    let size = dtype
-        .element_size()
-        .ok_or("BYTES tensors are not supported by this server")?;
+    let Some(size) = dtype.element_size() else {
+        let mut out = BytesMut::new();
+        for (i, s) in data.iter().enumerate() {
+            let Scalar::Str(s) = s else {
+                return Err(format!("element {i} of a BYTES tensor is not a string"));
+            };
+            let len = u32::try_from(s.len()).map_err(|_| format!("element {i} is too long"))?;
+            out.put_u32_le(len);
+            out.put_slice(s.as_bytes());
+        }
+        return Ok(out.freeze());
+    };
     let mut out = BytesMut::with_capacity(data.len() * size);
     macro_rules! ints {
         ($t:ty, $put:ident) => {
-            for (i, &s) in data.iter().enumerate() {
+            for (i, s) in data.iter().enumerate() {
                 let v = as_i128(s)
                     .and_then(|v| <$t>::try_from(v).ok())
                     .ok_or_else(|| format!("element {i} is not a valid {}", dtype))?;
@@ -280,8 +378,8 @@ fn encode(dtype: DataType, data: &[Scalar]) -> Result<Bytes, String> {
     }
     match dtype {
         DataType::Bool => {
-            for (i, &s) in data.iter().enumerate() {
-                let v = match s {
+            for (i, s) in data.iter().enumerate() {
+                let v = match *s {
                     Scalar::Bool(b) => b,
                     Scalar::I64(0) | Scalar::U64(0) => false,
                     Scalar::I64(1) | Scalar::U64(1) => true,
@@ -299,7 +397,7 @@ fn encode(dtype: DataType, data: &[Scalar]) -> Result<Bytes, String> {
         DataType::U64 => ints!(u64, put_u64_le),
         DataType::I64 => ints!(i64, put_i64_le),
         DataType::F16 | DataType::Bf16 | DataType::F32 | DataType::F64 => {
-            for (i, &s) in data.iter().enumerate() {
+            for (i, s) in data.iter().enumerate() {
                 let v = as_f64(s).ok_or_else(|| format!("element {i} is not a number"))?;
                 match dtype {
                     DataType::F16 => out.put_u16_le(half::f16::from_f64(v).to_bits()),
@@ -309,7 +407,7 @@ fn encode(dtype: DataType, data: &[Scalar]) -> Result<Bytes, String> {
                 }
             }
         }
-        DataType::Bytes => unreachable!("handled by element_size"),
+        DataType::Bytes => return Err("BYTES elements must be strings".into()),
     }
     Ok(out.freeze())
 }
@@ -323,10 +421,14 @@ struct RawAsJson<'a> {
 impl Serialize for RawAsJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{Error, SerializeSeq};
-        let size = self
-            .dtype
-            .element_size()
-            .ok_or_else(|| S::Error::custom("BYTES output"))?;
+        let Some(size) = self.dtype.element_size() else {
+            let items = crate::tensor::split_bytes_elements(self.raw).map_err(S::Error::custom)?;
+            let mut seq = s.serialize_seq(Some(items.len()))?;
+            for item in items {
+                seq.serialize_element(&String::from_utf8_lossy(item))?;
+            }
+            return seq.end();
+        };
         if self.raw.len() % size != 0 {
             return Err(S::Error::custom(
                 "output length is not a whole number of elements",
@@ -376,7 +478,15 @@ struct JsonOutput<'a> {
     name: &'a str,
     datatype: &'a str,
     shape: &'a [i64],
-    data: RawAsJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<RawAsJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct BinaryParams {
+    binary_data_size: usize,
 }
 
 #[derive(Serialize)]
@@ -388,28 +498,62 @@ struct JsonInferResponse<'a> {
     outputs: Vec<JsonOutput<'a>>,
 }
 
-/// Renders the backend's answer as a KServe v2 JSON response.
-pub fn render_infer_response(resp: &ModelInferResponse) -> Result<Vec<u8>, String> {
+/// A rendered response: the body, and the JSON header's length when binary outputs
+/// follow it (`Inference-Header-Content-Length`).
+#[derive(Debug)]
+pub struct Rendered {
+    pub body: Vec<u8>,
+    pub json_len: Option<usize>,
+}
+
+/// Renders the backend's answer as a KServe v2 response, JSON or JSON + binary.
+pub fn render_infer_response(
+    resp: &ModelInferResponse,
+    prefs: &OutputPrefs,
+) -> Result<Rendered, String> {
     if resp.outputs.len() != resp.raw_output_contents.len() {
         return Err("backend answered with mismatched outputs".into());
     }
     let mut outputs = Vec::with_capacity(resp.outputs.len());
+    let mut tail: Vec<&[u8]> = Vec::new();
     for (o, raw) in resp.outputs.iter().zip(&resp.raw_output_contents) {
         let dtype: DataType = o.datatype.parse().map_err(|e| format!("{e}"))?;
+        let binary = prefs.binary(&o.name);
+        if binary {
+            tail.push(raw);
+        }
         outputs.push(JsonOutput {
             name: &o.name,
             datatype: &o.datatype,
             shape: &o.shape,
-            data: RawAsJson { dtype, raw },
+            parameters: binary.then(|| BinaryParams {
+                binary_data_size: raw.len(),
+            }),
+            data: (!binary).then_some(RawAsJson { dtype, raw }),
         });
     }
-    serde_json::to_vec(&JsonInferResponse {
+    let mut body = serde_json::to_vec(&JsonInferResponse {
         model_name: &resp.model_name,
         model_version: &resp.model_version,
         id: &resp.id,
         outputs,
     })
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    if tail.is_empty() {
+        return Ok(Rendered {
+            body,
+            json_len: None,
+        });
+    }
+    let json_len = body.len();
+    body.reserve(tail.iter().map(|t| t.len()).sum());
+    for t in tail {
+        body.extend_from_slice(t);
+    }
+    Ok(Rendered {
+        body,
+        json_len: Some(json_len),
+    })
 }
 
 #[cfg(test)]
@@ -417,7 +561,7 @@ mod tests {
     use super::*;
 
     fn req(body: &str) -> Result<ModelInferRequest, JsonError> {
-        parse_infer_request(body.as_bytes(), "m", "", 1 << 20)
+        parse_infer_request(body.as_bytes(), Bytes::new(), "m", "", 1 << 20).map(|(r, _)| r)
     }
 
     #[test]
@@ -475,8 +619,8 @@ mod tests {
             r#"{{"inputs":[{{"name":"x","shape":[11],"datatype":"FP32","data":[{}]}}]}}"#,
             vec!["1"; 11].join(",")
         );
-        assert!(parse_infer_request(many.as_bytes(), "m", "", 10).is_err());
-        assert!(parse_infer_request(many.as_bytes(), "m", "", 11).is_ok());
+        assert!(parse_infer_request(many.as_bytes(), Bytes::new(), "m", "", 10).is_err());
+        assert!(parse_infer_request(many.as_bytes(), Bytes::new(), "m", "", 11).is_ok());
     }
 
     #[test]
@@ -501,9 +645,62 @@ mod tests {
             ],
             raw_output_contents: vec![Bytes::from(raw)],
         };
-        let json: serde_json::Value =
-            serde_json::from_slice(&render_infer_response(&resp).unwrap()).unwrap();
+        let r = render_infer_response(&resp, &OutputPrefs::default()).unwrap();
+        assert_eq!(r.json_len, None);
+        let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(json["id"], "abc");
         assert_eq!(json["outputs"][0]["data"], serde_json::json!([0.5, -1.0]));
+        let prefs = OutputPrefs {
+            binary_by_default: true,
+            per_output: HashMap::new(),
+        };
+        let r = render_infer_response(&resp, &prefs).unwrap();
+        let n = r.json_len.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&r.body[..n]).unwrap();
+        assert_eq!(json["outputs"][0]["parameters"]["binary_data_size"], 8);
+        assert!(json["outputs"][0].get("data").is_none());
+        assert_eq!(&r.body[n..], &resp.raw_output_contents[0][..]);
+    }
+
+    #[test]
+    fn binary_inputs_are_sliced_in_order_and_must_use_every_byte() {
+        let json = br#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}},
+                                  {"name":"b","shape":[1],"datatype":"UINT8","parameters":{"binary_data_size":1}}]}"#;
+        let bin = Bytes::from(vec![0u8, 0, 128, 63, 0, 0, 0, 64, 9]);
+        let (r, _) = parse_infer_request(json, bin.clone(), "m", "", 100).unwrap();
+        assert_eq!(r.raw_input_contents[0].as_ref(), &bin[..8]);
+        assert_eq!(r.raw_input_contents[1].as_ref(), &[9]);
+        assert!(
+            r.inputs[0].parameters.is_empty(),
+            "binary_data_size is consumed, not forwarded"
+        );
+        let mut longer = bin.to_vec();
+        longer.push(1);
+        assert!(
+            parse_infer_request(json, Bytes::from(longer), "m", "", 100).is_err(),
+            "trailing bytes"
+        );
+        assert!(
+            parse_infer_request(json, bin.slice(..8), "m", "", 100).is_err(),
+            "short"
+        );
+        let wrong = br#"{"inputs":[{"name":"a","shape":[3],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
+        assert!(
+            parse_infer_request(wrong, bin.slice(..8), "m", "", 100).is_err(),
+            "size vs shape"
+        );
+    }
+
+    #[test]
+    fn bytes_tensors_use_length_prefixes() {
+        let r = req(r#"{"inputs":[{"name":"s","shape":[2],"datatype":"BYTES","data":["ab",""]}]}"#)
+            .unwrap();
+        assert_eq!(
+            r.raw_input_contents[0].as_ref(),
+            &[2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]
+        );
+        assert!(
+            req(r#"{"inputs":[{"name":"s","shape":[1],"datatype":"BYTES","data":[1]}]}"#).is_err()
+        );
     }
 }

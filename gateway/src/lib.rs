@@ -7,11 +7,13 @@
 pub mod auth;
 pub mod backend_client;
 pub mod error;
+pub mod grpc;
 pub mod json;
 pub mod privilege;
 pub mod rest;
 pub mod server;
 pub mod state;
+pub mod tensor;
 pub mod tls;
 
 use anyhow::Context;
@@ -41,8 +43,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     );
     let tls = tls::server_config(&cert, &key, REST_ALPN)?;
     let jwt = auth::jwt::JwtVerifier::from_config(&config.auth)?;
+    let grpc_tls = {
+        let mut c = (*tls).clone();
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(c)
+    };
     let rest = bind(&config.gateway.bind_address, config.gateway.rest_port)?;
     let rest_addr = rest.local_addr()?;
+    let grpc = match config.gateway.grpc_port {
+        0 => None,
+        port => Some(bind(&config.gateway.bind_address, port)?),
+    };
 
     // INVARIANT: no thread exists yet; capabilities are per thread, so they are cleared
     // here, once, for the whole process.
@@ -64,8 +75,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let rest = tokio::net::TcpListener::from_std(rest)?;
         tracing::info!(%rest_addr, "gateway listening (REST, TLS)");
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let grpc_task = match grpc {
+            Some(l) => {
+                let l = tokio::net::TcpListener::from_std(l)?;
+                tracing::info!(grpc_addr = %l.local_addr()?, "gateway listening (gRPC, TLS)");
+                let acceptor = tokio_rustls::TlsAcceptor::from(grpc_tls);
+                tokio::spawn(server::serve_grpc(l, acceptor, Arc::clone(&state)))
+            }
+            None => tokio::spawn(std::future::pending()),
+        };
         tokio::select! {
             _ = server::serve_rest(rest, acceptor, state) => {}
+            _ = grpc_task => {}
             _ = shutdown_signal() => tracing::info!("gateway stopping"),
         }
         Ok(())

@@ -3,6 +3,7 @@
 
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, CHALLENGE_INVALID, CHALLENGE_MISSING, json_response};
+use crate::server::ConnInfo;
 use crate::state::State;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -13,6 +14,9 @@ use tonic::metadata::MetadataValue;
 use warden_shared::proto;
 use warden_shared::repository::check_model_name;
 use warden_shared::wire;
+
+/// The binary tensor data extension's header: the JSON part's length.
+pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
 /// What a request path asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,7 +74,12 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
 }
 
 /// Handles one request. Never fails: every error becomes a JSON error response.
-pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(
+    state: Arc<State>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let _ = &conn;
     match dispatch(&state, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
@@ -88,7 +97,12 @@ fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Principal, Api
     })
 }
 
-fn backend_request<T>(message: T, principal: &Principal, request_id: &str) -> tonic::Request<T> {
+/// Wraps a message for the backend with the verified principal and request id.
+pub fn backend_request<T>(
+    message: T,
+    principal: &Principal,
+    request_id: &str,
+) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     let md = r.metadata_mut();
     if let Ok(v) = MetadataValue::try_from(principal.display_name()) {
@@ -146,7 +160,7 @@ async fn dispatch(
         Route::ServerMetadata => Ok(ok_json(&serde_json::json!({
             "name": warden_shared::SERVER_NAME,
             "version": warden_shared::VERSION,
-            "extensions": [],
+            "extensions": crate::grpc::EXTENSIONS,
         }))),
         Route::ModelMetadata { model, version } => {
             let m = backend
@@ -196,21 +210,52 @@ async fn dispatch(
         }
         Route::Infer { model, version } => {
             let (model, version) = (model.to_owned(), version.to_owned());
+            let header_len = match req.headers().get(INFERENCE_HEADER_CONTENT_LENGTH) {
+                None => None,
+                Some(v) => Some(
+                    v.to_str()
+                        .ok()
+                        .and_then(|s| s.trim().parse::<usize>().ok())
+                        .ok_or_else(|| {
+                            ApiError::bad_request("invalid Inference-Header-Content-Length")
+                        })?,
+                ),
+            };
             let body = read_body(state, req).await?;
+            let (json, binary) = match header_len {
+                None => (body, Bytes::new()),
+                Some(n) if n <= body.len() => (body.slice(..n), body.slice(n..)),
+                Some(n) => {
+                    return Err(ApiError::bad_request(format!(
+                        "Inference-Header-Content-Length {n} is longer than the {}-byte body",
+                        body.len()
+                    )));
+                }
+            };
             let max = state.config.limits.max_tensor_elements;
-            let infer = crate::json::parse_infer_request(&body, &model, &version, max)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            drop(body);
+            let (infer, prefs) =
+                crate::json::parse_infer_request(&json, binary, &model, &version, max)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            drop(json);
             let resp = backend
                 .model_infer(backend_request(infer, &principal, &request_id))
                 .await
                 .map_err(|s| ApiError::from_backend(&s))?
                 .into_inner();
-            let body = crate::json::render_infer_response(&resp).map_err(|e| {
+            let rendered = crate::json::render_infer_response(&resp, &prefs).map_err(|e| {
                 tracing::error!(error = %e, "cannot render backend response");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "inference failed")
             })?;
-            Ok(json_response(StatusCode::OK, body))
+            let mut out = json_response(StatusCode::OK, rendered.body);
+            if let Some(n) = rendered.json_len {
+                out.headers_mut()
+                    .insert(INFERENCE_HEADER_CONTENT_LENGTH, n.into());
+                out.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/octet-stream"),
+                );
+            }
+            Ok(out)
         }
     }
 }

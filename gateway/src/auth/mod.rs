@@ -25,7 +25,11 @@ impl Principal {
 /// Extracts the token from an `Authorization: Bearer` header value. The scheme is
 /// case-insensitive (RFC 7235); anything else is no credential at all.
 pub fn bearer_token(header: Option<&http::HeaderValue>) -> Option<&str> {
-    let value = header?.to_str().ok()?;
+    bearer_from_str(header?.to_str().ok()?)
+}
+
+/// The token in an `authorization` value (`Bearer <token>`), if it is one.
+pub fn bearer_from_str(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
