@@ -34,10 +34,11 @@ pull("onnx-*.whl", "onnx/backend/test/data/light/light_resnet50.onnx", ".models/
 for img in ("coffee.png", "astronaut.png", "chelsea.png"):
     pull("scikit_image-*.whl", "skimage/data/" + img, ".models/images/" + img)
 PY
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import openvino, numpy, PIL" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import openvino, numpy, PIL, tritonclient.http, tritonclient.grpc" 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet "openvino==2026.4.1" numpy pillow
+  # OpenVINO's Python API is the reference; tritonclient is a real KServe v2 client.
+  .venv/bin/python -m pip install --quiet "openvino==2026.4.1" numpy pillow "tritonclient[http,grpc]"
 fi
 if [ ! -f .models/identity/1/model.xml ] || [ scripts/make_test_models.py -nt .models/identity/1/model.xml ]; then
   .venv/bin/python scripts/make_test_models.py .models

@@ -161,6 +161,7 @@ pub fn free_port() -> u16 {
 pub struct Server {
     pub child: Child,
     pub rest_port: u16,
+    pub grpc_port: u16,
     pub certs: PathBuf,
     pub dir: TempDir,
     pub log: PathBuf,
@@ -177,6 +178,7 @@ impl Server {
         let dir = TempDir::new("serve");
         let certs = make_certs(dir.path());
         let rest_port = free_port();
+        let grpc_port = free_port();
         let log = dir.path().join("serve.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(warden_bin());
@@ -188,7 +190,7 @@ impl Server {
                 "--rest-port",
                 &rest_port.to_string(),
             ])
-            .args(["--grpc-port", &free_port().to_string()])
+            .args(["--grpc-port", &grpc_port.to_string()])
             .arg("--tls-cert")
             .arg(certs.join("server.pem"))
             .arg("--tls-key")
@@ -208,6 +210,7 @@ impl Server {
         Server {
             child,
             rest_port,
+            grpc_port,
             certs,
             dir,
             log,
