@@ -12,6 +12,8 @@ pub struct ApiError {
     pub message: String,
     /// For 401: the `WWW-Authenticate` challenge.
     pub challenge: Option<&'static str>,
+    /// For 429 and 503: seconds until a retry may succeed.
+    pub retry_after: Option<u64>,
 }
 
 /// RFC 6750 challenge when no credential was sent.
@@ -25,6 +27,7 @@ impl ApiError {
             status,
             message: message.into(),
             challenge: None,
+            retry_after: None,
         }
     }
     pub fn bad_request(m: impl Into<String>) -> ApiError {
@@ -38,10 +41,58 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             message: "missing or invalid credentials".into(),
             challenge: Some(challenge),
+            retry_after: None,
         }
     }
     pub fn unavailable(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
+    }
+
+    /// A refusal by the gate (authentication, rate limit, authorization).
+    pub fn from_stop(stop: &crate::gate::Stop) -> ApiError {
+        use crate::auth::AuthError;
+        use crate::gate::Stop;
+        match stop {
+            Stop::Unauthenticated(AuthError::Missing) => {
+                ApiError::unauthenticated(CHALLENGE_MISSING)
+            }
+            Stop::Unauthenticated(_) => ApiError::unauthenticated(CHALLENGE_INVALID),
+            Stop::Denied => ApiError::new(StatusCode::FORBIDDEN, "not allowed"),
+            Stop::RateLimited(l) => ApiError {
+                retry_after: Some(l.retry_after_secs.max(1)),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded")
+            },
+        }
+    }
+
+    /// A memory quota refusal: the caller's own quota is 429, the server's is 503.
+    pub fn quota(scope: crate::limits::Scope) -> ApiError {
+        let status = match scope {
+            crate::limits::Scope::Principal => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(status, "too many request bytes in flight; retry later")
+        }
+    }
+
+    /// The same refusal as a gRPC status.
+    pub fn grpc_from_stop(stop: &crate::gate::Stop) -> tonic::Status {
+        use crate::gate::Stop;
+        match stop {
+            Stop::Unauthenticated(_) => {
+                tonic::Status::unauthenticated("missing or invalid credentials")
+            }
+            Stop::Denied => tonic::Status::permission_denied("not allowed"),
+            Stop::RateLimited(l) => {
+                let mut s = tonic::Status::resource_exhausted("rate limit exceeded");
+                if let Ok(v) = l.retry_after_secs.max(1).to_string().parse() {
+                    s.metadata_mut().insert("retry-after", v);
+                }
+                s
+            }
+        }
     }
 
     /// The backend's gRPC status, as the client should see it.

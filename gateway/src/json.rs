@@ -1,7 +1,7 @@
 //! The KServe v2 JSON body codec: JSON tensors in, raw little-endian tensors out (the
 //! form the backend takes), and raw results back to JSON.
 //!
-//! `data` may be flat or nested to any depth up to [`MAX_JSON_DEPTH`]; it is flattened
+//! `data` may be flat or nested to any depth up to `limits.max_json_depth`; it is flattened
 //! while parsing, without building a generic JSON tree, and each element is checked
 //! against the declared datatype's range.
 
@@ -15,9 +15,6 @@ use warden_shared::proto::model_infer_request::{InferInputTensor, InferRequested
 use warden_shared::proto::{
     InferParameter, ModelInferRequest, ModelInferResponse, infer_parameter,
 };
-
-/// Deepest nesting of `data` arrays accepted.
-pub const MAX_JSON_DEPTH: usize = 32;
 
 /// A JSON scalar from a `data` array.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +35,7 @@ struct FlattenSeed<'a> {
     out: &'a mut Vec<Scalar>,
     depth: usize,
     max_elements: usize,
+    max_depth: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for FlattenSeed<'_> {
@@ -68,9 +66,10 @@ impl<'de> Visitor<'de> for FlattenSeed<'_> {
         self.push(Scalar::Str(v.to_owned()))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if self.depth >= MAX_JSON_DEPTH {
+        if self.depth >= self.max_depth {
             return Err(de::Error::custom(format!(
-                "data nested deeper than {MAX_JSON_DEPTH} levels"
+                "data nested deeper than {} levels",
+                self.max_depth
             )));
         }
         while seq
@@ -78,6 +77,7 @@ impl<'de> Visitor<'de> for FlattenSeed<'_> {
                 out: self.out,
                 depth: self.depth + 1,
                 max_elements: self.max_elements,
+                max_depth: self.max_depth,
             })?
             .is_some()
         {}
@@ -104,16 +104,19 @@ impl FlattenSeed<'_> {
 thread_local! {
     /// The element cap for the body being parsed on this thread (serde has no context).
     static MAX_ELEMENTS: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+    static MAX_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(32) };
 }
 
 impl<'de> Deserialize<'de> for FlatData {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut out = Vec::new();
         let max_elements = MAX_ELEMENTS.with(|m| m.get());
+        let max_depth = MAX_DEPTH.with(|m| m.get());
         FlattenSeed {
             out: &mut out,
             depth: 0,
             max_elements,
+            max_depth,
         }
         .deserialize(d)?;
         Ok(FlatData(out))
@@ -223,8 +226,10 @@ pub fn parse_infer_request(
     model_name: &str,
     model_version: &str,
     max_elements: usize,
+    max_depth: usize,
 ) -> Result<(ModelInferRequest, OutputPrefs), JsonError> {
     MAX_ELEMENTS.with(|m| m.set(max_elements));
+    MAX_DEPTH.with(|m| m.set(max_depth));
     let parsed: Result<JsonInferRequest, _> = serde_json::from_slice(json);
     MAX_ELEMENTS.with(|m| m.set(usize::MAX));
     let parsed = parsed.map_err(|e| JsonError::Syntax(e.to_string()))?;
@@ -561,7 +566,7 @@ mod tests {
     use super::*;
 
     fn req(body: &str) -> Result<ModelInferRequest, JsonError> {
-        parse_infer_request(body.as_bytes(), Bytes::new(), "m", "", 1 << 20).map(|(r, _)| r)
+        parse_infer_request(body.as_bytes(), Bytes::new(), "m", "", 1 << 20, 32).map(|(r, _)| r)
     }
 
     #[test]
@@ -619,8 +624,8 @@ mod tests {
             r#"{{"inputs":[{{"name":"x","shape":[11],"datatype":"FP32","data":[{}]}}]}}"#,
             vec!["1"; 11].join(",")
         );
-        assert!(parse_infer_request(many.as_bytes(), Bytes::new(), "m", "", 10).is_err());
-        assert!(parse_infer_request(many.as_bytes(), Bytes::new(), "m", "", 11).is_ok());
+        assert!(parse_infer_request(many.as_bytes(), Bytes::new(), "m", "", 10, 32).is_err());
+        assert!(parse_infer_request(many.as_bytes(), Bytes::new(), "m", "", 11, 32).is_ok());
     }
 
     #[test]
@@ -667,7 +672,7 @@ mod tests {
         let json = br#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}},
                                   {"name":"b","shape":[1],"datatype":"UINT8","parameters":{"binary_data_size":1}}]}"#;
         let bin = Bytes::from(vec![0u8, 0, 128, 63, 0, 0, 0, 64, 9]);
-        let (r, _) = parse_infer_request(json, bin.clone(), "m", "", 100).unwrap();
+        let (r, _) = parse_infer_request(json, bin.clone(), "m", "", 100, 32).unwrap();
         assert_eq!(r.raw_input_contents[0].as_ref(), &bin[..8]);
         assert_eq!(r.raw_input_contents[1].as_ref(), &[9]);
         assert!(
@@ -677,16 +682,16 @@ mod tests {
         let mut longer = bin.to_vec();
         longer.push(1);
         assert!(
-            parse_infer_request(json, Bytes::from(longer), "m", "", 100).is_err(),
+            parse_infer_request(json, Bytes::from(longer), "m", "", 100, 32).is_err(),
             "trailing bytes"
         );
         assert!(
-            parse_infer_request(json, bin.slice(..8), "m", "", 100).is_err(),
+            parse_infer_request(json, bin.slice(..8), "m", "", 100, 32).is_err(),
             "short"
         );
         let wrong = br#"{"inputs":[{"name":"a","shape":[3],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
         assert!(
-            parse_infer_request(wrong, bin.slice(..8), "m", "", 100).is_err(),
+            parse_infer_request(wrong, bin.slice(..8), "m", "", 100, 32).is_err(),
             "size vs shape"
         );
     }

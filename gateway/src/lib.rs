@@ -1,14 +1,21 @@
 //! Warden's gateway: the only process that faces the network.
 //!
-//! Start-up order (see [`run`]): read the configuration, certificate and keys, bind the
-//! ports, drop privileges, and only then start threads and accept connections.
+//! Start-up order (see [`run`]): read the configuration, certificates, keys and policy,
+//! open the audit log, bind the ports, drop privileges, and only then start threads and
+//! accept connections.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod audit;
 pub mod auth;
+pub mod authz;
 pub mod backend_client;
 pub mod error;
+pub mod gate;
 pub mod grpc;
 pub mod json;
+pub mod limits;
+pub mod metrics;
 pub mod privilege;
 pub mod rest;
 pub mod server;
@@ -19,10 +26,13 @@ pub mod tls;
 use anyhow::Context;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 use warden_shared::config::Config;
 
 /// ALPN protocols offered on the REST port.
 const REST_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// ALPN protocols offered on the gRPC port.
+const GRPC_ALPN: &[&[u8]] = &[b"h2"];
 
 fn bind(address: &str, port: u16) -> anyhow::Result<StdTcpListener> {
     let ip: std::net::IpAddr = address
@@ -34,6 +44,28 @@ fn bind(address: &str, port: u16) -> anyhow::Result<StdTcpListener> {
     Ok(l)
 }
 
+/// The policy named by the configuration, or the open one (loudly).
+pub fn load_policy(config: &Config) -> anyhow::Result<authz::Policy> {
+    match &config.auth.policy {
+        Some(path) => authz::Policy::from_file(path),
+        None => Ok(authz::Policy::open()),
+    }
+}
+
+/// The effective security settings, for the start record and `warden check`.
+pub fn settings(config: &Config, policy: &authz::Policy) -> serde_json::Value {
+    let l = &config.limits;
+    serde_json::json!({
+        "tls": {"versions": ["TLSv1.3", "TLSv1.2"], "rest_client_cert": config.tls.rest_client_cert, "grpc_client_cert": config.tls.grpc_client_cert},
+        "auth": {"rest_mode": config.auth.rest_mode, "grpc_mode": config.auth.grpc_mode,
+                 "issuers": config.auth.all_issuers().iter().map(|i| i.issuer.clone()).collect::<Vec<_>>(),
+                 "policy": if policy.open { "NONE (every authenticated caller allowed)".to_string() } else { format!("{} rules", policy.rules.len()) }},
+        "limits": l,
+        "audit": {"fsync": config.audit.fsync, "fail_open": config.audit.fail_open},
+        "gateway_uid": config.gateway.uid,
+    })
+}
+
 /// Runs the gateway until SIGTERM/SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
@@ -41,18 +73,51 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         config.tls.cert.clone().unwrap_or_default(),
         config.tls.key.clone().unwrap_or_default(),
     );
-    let tls = tls::server_config(&cert, &key, REST_ALPN)?;
-    let jwt = auth::jwt::JwtVerifier::from_config(&config.auth)?;
-    let grpc_tls = {
-        let mut c = (*tls).clone();
-        c.alpn_protocols = vec![b"h2".to_vec()];
-        Arc::new(c)
-    };
+    let ca = config.tls.client_ca.as_deref();
+    let rest_tls = tls::server_config(
+        &cert,
+        &key,
+        REST_ALPN,
+        auth::mtls::verifier(config.tls.rest_client_cert, ca)?,
+    )?;
+    let grpc_tls = tls::server_config(
+        &cert,
+        &key,
+        GRPC_ALPN,
+        auth::mtls::verifier(config.tls.grpc_client_cert, ca)?,
+    )?;
+    let jwt = auth::jwt::JwtAuthority::from_config(&config.auth)?;
+    let policy = load_policy(&config)?;
+    if policy.open {
+        tracing::warn!(
+            "NO AUTHORIZATION POLICY (auth.policy): every authenticated caller may use every model"
+        );
+    }
+    let audit = audit::AuditLog::open(&config.audit)
+        .with_context(|| format!("cannot open the audit log {}", config.audit.path.display()))?;
+    if config.audit.fail_open {
+        tracing::warn!(
+            "AUDIT FAIL-OPEN: requests are served even when their audit record cannot be written"
+        );
+    }
     let rest = bind(&config.gateway.bind_address, config.gateway.rest_port)?;
     let rest_addr = rest.local_addr()?;
     let grpc = match config.gateway.grpc_port {
         0 => None,
         port => Some(bind(&config.gateway.bind_address, port)?),
+    };
+    let admin = match config.gateway.admin_port {
+        0 => None,
+        port => Some(bind(&config.gateway.admin_bind_address, port)?),
+    };
+    let admin_token = match &config.gateway.admin_token {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read admin token {}", p.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
     };
 
     // INVARIANT: no thread exists yet; capabilities are per thread, so they are cleared
@@ -71,26 +136,87 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let backend = backend_client::connect_lazy(config.socket_path());
-        let state = Arc::new(state::State::new(config, jwt, backend));
+        let start = audit::Record {
+            event: "start",
+            settings: Some(settings(&config, &policy)),
+            ..Default::default()
+        };
+        let state = Arc::new(state::State::new(config, jwt, policy, audit, backend));
+        if state.audit.write(&start).is_err() {
+            state.metrics.inc("warden_audit_write_failures_total", &[]);
+        }
         let rest = tokio::net::TcpListener::from_std(rest)?;
         tracing::info!(%rest_addr, "gateway listening (REST, TLS)");
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let grpc_task = match grpc {
-            Some(l) => {
-                let l = tokio::net::TcpListener::from_std(l)?;
-                tracing::info!(grpc_addr = %l.local_addr()?, "gateway listening (gRPC, TLS)");
-                let acceptor = tokio_rustls::TlsAcceptor::from(grpc_tls);
-                tokio::spawn(server::serve_grpc(l, acceptor, Arc::clone(&state)))
-            }
-            None => tokio::spawn(std::future::pending()),
-        };
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(server::serve_rest(
+            rest,
+            tokio_rustls::TlsAcceptor::from(rest_tls),
+            Arc::clone(&state),
+        ));
+        if let Some(l) = grpc {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tracing::info!(grpc_addr = %l.local_addr()?, "gateway listening (gRPC, TLS)");
+            tasks.spawn(server::serve_grpc(
+                l,
+                tokio_rustls::TlsAcceptor::from(grpc_tls),
+                Arc::clone(&state),
+            ));
+        }
+        if let Some(l) = admin {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tracing::info!(admin_addr = %l.local_addr()?, "admin listening (metrics, plain HTTP)");
+            tasks.spawn(admin::serve(l, Arc::clone(&state), admin_token));
+        }
+        tasks.spawn(housekeeping(Arc::clone(&state)));
         tokio::select! {
-            _ = server::serve_rest(rest, acceptor, state) => {}
-            _ = grpc_task => {}
+            _ = tasks.join_next() => tracing::error!("a listener stopped"),
             _ = shutdown_signal() => tracing::info!("gateway stopping"),
         }
+        let stop = audit::Record {
+            event: "stop",
+            ..Default::default()
+        };
+        let _ = state.audit.write(&stop);
         Ok(())
     })
+}
+
+/// Periodic upkeep: JWKS files that changed on disk, rate-limiter memory.
+async fn housekeeping(state: Arc<state::State>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut n = 0u64;
+    loop {
+        tick.tick().await;
+        for (issuer, result) in state.jwt.refresh() {
+            let (label, ok) = match &result {
+                Ok(()) => ("ok", true),
+                Err(_) => ("failed", false),
+            };
+            state
+                .metrics
+                .inc("warden_config_reloads_total", &[("result", label)]);
+            let reason = result.err().map(|e| e.to_string());
+            if ok {
+                tracing::info!(%issuer, "JWKS reloaded");
+            } else {
+                tracing::warn!(%issuer, error = ?reason, "JWKS reload failed; old keys stay in force");
+            }
+            let rec = audit::Record {
+                event: "reload",
+                reason: Some(format!(
+                    "jwks {issuer}: {}",
+                    reason.unwrap_or_else(|| "ok".into())
+                )),
+                decision: Some(if ok { "allowed" } else { "failed" }),
+                ..Default::default()
+            };
+            let _ = state.audit.write(&rec);
+        }
+        n += 1;
+        if n % 30 == 0 {
+            state.rates.housekeeping();
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -2,12 +2,15 @@
 //! backend's gRPC form.
 
 use crate::auth::{self, Principal};
-use crate::error::{ApiError, CHALLENGE_INVALID, CHALLENGE_MISSING, json_response};
+use crate::authz::Operation;
+use crate::error::{ApiError, json_response};
+use crate::gate::{Call, Listener, Outcome};
 use crate::server::ConnInfo;
 use crate::state::State;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use tonic::metadata::MetadataValue;
@@ -73,39 +76,160 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
     Ok(r)
 }
 
-/// Handles one request. Never fails: every error becomes a JSON error response.
+/// Handles one request. Never fails: every error becomes a JSON error response, and
+/// every decision about a call (except the open health endpoints) one audit record.
 pub async fn handle(
     state: Arc<State>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let _ = &conn;
-    match dispatch(&state, req).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
+    let _active = conn.activity.enter();
+    let protocol = format!("{:?}", req.version());
+    let path = req.uri().path().to_owned();
+    let route = match route(req.method(), &path) {
+        Ok(r) => r,
+        Err(e) => {
+            let mut call = state.begin(Arc::clone(&conn), Listener::Rest, protocol, "Unknown");
+            call.bytes_in = 0;
+            return finish(&state, call, Outcome::new("invalid", e.message.clone()), e);
+        }
+    };
+    if matches!(route, Route::Live | Route::Ready) {
+        return match state.admit_open(&conn) {
+            Ok(()) => health(&state, route == Route::Live).await,
+            Err(l) => rate_limited(l).into_response(),
+        };
+    }
+    let method = match route {
+        Route::ServerMetadata => "ServerMetadata",
+        Route::ModelMetadata { .. } => "ModelMetadata",
+        Route::ModelReady { .. } => "ModelReady",
+        _ => "ModelInfer",
+    };
+    let mut call = state.begin(Arc::clone(&conn), Listener::Rest, protocol, method);
+    if let Some(id) = State::accept_request_id(
+        req.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+    ) {
+        call.id = id;
+    }
+    if req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(0)
+        > state.config.limits.max_url_bytes
+    {
+        let e = ApiError::new(StatusCode::URI_TOO_LONG, "request URL too long");
+        return finish(&state, call, Outcome::new("invalid", "url too long"), e);
+    }
+    match &route {
+        Route::ModelMetadata { model, version }
+        | Route::ModelReady { model, version }
+        | Route::Infer { model, version } => {
+            call.model = Some((*model).to_owned());
+            call.version = Some((*version).to_owned()).filter(|v| !v.is_empty());
+            call.op = Some(match route {
+                Route::ModelMetadata { .. } => Operation::Metadata,
+                Route::ModelReady { .. } => Operation::Ready,
+                _ => Operation::Infer,
+            });
+        }
+        _ => {}
+    }
+    let token = auth::bearer_token(req.headers().get(header::AUTHORIZATION));
+    let rule = match state
+        .admit(&mut call, token)
+        .and_then(|()| state.authorize(&call))
+    {
+        Ok(rule) => rule,
+        Err(stop) => {
+            let outcome = stop.outcome();
+            return finish(&state, call, outcome, ApiError::from_stop(&stop));
+        }
+    };
+    let timeout = std::time::Duration::from_secs(state.config.limits.request_timeout_secs);
+    let result = match tokio::time::timeout(timeout, dispatch(&state, &mut call, route, req)).await
+    {
+        Ok(r) => r,
+        Err(_) => Err((
+            Outcome::new("failed", "request timeout"),
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "request took too long"),
+        )),
+    };
+    match result {
+        Ok(resp) => {
+            call.bytes_out = resp.body().size_hint().exact().unwrap_or(0);
+            let status = resp.status().as_u16();
+            let id = call.id.clone();
+            match state.finish(call, &Outcome::allowed(rule.as_deref()), status, None) {
+                Ok(()) => with_request_id(resp, &id),
+                Err(()) => audit_unavailable(),
+            }
+        }
+        Err((outcome, e)) => finish(&state, call, outcome, e),
     }
 }
 
-fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Principal, ApiError> {
-    let Some(token) = auth::bearer_token(req.headers().get(header::AUTHORIZATION)) else {
-        return Err(ApiError::unauthenticated(CHALLENGE_MISSING));
+fn with_request_id(mut resp: Response<Full<Bytes>>, id: &str) -> Response<Full<Bytes>> {
+    if let Ok(v) = http::HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn audit_unavailable() -> Response<Full<Bytes>> {
+    ApiError::unavailable("audit log unavailable; request refused").into_response()
+}
+
+/// Ends a refused call: audit record, then the error answer (or 503 if the record
+/// could not be written).
+fn finish(state: &State, mut call: Call, outcome: Outcome, e: ApiError) -> Response<Full<Bytes>> {
+    let id = call.id.clone();
+    let resp = e.into_response();
+    call.bytes_out = resp.body().size_hint().exact().unwrap_or(0);
+    match state.finish(call, &outcome, resp.status().as_u16(), None) {
+        Ok(()) => with_request_id(resp, &id),
+        Err(()) => audit_unavailable(),
+    }
+}
+
+fn rate_limited(l: crate::limits::rate::Limited) -> ApiError {
+    ApiError::from_stop(&crate::gate::Stop::RateLimited(l))
+}
+
+async fn health(state: &State, live: bool) -> Response<Full<Bytes>> {
+    let ok = if live {
+        true
+    } else {
+        // Ready: the backend has its models, and the audit log can be written (a
+        // server that would refuse every request for want of an audit log is not ready).
+        let backend = state
+            .backend
+            .clone()
+            .server_ready(proto::ServerReadyRequest {})
+            .await
+            .map(|r| r.into_inner().ready)
+            .unwrap_or(false);
+        backend && (state.audit.healthy() || state.audit.fail_open())
     };
-    state.jwt.verify(token).map_err(|e| {
-        // The reason is for operators; the client learns only that the token failed.
-        tracing::info!(reason = %e, "token refused");
-        ApiError::unauthenticated(CHALLENGE_INVALID)
-    })
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    if !ok {
+        *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    resp
 }
 
 /// Wraps a message for the backend with the verified principal and request id.
 pub fn backend_request<T>(
     message: T,
-    principal: &Principal,
+    principal: Option<&Principal>,
     request_id: &str,
 ) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     let md = r.metadata_mut();
-    if let Ok(v) = MetadataValue::try_from(principal.display_name()) {
+    if let Some(v) = principal.and_then(|p| MetadataValue::try_from(p.display_name()).ok()) {
         md.insert(wire::PRINCIPAL_HEADER, v);
     }
     if let Ok(v) = MetadataValue::try_from(request_id) {
@@ -125,38 +249,31 @@ fn ok_json(value: &serde_json::Value) -> Response<Full<Bytes>> {
     )
 }
 
+type Failure = (Outcome, ApiError);
+
+fn backend_failure(status: &tonic::Status) -> Failure {
+    let e = ApiError::from_backend(status);
+    let decision = match e.status {
+        StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => "invalid",
+        _ => "failed",
+    };
+    (
+        Outcome::new(decision, format!("backend: {:?}", status.code())),
+        e,
+    )
+}
+
 async fn dispatch(
     state: &State,
+    call: &mut Call,
+    route: Route<'_>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let route = route(req.method(), req.uri().path())?;
+) -> Result<Response<Full<Bytes>>, Failure> {
     let mut backend = state.backend.clone();
+    let principal = call.principal.clone();
+    let p = principal.as_ref();
     match route {
-        Route::Live => return Ok(Response::new(Full::new(Bytes::new()))),
-        Route::Ready => {
-            let ready = backend
-                .server_ready(proto::ServerReadyRequest {})
-                .await
-                .map(|r| r.into_inner().ready)
-                .unwrap_or(false);
-            let status = if ready {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            let mut resp = Response::new(Full::new(Bytes::new()));
-            *resp.status_mut() = status;
-            return Ok(resp);
-        }
-        _ => {}
-    }
-    let principal = authenticate(state, &req)?;
-    let request_id = state.next_request_id();
-    let span =
-        tracing::info_span!("request", id = %request_id, principal = %principal.display_name());
-    let _enter = span.enter();
-    match route {
-        Route::Live | Route::Ready => unreachable!("answered above"),
+        Route::Live | Route::Ready => unreachable!("answered before authentication"),
         Route::ServerMetadata => Ok(ok_json(&serde_json::json!({
             "name": warden_shared::SERVER_NAME,
             "version": warden_shared::VERSION,
@@ -169,11 +286,11 @@ async fn dispatch(
                         name: model.into(),
                         version: version.into(),
                     },
-                    &principal,
-                    &request_id,
+                    p,
+                    &call.id,
                 ))
                 .await
-                .map_err(|s| ApiError::from_backend(&s))?
+                .map_err(|s| backend_failure(&s))?
                 .into_inner();
             let tensors = |ts: &[proto::model_metadata_response::TensorMetadata]| {
                 ts.iter()
@@ -195,11 +312,11 @@ async fn dispatch(
                         name: model.into(),
                         version: version.into(),
                     },
-                    &principal,
-                    &request_id,
+                    p,
+                    &call.id,
                 ))
                 .await
-                .map_err(|s| ApiError::from_backend(&s))?
+                .map_err(|s| backend_failure(&s))?
                 .into_inner()
                 .ready;
             let mut resp = ok_json(&serde_json::json!({ "name": model, "ready": ready }));
@@ -217,34 +334,54 @@ async fn dispatch(
                         .ok()
                         .and_then(|s| s.trim().parse::<usize>().ok())
                         .ok_or_else(|| {
-                            ApiError::bad_request("invalid Inference-Header-Content-Length")
+                            (
+                                Outcome::new("invalid", "bad Inference-Header-Content-Length"),
+                                ApiError::bad_request("invalid Inference-Header-Content-Length"),
+                            )
                         })?,
                 ),
             };
-            let body = read_body(state, req).await?;
+            let body = read_body(state, call, req).await?;
+            let invalid = |m: String| {
+                (
+                    Outcome::new("invalid", "malformed request"),
+                    ApiError::bad_request(m),
+                )
+            };
             let (json, binary) = match header_len {
                 None => (body, Bytes::new()),
                 Some(n) if n <= body.len() => (body.slice(..n), body.slice(n..)),
                 Some(n) => {
-                    return Err(ApiError::bad_request(format!(
+                    return Err(invalid(format!(
                         "Inference-Header-Content-Length {n} is longer than the {}-byte body",
                         body.len()
                     )));
                 }
             };
-            let max = state.config.limits.max_tensor_elements;
-            let (infer, prefs) =
-                crate::json::parse_infer_request(&json, binary, &model, &version, max)
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let limits = &state.config.limits;
+            let (infer, prefs) = crate::json::parse_infer_request(
+                &json,
+                binary,
+                &model,
+                &version,
+                limits.max_tensor_elements,
+                limits.max_json_depth,
+            )
+            .map_err(|e| invalid(e.to_string()))?;
             drop(json);
             let resp = backend
-                .model_infer(backend_request(infer, &principal, &request_id))
+                .model_infer(backend_request(infer, p, &call.id))
                 .await
-                .map_err(|s| ApiError::from_backend(&s))?
+                .map_err(|s| backend_failure(&s))?
                 .into_inner();
+            // The backend answers the version it used; record that one.
+            call.version = Some(resp.model_version.clone());
             let rendered = crate::json::render_infer_response(&resp, &prefs).map_err(|e| {
                 tracing::error!(error = %e, "cannot render backend response");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "inference failed")
+                (
+                    Outcome::new("failed", "render"),
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "inference failed"),
+                )
             })?;
             let mut out = json_response(StatusCode::OK, rendered.body);
             if let Some(n) = rendered.json_len {
@@ -260,39 +397,73 @@ async fn dispatch(
     }
 }
 
-/// Reads the body under the cap: a declared length over it is refused before a single
-/// body byte is read, and an undeclared one is cut off as soon as it passes it.
-async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+/// Reads the body under the size cap and the memory quotas: a declared length over
+/// the cap is refused before a single body byte is read, an undeclared one as soon as
+/// it passes the cap, and every chunk must fit the quotas before it is kept.
+async fn read_body(
+    state: &State,
+    call: &mut Call,
+    req: Request<Incoming>,
+) -> Result<Bytes, Failure> {
     let max = state.config.limits.max_body_bytes;
     let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds {max} bytes"),
+        (
+            Outcome::new("invalid", "body over the size cap"),
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds {max} bytes"),
+            ),
         )
     };
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
-        let len: u64 = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ApiError::bad_request("invalid Content-Length"))?;
-        if len > max as u64 {
+    let declared = match req.headers().get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(len) => Some(
+            len.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    (
+                        Outcome::new("invalid", "bad Content-Length"),
+                        ApiError::bad_request("invalid Content-Length"),
+                    )
+                })?,
+        ),
+    };
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
+    call.reservation = state
+        .quotas
+        .start(call.principal.as_ref().map(|p| p.display_name()).as_deref());
+    let mut body = req.into_body();
+    let mut buf =
+        bytes::BytesMut::with_capacity(declared.map(|d| d as usize).unwrap_or(0).min(max));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| {
+            (
+                Outcome::new("invalid", "body read failed"),
+                ApiError::bad_request("request body could not be read"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > max {
             return Err(too_large());
         }
+        if let Err(scope) = state.quotas.grow(&mut call.reservation, data.len()) {
+            state
+                .metrics
+                .inc("warden_quota_refused_total", &[("scope", scope.as_str())]);
+            return Err((
+                Outcome::new("quota_exceeded", format!("quota: {}", scope.as_str())),
+                ApiError::quota(scope),
+            ));
+        }
+        buf.extend_from_slice(&data);
     }
-    let collected = Limited::new(req.into_body(), max)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                too_large()
-            } else {
-                ApiError::bad_request("request body could not be read")
-            }
-        })?;
-    Ok(collected.to_bytes())
+    call.bytes_in = buf.len() as u64;
+    Ok(buf.freeze())
 }
 
 #[cfg(test)]

@@ -1,55 +1,20 @@
-//! The accept loop: TCP → TLS (with a handshake deadline) → HTTP/1.1 or HTTP/2 (by
-//! ALPN) → the service. A failing connection is logged and dropped; it never affects
-//! another connection or the process.
+//! Connections: TCP accept with connection limits (total and per IP) and an overload
+//! pause, TLS with a handshake deadline, then HTTP/1.1 or HTTP/2 by ALPN with Warden's
+//! protocol limits, and an idle timeout. A failing connection is logged and dropped; it
+//! never affects another connection or the process.
 
+use crate::auth::mtls::ClientCert;
+use crate::state::State;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-
-/// Time a client has to complete the TLS handshake.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client has to send a request's headers (HTTP/1.1).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/2 streams one connection may have open at once (Envoy edge guide: 100).
-pub const MAX_CONCURRENT_STREAMS: u32 = 100;
-
-/// Accepts one connection's TLS handshake within the deadline.
-pub async fn handshake(
-    tls: &TlsAcceptor,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            None
-        }
-    }
-}
-
-/// The HTTP connection builder with Warden's protocol limits.
-pub fn http_builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(64 * 1024);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(64 * 1024)
-        .keep_alive_interval(Some(Duration::from_secs(60)));
-    b
-}
+use warden_shared::config::LimitsConfig;
 
 /// What the gateway knows about a connection; attached to every request on it.
 #[derive(Debug, Clone)]
@@ -58,6 +23,48 @@ pub struct ConnInfo {
     pub tls_version: &'static str,
     pub cipher: String,
     pub alpn: Option<String>,
+    /// The verified client certificate, when one was presented.
+    pub client_cert: Option<ClientCert>,
+    /// Requests in flight on this connection, and when the last one ended.
+    pub activity: Arc<Activity>,
+}
+
+/// Tracks whether a connection is idle.
+#[derive(Debug)]
+pub struct Activity {
+    in_flight: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        })
+    }
+    /// Marks a request as started; the guard marks it ended.
+    pub fn enter(self: &Arc<Self>) -> ActivityGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        ActivityGuard(Arc::clone(self))
+    }
+    fn idle_for(&self) -> Option<Duration> {
+        (self.in_flight.load(Ordering::Relaxed) == 0).then(|| {
+            self.last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+        })
+    }
+}
+
+pub struct ActivityGuard(Arc<Activity>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn conn_info(
@@ -79,13 +86,90 @@ fn conn_info(
         alpn: conn
             .alpn_protocol()
             .map(|p| String::from_utf8_lossy(p).into_owned()),
+        client_cert: conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|der| crate::auth::mtls::identity(der)),
+        activity: Activity::new(),
     }
 }
 
-/// Accepts connections on `listener` forever: TLS handshake, then HTTP, with the
-/// service `make` builds for each connection.
-pub async fn accept_loop<F, S, B>(listener: TcpListener, tls: TlsAcceptor, make: F)
-where
+/// Open connections, in total and per IP; a slot is released when its guard drops.
+#[derive(Default)]
+pub struct ConnLimits {
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+pub struct ConnSlot {
+    limits: Arc<ConnLimits>,
+    ip: IpAddr,
+}
+
+impl ConnLimits {
+    fn acquire(self: &Arc<Self>, ip: IpAddr, c: &LimitsConfig) -> Result<ConnSlot, &'static str> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= c.max_connections {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err("total");
+        }
+        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_default();
+        if *n >= c.max_connections_per_ip {
+            drop(map);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err("per_ip");
+        }
+        *n += 1;
+        Ok(ConnSlot {
+            limits: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.limits.total.fetch_sub(1, Ordering::AcqRel);
+        let mut map = self.limits.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The HTTP connection builder with Warden's protocol limits.
+pub fn http_builder(c: &LimitsConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(c.header_read_timeout_secs))
+        .max_headers(c.max_headers)
+        .max_buf_size(c.max_header_bytes.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(c.h2_max_concurrent_streams)
+        .initial_stream_window_size(c.h2_stream_window_bytes)
+        .initial_connection_window_size(c.h2_connection_window_bytes)
+        .max_header_list_size(c.max_header_bytes as u32)
+        .max_pending_accept_reset_streams(c.h2_max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(c.h2_max_local_error_reset_streams)
+        .keep_alive_interval(Some(Duration::from_secs(60)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Accepts connections on `listener` forever: limits, TLS handshake, then HTTP with
+/// the service `make` builds for each connection.
+pub async fn accept_loop<F, S, B>(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    state: Arc<State>,
+    name: &'static str,
+    make: F,
+) where
     F: Fn(ConnInfo) -> S + Send + Sync + 'static,
     S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
         + Send
@@ -96,9 +180,18 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = Arc::new(http_builder());
+    let limits_cfg = state.config.limits.clone();
+    let builder = Arc::new(http_builder(&limits_cfg));
     let make = Arc::new(make);
+    let conns = Arc::new(ConnLimits::default());
+    let handshake_timeout = Duration::from_secs(limits_cfg.tls_handshake_timeout_secs);
+    let idle = Duration::from_secs(limits_cfg.idle_timeout_secs);
     loop {
+        // Overload: when the request-bytes quota is nearly spent, stop taking new
+        // connections (they wait in the kernel's backlog) until it recovers.
+        while state.quotas.usage_percent() >= limits_cfg.overload_accept_pause_percent {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -108,29 +201,84 @@ where
                 continue;
             }
         };
+        let slot = match conns.acquire(peer.ip(), &limits_cfg) {
+            Ok(s) => s,
+            Err(why) => {
+                state
+                    .metrics
+                    .inc("warden_connections_refused_total", &[("reason", why)]);
+                tracing::debug!(%peer, why, "connection refused by limit");
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let tls = tls.clone();
         let builder = Arc::clone(&builder);
         let make = Arc::clone(&make);
+        let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let Some(stream) = handshake(&tls, stream, peer).await else {
-                return;
+            let _slot = slot;
+            let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                Ok(Ok(s)) => {
+                    state
+                        .metrics
+                        .inc("warden_tls_handshakes_total", &[("result", "ok")]);
+                    s
+                }
+                Ok(Err(e)) => {
+                    state
+                        .metrics
+                        .inc("warden_tls_handshakes_total", &[("result", "failed")]);
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    state
+                        .metrics
+                        .inc("warden_tls_handshakes_total", &[("result", "timeout")]);
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
             };
-            let service = make(conn_info(peer, &stream));
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let info = conn_info(peer, &stream);
+            let activity = Arc::clone(&info.activity);
+            let service = make(info);
+            state
+                .metrics
+                .gauge_add("warden_connections", &[("listener", name)], 1);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle));
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = tick.tick(), if !closing => {
+                        if activity.idle_for().is_some_and(|d| d >= idle) {
+                            tracing::debug!(%peer, "closing idle connection");
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
             }
+            state
+                .metrics
+                .gauge_add("warden_connections", &[("listener", name)], -1);
         });
     }
 }
 
 /// Serves the REST API on `listener`.
-pub async fn serve_rest(listener: TcpListener, tls: TlsAcceptor, state: Arc<crate::state::State>) {
-    accept_loop(listener, tls, move |conn: ConnInfo| {
-        let state = Arc::clone(&state);
+pub async fn serve_rest(listener: TcpListener, tls: TlsAcceptor, state: Arc<State>) {
+    let st = Arc::clone(&state);
+    accept_loop(listener, tls, state, "rest", move |conn: ConnInfo| {
+        let state = Arc::clone(&st);
         let conn = Arc::new(conn);
         hyper::service::service_fn(move |req| {
             let state = Arc::clone(&state);
@@ -142,18 +290,26 @@ pub async fn serve_rest(listener: TcpListener, tls: TlsAcceptor, state: Arc<crat
 }
 
 /// Serves the gRPC API on `listener`.
-pub async fn serve_grpc(listener: TcpListener, tls: TlsAcceptor, state: Arc<crate::state::State>) {
+pub async fn serve_grpc(listener: TcpListener, tls: TlsAcceptor, state: Arc<State>) {
     use warden_shared::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
     let max = state.config.limits.max_grpc_message_bytes;
-    let grpc = GrpcInferenceServiceServer::new(crate::grpc::GrpcFront { state })
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    accept_loop(listener, tls, move |conn: ConnInfo| {
+    let grpc = GrpcInferenceServiceServer::new(crate::grpc::GrpcFront {
+        state: Arc::clone(&state),
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    accept_loop(listener, tls, state, "grpc", move |conn: ConnInfo| {
         let grpc = grpc.clone();
         let conn = Arc::new(conn);
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            let guard = conn.activity.enter();
             req.extensions_mut().insert(Arc::clone(&conn));
-            tower::ServiceExt::oneshot(grpc.clone(), req)
+            let fut = tower::ServiceExt::oneshot(grpc.clone(), req);
+            async move {
+                let r = fut.await;
+                drop(guard);
+                r
+            }
         })
     })
     .await

@@ -1,31 +1,57 @@
-//! What every request handler shares: the configuration, the token verifier and the
-//! backend client. Built once at start; read-only afterwards.
+//! What every request handler shares: the configuration, the token verifier, the
+//! policy, the limits, the audit log, the metrics and the backend client. Built once
+//! at start; the parts that change at run time (JWKS keys, quotas, counters) guard
+//! themselves.
 
-use crate::auth::jwt::JwtVerifier;
+use crate::audit::AuditLog;
+use crate::auth::jwt::JwtAuthority;
+use crate::authz::Policy;
 use crate::backend_client::BackendClient;
+use crate::limits::quota::Quotas;
+use crate::limits::rate::RateLimits;
+use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicU64, Ordering};
 use warden_shared::config::Config;
 
 pub struct State {
     pub config: Config,
-    pub jwt: JwtVerifier,
+    pub jwt: JwtAuthority,
+    pub policy: Policy,
     pub backend: BackendClient,
+    pub rates: RateLimits,
+    pub quotas: Quotas,
+    pub audit: AuditLog,
+    pub metrics: Metrics,
     /// Distinguishes this process's request ids from another run's.
     boot: u64,
     counter: AtomicU64,
 }
 
 impl State {
-    pub fn new(config: Config, jwt: JwtVerifier, backend: BackendClient) -> State {
+    pub fn new(
+        config: Config,
+        jwt: JwtAuthority,
+        policy: Policy,
+        audit: AuditLog,
+        backend: BackendClient,
+    ) -> State {
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
-            ^ u64::from(std::process::id()) << 32;
+            ^ (u64::from(std::process::id()) << 32);
         State {
+            rates: RateLimits::new(&config.limits),
+            quotas: Quotas::new(
+                config.limits.quota_bytes,
+                config.limits.quota_per_principal_bytes,
+            ),
             config,
             jwt,
+            policy,
             backend,
+            audit,
+            metrics: Metrics::default(),
             boot,
             counter: AtomicU64::new(0),
         }
@@ -35,5 +61,15 @@ impl State {
     pub fn next_request_id(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         format!("{:012x}-{n:08x}", self.boot & 0xffff_ffff_ffff)
+    }
+
+    /// A client-supplied `x-request-id`, if it is short and plain enough to log.
+    pub fn accept_request_id(value: Option<&str>) -> Option<String> {
+        let v = value?;
+        (!v.is_empty()
+            && v.len() <= 64
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')))
+        .then(|| v.to_owned())
     }
 }

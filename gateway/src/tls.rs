@@ -23,6 +23,7 @@ pub fn server_config(
     cert: &Path,
     key: &Path,
     alpn: &[&[u8]],
+    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -41,10 +42,13 @@ pub fn server_config(
         message: e.to_string(),
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let mut config = match client_verifier {
+        Some(v) => config.with_client_cert_verifier(v),
+        None => config.with_no_client_auth(),
+    }
+    .with_single_cert(chain, key)?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // Session tickets would need key rotation and weaken forward secrecy; resumption by
     // session id stays in memory only.

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_REST_PORT: u16 = 8443;
 /// gRPC (TLS) port.
 pub const DEFAULT_GRPC_PORT: u16 = 9443;
+/// Port of the admin (metrics) listener, on loopback by default.
+pub const DEFAULT_ADMIN_PORT: u16 = 9180;
 /// Address both listeners bind to.
 pub const DEFAULT_BIND_ADDRESS: &str = "0.0.0.0";
 /// The uid the backend runs as when started as root, like OVMS's container user.
@@ -50,6 +52,7 @@ pub struct Config {
     pub backend: BackendConfig,
     pub models: ModelsConfig,
     pub limits: LimitsConfig,
+    pub audit: AuditConfig,
 }
 
 /// The network-facing listeners.
@@ -66,6 +69,13 @@ pub struct GatewayConfig {
     pub uid: u32,
     /// gid the gateway switches to (only when started as root).
     pub gid: u32,
+    /// Address of the admin listener (Prometheus `/metrics`), plain HTTP.
+    pub admin_bind_address: String,
+    /// Port of the admin listener; 0 disables it.
+    pub admin_port: u16,
+    /// A file holding a bearer token the admin listener requires; unset: none (keep
+    /// the listener on loopback then).
+    pub admin_token: Option<PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -76,11 +86,14 @@ impl Default for GatewayConfig {
             grpc_port: DEFAULT_GRPC_PORT,
             uid: DEFAULT_GATEWAY_UID,
             gid: DEFAULT_GATEWAY_UID,
+            admin_bind_address: "127.0.0.1".into(),
+            admin_port: DEFAULT_ADMIN_PORT,
+            admin_token: None,
         }
     }
 }
 
-/// The server certificate. TLS is not optional.
+/// The server certificate, and client certificates. TLS is not optional.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
@@ -88,6 +101,64 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, SEC1 or PKCS#1).
     pub key: Option<PathBuf>,
+    /// PEM bundle of CAs that issue client certificates (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// Client certificates on the REST listener.
+    pub rest_client_cert: ClientCertMode,
+    /// Client certificates on the gRPC listener.
+    pub grpc_client_cert: ClientCertMode,
+}
+
+/// Whether a listener asks for client certificates.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertMode {
+    /// Not requested.
+    #[default]
+    Off,
+    /// Requested; a connection without one is still accepted (verified if sent).
+    Optional,
+    /// Required: the handshake fails without a certificate from `client_ca`.
+    Required,
+}
+
+/// How a listener authenticates calls.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// A bearer JWT.
+    #[default]
+    Jwt,
+    /// A verified client certificate.
+    Mtls,
+    /// Either (the token wins when both are present).
+    JwtOrMtls,
+    /// Both, on the same call.
+    JwtAndMtls,
+}
+
+impl AuthMode {
+    pub fn uses_jwt(self) -> bool {
+        !matches!(self, AuthMode::Mtls)
+    }
+    pub fn uses_mtls(self) -> bool {
+        !matches!(self, AuthMode::Jwt)
+    }
+}
+
+/// One token issuer and how its tokens are verified.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The exact `iss` of its tokens.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must carry one of them.
+    pub audiences: Vec<String>,
+    /// PEM public keys and/or JWKS files (keys picked by `kid`).
+    pub keys: Vec<PathBuf>,
+    /// A file holding an HS256 shared secret. Only for an issuer with no public keys:
+    /// HMAC is never accepted where an asymmetric key is configured.
+    pub hs256_secret: Option<PathBuf>,
 }
 
 /// Token verification.
@@ -104,7 +175,21 @@ pub struct AuthConfig {
     pub leeway_secs: u64,
     /// Longest accepted `exp - iat`, in seconds.
     pub max_lifetime_secs: u64,
+    /// More issuers, each with its own keys and audiences.
+    pub issuers: Vec<IssuerConfig>,
+    /// Least time between two re-reads of a JWKS file on an unknown `kid`.
+    pub jwks_refresh_secs: u64,
+    /// The authorization policy file (see policies/). Unset: every authenticated
+    /// caller may use every model, which the start log and `warden check` say loudly.
+    pub policy: Option<PathBuf>,
+    /// How the REST listener authenticates.
+    pub rest_mode: AuthMode,
+    /// How the gRPC listener authenticates.
+    pub grpc_mode: AuthMode,
 }
+
+/// Least time between JWKS re-reads triggered by unknown key ids.
+pub const DEFAULT_JWKS_REFRESH_SECS: u64 = 30;
 
 impl Default for AuthConfig {
     fn default() -> Self {
@@ -114,7 +199,29 @@ impl Default for AuthConfig {
             jwt_audience: None,
             leeway_secs: DEFAULT_JWT_LEEWAY_SECS,
             max_lifetime_secs: DEFAULT_JWT_MAX_LIFETIME_SECS,
+            issuers: Vec::new(),
+            jwks_refresh_secs: DEFAULT_JWKS_REFRESH_SECS,
+            policy: None,
+            rest_mode: AuthMode::Jwt,
+            grpc_mode: AuthMode::Jwt,
         }
+    }
+}
+
+impl AuthConfig {
+    /// Every issuer: the `jwt_*` shortcut (if set) followed by `issuers`.
+    pub fn all_issuers(&self) -> Vec<IssuerConfig> {
+        let mut out = Vec::new();
+        if let Some(key) = &self.jwt_key {
+            out.push(IssuerConfig {
+                issuer: self.jwt_issuer.clone().unwrap_or_default(),
+                audiences: self.jwt_audience.iter().cloned().collect(),
+                keys: vec![key.clone()],
+                hs256_secret: None,
+            });
+        }
+        out.extend(self.issuers.iter().cloned());
+        out
     }
 }
 
@@ -173,16 +280,64 @@ impl Default for ModelsConfig {
     }
 }
 
-/// Size caps. Each is enforced while bytes stream in, never after buffering.
+/// Limits. Defaults follow Envoy's edge guidance, not OVMS's (1 GiB messages, no idle
+/// timeout, unlimited connections per IP). Every one is configurable and tested.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest REST request body in bytes.
     pub max_body_bytes: usize,
-    /// Largest gRPC message in bytes.
+    /// Largest gRPC message in bytes (decoded and encoded).
     pub max_grpc_message_bytes: usize,
     /// Largest element count of one input tensor.
     pub max_tensor_elements: usize,
+    /// Deepest nesting of JSON arrays in `data`.
+    pub max_json_depth: usize,
+    /// Largest request URL (path and query) in bytes.
+    pub max_url_bytes: usize,
+    /// Most request headers on one HTTP/1.1 request.
+    pub max_headers: usize,
+    /// Largest request header block in bytes (HTTP/1.1 buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Open client connections, in total.
+    pub max_connections: usize,
+    /// Open client connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has to finish the TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may sit with no request in flight.
+    pub idle_timeout_secs: u64,
+    /// Seconds one request may take, body upload included.
+    pub request_timeout_secs: u64,
+    /// HTTP/2 streams open at once on one connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 initial stream flow-control window, bytes.
+    pub h2_stream_window_bytes: u32,
+    /// HTTP/2 connection flow-control window, bytes.
+    pub h2_connection_window_bytes: u32,
+    /// HTTP/2 streams a client may reset before the server handles them (rapid reset).
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 streams the server may reset for protocol errors before closing.
+    pub h2_max_local_error_reset_streams: usize,
+    /// Requests per second over all callers (0: no limit).
+    pub rate_total_rps: u32,
+    /// Requests per second per authenticated principal (0: no limit).
+    pub rate_per_principal_rps: u32,
+    /// Requests per second per model (0: no limit).
+    pub rate_per_model_rps: u32,
+    /// Requests per second per client IP for unauthenticated traffic (health checks,
+    /// calls that fail authentication).
+    pub rate_per_ip_unauthenticated_rps: u32,
+    /// Burst allowed above each rate, as a multiple of one second's worth.
+    pub rate_burst_seconds: u32,
+    /// Request bytes in flight over all callers.
+    pub quota_bytes: usize,
+    /// Request bytes in flight for one principal.
+    pub quota_per_principal_bytes: usize,
+    /// Fraction (percent) of `quota_bytes` in use above which new connections wait.
+    pub overload_accept_pause_percent: u8,
 }
 
 impl Default for LimitsConfig {
@@ -191,6 +346,63 @@ impl Default for LimitsConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_grpc_message_bytes: DEFAULT_MAX_GRPC_MESSAGE_BYTES,
             max_tensor_elements: DEFAULT_MAX_TENSOR_ELEMENTS,
+            max_json_depth: 32,
+            max_url_bytes: 8 * 1024,
+            max_headers: 100,
+            max_header_bytes: 60 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            tls_handshake_timeout_secs: 10,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 300,
+            request_timeout_secs: 120,
+            h2_max_concurrent_streams: 100,
+            h2_stream_window_bytes: 64 * 1024,
+            h2_connection_window_bytes: 1024 * 1024,
+            h2_max_pending_accept_reset_streams: 20,
+            h2_max_local_error_reset_streams: 1024,
+            rate_total_rps: 0,
+            rate_per_principal_rps: 1000,
+            rate_per_model_rps: 0,
+            rate_per_ip_unauthenticated_rps: 50,
+            rate_burst_seconds: 2,
+            quota_bytes: 1 << 30,
+            quota_per_principal_bytes: 256 << 20,
+            overload_accept_pause_percent: 95,
+        }
+    }
+}
+
+/// The audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// File to append records to; `-` for standard output.
+    pub path: PathBuf,
+    /// Size at which the file is rotated (renamed `.1`, `.2`, ...); 0: never.
+    pub max_file_bytes: u64,
+    /// `always`: fsync after every record; `never`: leave it to the kernel.
+    pub fsync: FsyncPolicy,
+    /// Serve requests even when their record cannot be written (logged loudly).
+    pub fail_open: bool,
+}
+
+/// When audit records reach the disk.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    Always,
+    #[default]
+    Never,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            path: "-".into(),
+            max_file_bytes: 100 << 20,
+            fsync: FsyncPolicy::Never,
+            fail_open: false,
         }
     }
 }
@@ -240,6 +452,20 @@ impl Config {
         };
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
+        fix(&mut self.tls.client_ca);
+        fix(&mut self.auth.policy);
+        fix(&mut self.gateway.admin_token);
+        for issuer in &mut self.auth.issuers {
+            for k in &mut issuer.keys {
+                if k.is_relative() {
+                    *k = base.join(&*k);
+                }
+            }
+            fix(&mut issuer.hs256_secret);
+        }
+        if self.audit.path != Path::new("-") && self.audit.path.is_relative() {
+            self.audit.path = base.join(&self.audit.path);
+        }
         fix(&mut self.auth.jwt_key);
         fix(&mut self.backend.openvino_dir);
         fix(&mut self.models.model_path);
@@ -262,14 +488,51 @@ impl Config {
         if self.tls.key.is_none() {
             return missing("a TLS private key", "--tls-key");
         }
-        if self.auth.jwt_key.is_none() {
+        let issuers = self.auth.all_issuers();
+        let modes = [self.auth.rest_mode, self.auth.grpc_mode];
+        if modes.iter().any(|m| m.uses_jwt())
+            && !modes.iter().all(|m| *m == AuthMode::JwtOrMtls)
+            && issuers.is_empty()
+        {
             return missing("a JWT verification key", "--jwt-key");
         }
-        if self.auth.jwt_issuer.as_deref().unwrap_or("").is_empty() {
-            return missing("a JWT issuer", "--jwt-issuer");
+        for i in &issuers {
+            if i.issuer.is_empty() {
+                return missing("a JWT issuer", "--jwt-issuer");
+            }
+            if i.audiences.iter().all(|a| a.is_empty()) {
+                return missing("a JWT audience", "--jwt-audience");
+            }
+            match (i.keys.is_empty(), i.hs256_secret.is_some()) {
+                (true, false) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "issuer {:?} has no keys",
+                        i.issuer
+                    )));
+                }
+                (false, true) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "issuer {:?} has public keys and an HS256 secret; HMAC is never accepted beside asymmetric keys",
+                        i.issuer
+                    )));
+                }
+                _ => {}
+            }
         }
-        if self.auth.jwt_audience.as_deref().unwrap_or("").is_empty() {
-            return missing("a JWT audience", "--jwt-audience");
+        for (mode, cert, listener) in [
+            (self.auth.rest_mode, self.tls.rest_client_cert, "rest"),
+            (self.auth.grpc_mode, self.tls.grpc_client_cert, "grpc"),
+        ] {
+            if mode.uses_mtls() && cert == ClientCertMode::Off {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.{listener}_mode {mode:?} needs tls.{listener}_client_cert optional or required"
+                )));
+            }
+            if cert != ClientCertMode::Off && self.tls.client_ca.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "tls.{listener}_client_cert needs tls.client_ca"
+                )));
+            }
         }
         self.models_source()?;
         if self.gateway.rest_port == 0 {

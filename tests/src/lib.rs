@@ -162,6 +162,7 @@ pub struct Server {
     pub child: Child,
     pub rest_port: u16,
     pub grpc_port: u16,
+    pub admin_port: u16,
     pub certs: PathBuf,
     pub dir: TempDir,
     pub log: PathBuf,
@@ -179,6 +180,7 @@ impl Server {
         let certs = make_certs(dir.path());
         let rest_port = free_port();
         let grpc_port = free_port();
+        let admin_port = free_port();
         let log = dir.path().join("serve.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(warden_bin());
@@ -191,6 +193,7 @@ impl Server {
                 &rest_port.to_string(),
             ])
             .args(["--grpc-port", &grpc_port.to_string()])
+            .args(["--admin-port", &admin_port.to_string()])
             .arg("--tls-cert")
             .arg(certs.join("server.pem"))
             .arg("--tls-key")
@@ -211,6 +214,7 @@ impl Server {
             child,
             rest_port,
             grpc_port,
+            admin_port,
             certs,
             dir,
             log,

@@ -6,6 +6,44 @@ use clap::Args;
 use std::path::PathBuf;
 use warden_shared::config::Config;
 
+/// `--rest-client-cert` and friends (the TOML spelling is snake_case).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ClientCertMode {
+    Off,
+    Optional,
+    Required,
+}
+
+impl From<ClientCertMode> for warden_shared::config::ClientCertMode {
+    fn from(m: ClientCertMode) -> Self {
+        match m {
+            ClientCertMode::Off => Self::Off,
+            ClientCertMode::Optional => Self::Optional,
+            ClientCertMode::Required => Self::Required,
+        }
+    }
+}
+
+/// `--rest-auth` and `--grpc-auth`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AuthMode {
+    Jwt,
+    Mtls,
+    JwtOrMtls,
+    JwtAndMtls,
+}
+
+impl From<AuthMode> for warden_shared::config::AuthMode {
+    fn from(m: AuthMode) -> Self {
+        match m {
+            AuthMode::Jwt => Self::Jwt,
+            AuthMode::Mtls => Self::Mtls,
+            AuthMode::JwtOrMtls => Self::JwtOrMtls,
+            AuthMode::JwtAndMtls => Self::JwtAndMtls,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Warden's TOML configuration file; flags override its keys.
@@ -74,6 +112,40 @@ pub struct RunArgs {
     #[arg(long = "max-tensor-elements")]
     pub max_tensor_elements: Option<usize>,
 
+    /// PEM bundle of CAs for client certificates (mTLS).
+    #[arg(long = "client-ca", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Client certificates on the REST listener: off, optional, required.
+    #[arg(long = "rest-client-cert", value_enum)]
+    pub rest_client_cert: Option<ClientCertMode>,
+    /// Client certificates on the gRPC listener: off, optional, required.
+    #[arg(long = "grpc-client-cert", value_enum)]
+    pub grpc_client_cert: Option<ClientCertMode>,
+    /// How REST calls authenticate: jwt, mtls, jwt-or-mtls, jwt-and-mtls.
+    #[arg(long = "rest-auth", value_enum)]
+    pub rest_auth: Option<AuthMode>,
+    /// How gRPC calls authenticate: jwt, mtls, jwt-or-mtls, jwt-and-mtls.
+    #[arg(long = "grpc-auth", value_enum)]
+    pub grpc_auth: Option<AuthMode>,
+    /// The authorization policy file (see policies/).
+    #[arg(long = "authz-policy", value_name = "FILE")]
+    pub authz_policy: Option<PathBuf>,
+    /// The audit log file, or `-` for standard output.
+    #[arg(long = "audit-log", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Port of the admin (metrics) listener; 0 disables it.
+    #[arg(long = "admin-port")]
+    pub admin_port: Option<u16>,
+    /// Requests per second per principal (0: unlimited).
+    #[arg(long = "rate-per-principal")]
+    pub rate_per_principal: Option<u32>,
+    /// Request bytes in flight over all callers.
+    #[arg(long = "quota-bytes")]
+    pub quota_bytes: Option<usize>,
+    /// Request bytes in flight per principal.
+    #[arg(long = "quota-per-principal-bytes")]
+    pub quota_per_principal_bytes: Option<usize>,
+
     /// DEVELOPMENT ONLY: start the backend even where the kernel cannot enforce Landlock.
     #[arg(long = "insecure-allow-unenforced-sandbox")]
     pub insecure_allow_unenforced_sandbox: bool,
@@ -121,6 +193,25 @@ impl RunArgs {
         set!(self.openvino_dir => c.backend.openvino_dir);
         set!(self.max_body_bytes => c.limits.max_body_bytes);
         set!(self.max_tensor_elements => c.limits.max_tensor_elements);
+        set!(self.client_ca => c.tls.client_ca);
+        if let Some(m) = self.rest_client_cert {
+            c.tls.rest_client_cert = m.into();
+        }
+        if let Some(m) = self.grpc_client_cert {
+            c.tls.grpc_client_cert = m.into();
+        }
+        if let Some(m) = self.rest_auth {
+            c.auth.rest_mode = m.into();
+        }
+        if let Some(m) = self.grpc_auth {
+            c.auth.grpc_mode = m.into();
+        }
+        set!(self.authz_policy => c.auth.policy);
+        set!(self.audit_log => c.audit.path);
+        set!(self.admin_port => c.gateway.admin_port);
+        set!(self.rate_per_principal => c.limits.rate_per_principal_rps);
+        set!(self.quota_bytes => c.limits.quota_bytes);
+        set!(self.quota_per_principal_bytes => c.limits.quota_per_principal_bytes);
         if let Some(spec) = &self.backend_user {
             (c.backend.uid, c.backend.gid) = user(spec).context("--backend-user")?;
         }
@@ -143,6 +234,11 @@ impl RunArgs {
         abs(&mut c.tls.key);
         abs(&mut c.auth.jwt_key);
         abs(&mut c.backend.openvino_dir);
+        abs(&mut c.tls.client_ca);
+        abs(&mut c.auth.policy);
+        if c.audit.path != std::path::Path::new("-") && c.audit.path.is_relative() {
+            c.audit.path = cwd.join(&c.audit.path);
+        }
         if c.backend.socket_dir.is_relative() {
             c.backend.socket_dir = cwd.join(&c.backend.socket_dir);
         }

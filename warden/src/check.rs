@@ -35,8 +35,13 @@ pub fn run(config: &Config) -> anyhow::Result<String> {
         .key
         .as_deref()
         .unwrap_or_else(|| std::path::Path::new(""));
-    warden_gateway::tls::server_config(cert, key, &[b"h2"])?;
-    warden_gateway::auth::jwt::JwtVerifier::from_config(&config.auth)?;
+    let ca = config.tls.client_ca.as_deref();
+    let rest_mtls = warden_gateway::auth::mtls::verifier(config.tls.rest_client_cert, ca)?;
+    let grpc_mtls = warden_gateway::auth::mtls::verifier(config.tls.grpc_client_cert, ca)?;
+    warden_gateway::tls::server_config(cert, key, &[b"h2"], rest_mtls)?;
+    warden_gateway::tls::server_config(cert, key, &[b"h2"], grpc_mtls)?;
+    let jwt = warden_gateway::auth::jwt::JwtAuthority::from_config(&config.auth)?;
+    let policy = warden_gateway::load_policy(config)?;
     writeln!(out, "listeners:")?;
     writeln!(
         out,
@@ -51,17 +56,32 @@ pub fn run(config: &Config) -> anyhow::Result<String> {
     )?;
     writeln!(
         out,
-        "auth:    JWT bearer tokens, key {} (loaded), iss={:?}, aud={:?}, leeway {}s, max lifetime {}s",
-        config
-            .auth
-            .jwt_key
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        config.auth.jwt_issuer.as_deref().unwrap_or(""),
-        config.auth.jwt_audience.as_deref().unwrap_or(""),
+        "auth:    REST {:?} (client certificates {:?}), gRPC {:?} (client certificates {:?}); leeway {}s, max token lifetime {}s",
+        config.auth.rest_mode,
+        config.tls.rest_client_cert,
+        config.auth.grpc_mode,
+        config.tls.grpc_client_cert,
         config.auth.leeway_secs,
         config.auth.max_lifetime_secs
+    )?;
+    for line in jwt.describe() {
+        writeln!(out, "  {line}")?;
+    }
+    writeln!(out, "authorization policy:")?;
+    for line in policy.describe() {
+        writeln!(out, "  {line}")?;
+    }
+    writeln!(
+        out,
+        "audit:   {} (rotate at {} bytes, fsync {:?}, {})",
+        config.audit.path.display(),
+        config.audit.max_file_bytes,
+        config.audit.fsync,
+        if config.audit.fail_open {
+            "FAIL-OPEN"
+        } else {
+            "fail closed"
+        }
     )?;
     let runtime = warden_backend::runtime::locate(
         config.backend.openvino_dir.as_deref(),
@@ -83,10 +103,54 @@ pub fn run(config: &Config) -> anyhow::Result<String> {
         "gateway: drops to uid {}:{} when started as root",
         g.uid, g.gid
     )?;
+    let l = &config.limits;
     writeln!(
         out,
-        "limits:  body {} B, tensor {} elements",
-        config.limits.max_body_bytes, config.limits.max_tensor_elements
+        "limits:  body {} B, gRPC message {} B, tensor {} elements, JSON depth {}, URL {} B, {} headers / {} B",
+        l.max_body_bytes,
+        l.max_grpc_message_bytes,
+        l.max_tensor_elements,
+        l.max_json_depth,
+        l.max_url_bytes,
+        l.max_headers,
+        l.max_header_bytes
+    )?;
+    writeln!(
+        out,
+        "         connections {} total / {} per IP; timeouts: TLS {}s, headers {}s, idle {}s, request {}s",
+        l.max_connections,
+        l.max_connections_per_ip,
+        l.tls_handshake_timeout_secs,
+        l.header_read_timeout_secs,
+        l.idle_timeout_secs,
+        l.request_timeout_secs
+    )?;
+    writeln!(
+        out,
+        "         HTTP/2: {} streams, windows {} / {} B, reset budgets {} / {}",
+        l.h2_max_concurrent_streams,
+        l.h2_stream_window_bytes,
+        l.h2_connection_window_bytes,
+        l.h2_max_pending_accept_reset_streams,
+        l.h2_max_local_error_reset_streams
+    )?;
+    let rate = |n: u32| {
+        if n == 0 {
+            "unlimited".to_string()
+        } else {
+            format!("{n}/s")
+        }
+    };
+    writeln!(
+        out,
+        "         rates: total {}, per principal {}, per model {}, per IP unauthenticated {} (burst {}s); quotas: {} B in flight, {} B per principal",
+        rate(l.rate_total_rps),
+        rate(l.rate_per_principal_rps),
+        rate(l.rate_per_model_rps),
+        rate(l.rate_per_ip_unauthenticated_rps),
+        l.rate_burst_seconds,
+        l.quota_bytes,
+        l.quota_per_principal_bytes
     )?;
     writeln!(out, "models:")?;
     let mut problems = 0;

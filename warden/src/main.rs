@@ -39,6 +39,20 @@ enum Command {
     Token(token::TokenArgs),
     /// Validate a configuration and print what it would serve.
     Check(args::RunArgs),
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain of audit files, oldest first; names the first broken record.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn init_logging() {
@@ -89,6 +103,24 @@ fn run(command: Command) -> anyhow::Result<i32> {
         }
         Command::CertsDev { out } => certs::run(&out).map(|()| 0),
         Command::Token(t) => token::run(&t).map(|()| 0),
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => match warden_gateway::audit::verify(&files)? {
+            Ok(n) => {
+                println!("audit chain intact: {n} records in {} file(s)", files.len());
+                Ok(0)
+            }
+            Err(b) => {
+                println!(
+                    "audit chain BROKEN at {} line {} (seq {}): {}",
+                    b.file,
+                    b.line,
+                    b.seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                    b.why
+                );
+                Ok(1)
+            }
+        },
         Command::Check(a) => {
             let report = check::run(&a.load()?)?;
             print!("{report}");

@@ -1,24 +1,82 @@
-//! Authentication: who is calling. Today: bearer JWTs verified against the configured
-//! key. The result is a [`Principal`]; nothing downstream ever sees the token itself.
+//! Authentication: who is calling. A listener takes a bearer JWT, a verified client
+//! certificate, either, or both (see [`AuthMode`]); the result is a [`Principal`].
+//! Nothing downstream ever sees the token itself, and a client is never told which
+//! check failed: the reason goes to the logs and the audit record.
 
 pub mod jwt;
+pub mod mtls;
+
+use crate::server::ConnInfo;
+use warden_shared::config::AuthMode;
+
+/// How the caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Jwt,
+    Mtls,
+    JwtAndMtls,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Jwt => "jwt",
+            Method::Mtls => "mtls",
+            Method::JwtAndMtls => "jwt+mtls",
+        }
+    }
+}
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The token's `sub`.
+    pub method: Method,
+    /// The token's `sub`, or the certificate identity for mTLS alone.
     pub subject: String,
-    /// The token's `iss`.
+    /// The token's `iss`, or `x509` for mTLS alone.
     pub issuer: String,
     /// The `kid` of the key that verified the token, if it had one.
     pub key_id: Option<String>,
+    /// SHA-256 of the token's `jti` (hex, first 16 bytes), if it had one.
+    pub jti_hash: Option<String>,
+    /// The token's scopes (`scope` or `scp`).
+    pub scopes: Vec<String>,
+    /// The token's `groups`.
+    pub groups: Vec<String>,
+    /// The client certificate's identity, if one was presented and verified.
+    pub certificate: Option<String>,
 }
 
 impl Principal {
-    /// The form passed to the backend and written to logs: `sub@issuer`... as a URI-ish
-    /// pair that cannot be confused across issuers.
+    /// The form passed to the backend and written to logs; the issuer keeps equal
+    /// subjects of different issuers apart.
     pub fn display_name(&self) -> String {
         format!("{} ({})", self.subject, self.issuer)
+    }
+}
+
+/// Why a call was not authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials")]
+    Missing,
+    #[error("token refused: {0}")]
+    Token(#[from] jwt::TokenError),
+    #[error("no client certificate")]
+    NoCertificate,
+    #[error("token is bound to a client certificate the connection does not have")]
+    CertificateBinding,
+}
+
+impl AuthError {
+    /// A short, fixed label for metrics and audit records.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing_credentials",
+            AuthError::Token(t) => t.reason(),
+            AuthError::NoCertificate => "no_client_certificate",
+            AuthError::CertificateBinding => "certificate_binding",
+        }
     }
 }
 
@@ -36,6 +94,58 @@ pub fn bearer_from_str(value: &str) -> Option<&str> {
     }
     let token = token.trim();
     (!token.is_empty()).then_some(token)
+}
+
+/// Authenticates one call on a connection, by the listener's mode.
+pub fn authenticate(
+    mode: AuthMode,
+    jwt: &jwt::JwtAuthority,
+    conn: &ConnInfo,
+    token: Option<&str>,
+) -> Result<Principal, AuthError> {
+    let cert = conn.client_cert.as_ref();
+    let from_token = |token: &str| -> Result<Principal, AuthError> {
+        let mut p = jwt.verify(token)?;
+        // RFC 8705: a token bound to a certificate is only good on a connection
+        // that presented exactly that certificate.
+        if let Some(bound) = jwt.bound_thumbprint(token)
+            && cert.map(|c| c.thumbprint.as_str()) != Some(bound.as_str())
+        {
+            return Err(AuthError::CertificateBinding);
+        }
+        p.certificate = cert.map(|c| c.identity.clone());
+        Ok(p)
+    };
+    let from_cert = || -> Result<Principal, AuthError> {
+        let c = cert.ok_or(AuthError::NoCertificate)?;
+        Ok(Principal {
+            method: Method::Mtls,
+            subject: c.identity.clone(),
+            issuer: "x509".into(),
+            key_id: None,
+            jti_hash: None,
+            scopes: Vec::new(),
+            groups: Vec::new(),
+            certificate: Some(c.identity.clone()),
+        })
+    };
+    match mode {
+        AuthMode::Jwt => from_token(token.ok_or(AuthError::Missing)?),
+        AuthMode::Mtls => from_cert(),
+        // A token that is present must be valid: a bad token never falls back.
+        AuthMode::JwtOrMtls => match token {
+            Some(t) => from_token(t),
+            None => from_cert().map_err(|_| AuthError::Missing),
+        },
+        AuthMode::JwtAndMtls => {
+            if cert.is_none() {
+                return Err(AuthError::NoCertificate);
+            }
+            let mut p = from_token(token.ok_or(AuthError::Missing)?)?;
+            p.method = Method::JwtAndMtls;
+            Ok(p)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,419 @@
+//! Authorization: which principal may do what to which model. The policy is data (a
+//! TOML file in `policies/`), default deny: a call is allowed only when some rule both
+//! matches the caller and grants the operation on the model and version.
+//!
+//! Within a rule every principal matcher that is given must match (each list matches
+//! when any of its entries does); a rule with no principal matcher is refused unless it
+//! says `any_authenticated = true`, so "everyone" is never an accident.
+
+use crate::auth::Principal;
+use serde::Deserialize;
+use std::path::Path;
+
+/// What a call does to a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Infer,
+    Metadata,
+    Ready,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Infer => "infer",
+            Operation::Metadata => "metadata",
+            Operation::Ready => "ready",
+        }
+    }
+}
+
+/// One rule of the policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// A name for logs and `warden check`.
+    pub name: String,
+    /// Token `sub` globs.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Token `iss` values (exact).
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// Scopes, any of which the token must carry.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Groups, any of which the token must carry.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Client certificate identity globs (URI SAN, DNS SAN or CN).
+    #[serde(default)]
+    pub certificates: Vec<String>,
+    /// Explicitly match every authenticated caller.
+    #[serde(default)]
+    pub any_authenticated: bool,
+    /// Model name globs.
+    pub models: Vec<String>,
+    /// Versions; empty: every version, and calls that name no version.
+    #[serde(default)]
+    pub versions: Vec<u64>,
+    /// Operations granted.
+    pub operations: Vec<Operation>,
+}
+
+/// A per-principal rate override.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateOverride {
+    /// Token `sub` (or certificate identity) glob.
+    pub subject: String,
+    /// Requests per second for matching principals.
+    pub rps: u32,
+}
+
+/// The whole policy file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+    #[serde(default, rename = "rate")]
+    pub rates: Vec<RateOverride>,
+    /// Set when no policy file is configured: every authenticated caller may do
+    /// everything (logged loudly at start).
+    #[serde(skip)]
+    pub open: bool,
+}
+
+/// `*` matches any run of characters (including none); everything else is literal.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            pi += 1;
+            mark = ti;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+impl Rule {
+    fn matches_principal(&self, p: &Principal) -> bool {
+        let any = |list: &[String], f: &dyn Fn(&str) -> bool| {
+            list.is_empty() || list.iter().any(|x| f(x))
+        };
+        let token_based = p.method != crate::auth::Method::Mtls;
+        any(&self.subjects, &|g| token_based && glob(g, &p.subject))
+            && any(&self.issuers, &|i| token_based && i == p.issuer)
+            && any(&self.scopes, &|s| p.scopes.iter().any(|x| x == s))
+            && any(&self.groups, &|g| p.groups.iter().any(|x| x == g))
+            && any(&self.certificates, &|g| {
+                p.certificate.as_deref().is_some_and(|c| glob(g, c))
+            })
+    }
+
+    fn has_principal_matcher(&self) -> bool {
+        !(self.subjects.is_empty()
+            && self.issuers.is_empty()
+            && self.scopes.is_empty()
+            && self.groups.is_empty()
+            && self.certificates.is_empty())
+    }
+
+    fn grants(&self, model: &str, version: Option<u64>, op: Operation) -> bool {
+        self.operations.contains(&op)
+            && self.models.iter().any(|g| glob(g, model))
+            && (self.versions.is_empty() || version.is_some_and(|v| self.versions.contains(&v)))
+    }
+}
+
+impl Policy {
+    /// Parses and checks a policy file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Policy> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read policy {}: {e}", path.display()))?;
+        Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> anyhow::Result<Policy> {
+        let policy: Policy = toml::from_str(text)?;
+        for r in &policy.rules {
+            if r.has_principal_matcher() == r.any_authenticated {
+                anyhow::bail!(
+                    "rule {:?}: give principal matchers (subjects, issuers, scopes, groups, certificates) or any_authenticated = true, not both or neither",
+                    r.name
+                );
+            }
+            if r.models.is_empty() || r.operations.is_empty() {
+                anyhow::bail!("rule {:?}: models and operations must not be empty", r.name);
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The policy used when none is configured.
+    pub fn open() -> Policy {
+        Policy {
+            open: true,
+            ..Policy::default()
+        }
+    }
+
+    /// The name of the rule that allows the call, or `None` (denied).
+    pub fn allows(
+        &self,
+        p: &Principal,
+        model: &str,
+        version: Option<u64>,
+        op: Operation,
+    ) -> Option<&str> {
+        if self.open {
+            return Some("no policy configured");
+        }
+        self.rules
+            .iter()
+            .find(|r| r.matches_principal(p) && r.grants(model, version, op))
+            .map(|r| r.name.as_str())
+    }
+
+    /// The rate override for a principal, if any.
+    pub fn rate_override(&self, p: &Principal) -> Option<u32> {
+        self.rates
+            .iter()
+            .find(|r| glob(&r.subject, &p.subject))
+            .map(|r| r.rps)
+    }
+
+    /// One line per rule for `warden check`.
+    pub fn describe(&self) -> Vec<String> {
+        if self.open {
+            return vec![
+                "NONE CONFIGURED: every authenticated caller may use every model (set auth.policy)"
+                    .into(),
+            ];
+        }
+        let mut out: Vec<String> = self
+            .rules
+            .iter()
+            .map(|r| {
+                let mut who = Vec::new();
+                if r.any_authenticated {
+                    who.push("any authenticated caller".to_string());
+                }
+                for (label, list) in [
+                    ("sub", &r.subjects),
+                    ("iss", &r.issuers),
+                    ("scope", &r.scopes),
+                    ("group", &r.groups),
+                    ("cert", &r.certificates),
+                ] {
+                    if !list.is_empty() {
+                        who.push(format!("{label} in {list:?}"));
+                    }
+                }
+                let ops: Vec<&str> = r.operations.iter().map(|o| o.as_str()).collect();
+                let versions = if r.versions.is_empty() {
+                    "all versions".to_string()
+                } else {
+                    format!("versions {:?}", r.versions)
+                };
+                format!(
+                    "rule {:?}: {} may {} on models {:?} ({versions})",
+                    r.name,
+                    who.join(" and "),
+                    ops.join(", "),
+                    r.models
+                )
+            })
+            .collect();
+        out.push("anything else: denied".into());
+        for r in &self.rates {
+            out.push(format!(
+                "rate override: sub {:?} at {} requests/s",
+                r.subject, r.rps
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Method;
+
+    fn principal(
+        sub: &str,
+        scopes: &[&str],
+        groups: &[&str],
+        cert: Option<&str>,
+        method: Method,
+    ) -> Principal {
+        Principal {
+            method,
+            subject: sub.into(),
+            issuer: "https://iss".into(),
+            key_id: None,
+            jti_hash: None,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+            certificate: cert.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("res*", "resnet"));
+        assert!(glob("*", ""));
+        assert!(glob("a*b*c", "aXXbYYc"));
+        assert!(!glob("a*b", "aXXc"));
+        assert!(!glob("nsfw", "nsfw2"));
+        assert!(glob("spiffe://d/*", "spiffe://d/x/y"));
+    }
+
+    const POLICY: &str = r#"
+        [[rule]]
+        name = "alice infers on res*"
+        subjects = ["alice"]
+        models = ["res*"]
+        operations = ["infer"]
+
+        [[rule]]
+        name = "ml group metadata v2"
+        groups = ["ml"]
+        models = ["nsfw"]
+        versions = [2]
+        operations = ["metadata", "ready"]
+
+        [[rule]]
+        name = "scoped"
+        scopes = ["models:infer"]
+        issuers = ["https://iss"]
+        models = ["blaze*"]
+        operations = ["infer"]
+
+        [[rule]]
+        name = "service cert"
+        certificates = ["spiffe://warden.dev/svc/*"]
+        models = ["*"]
+        operations = ["ready"]
+
+        [[rate]]
+        subject = "bulk-*"
+        rps = 5000
+    "#;
+
+    #[test]
+    fn each_rule_allows_exactly_what_it_says() {
+        let p = Policy::from_toml(POLICY).unwrap();
+        let alice = principal("alice", &[], &[], None, Method::Jwt);
+        assert!(p.allows(&alice, "resnet", None, Operation::Infer).is_some());
+        assert!(
+            p.allows(&alice, "resnet", Some(3), Operation::Infer)
+                .is_some()
+        );
+        assert!(
+            p.allows(&alice, "resnet", None, Operation::Metadata)
+                .is_none(),
+            "operation not granted"
+        );
+        assert!(
+            p.allows(&alice, "nsfw", None, Operation::Infer).is_none(),
+            "model not granted"
+        );
+        let bob = principal("bob", &[], &["ml"], None, Method::Jwt);
+        assert!(
+            p.allows(&bob, "nsfw", Some(2), Operation::Metadata)
+                .is_some()
+        );
+        assert!(
+            p.allows(&bob, "nsfw", Some(1), Operation::Metadata)
+                .is_none(),
+            "version not granted"
+        );
+        assert!(
+            p.allows(&bob, "nsfw", None, Operation::Metadata).is_none(),
+            "unversioned call to a versioned rule"
+        );
+        assert!(p.allows(&bob, "resnet", None, Operation::Infer).is_none());
+        let scoped = principal("carol", &["models:infer"], &[], None, Method::Jwt);
+        assert!(
+            p.allows(&scoped, "blazeface", None, Operation::Infer)
+                .is_some()
+        );
+        let mut other_iss = scoped.clone();
+        other_iss.issuer = "https://other".into();
+        assert!(
+            p.allows(&other_iss, "blazeface", None, Operation::Infer)
+                .is_none(),
+            "issuer must match too"
+        );
+        let svc = principal(
+            "spiffe://warden.dev/svc/a",
+            &[],
+            &[],
+            Some("spiffe://warden.dev/svc/a"),
+            Method::Mtls,
+        );
+        assert!(p.allows(&svc, "anything", None, Operation::Ready).is_some());
+        assert!(p.allows(&svc, "anything", None, Operation::Infer).is_none());
+        // A certificate whose identity looks like a subject does not match subject rules.
+        let fake = principal("alice", &[], &[], Some("alice"), Method::Mtls);
+        assert!(p.allows(&fake, "resnet", None, Operation::Infer).is_none());
+        assert_eq!(
+            p.rate_override(&principal("bulk-1", &[], &[], None, Method::Jwt)),
+            Some(5000)
+        );
+        assert_eq!(p.rate_override(&alice), None);
+    }
+
+    #[test]
+    fn rules_that_would_match_everyone_by_accident_are_refused() {
+        assert!(
+            Policy::from_toml("[[rule]]\nname='x'\nmodels=['*']\noperations=['infer']\n").is_err()
+        );
+        assert!(
+            Policy::from_toml(
+                "[[rule]]\nname='x'\nany_authenticated=true\nmodels=['*']\noperations=['infer']\n"
+            )
+            .is_ok()
+        );
+        assert!(
+            Policy::from_toml(
+                "[[rule]]\nname='x'\nsubjects=['a']\nmodels=[]\noperations=['infer']\n"
+            )
+            .is_err()
+        );
+        assert!(
+            Policy::from_toml(
+                "[[rule]]\nname='x'\nsubjects=['a']\nmodels=['m']\noperations=['delete']\n"
+            )
+            .is_err()
+        );
+        assert!(
+            Policy::from_toml(
+                "[[rule]]\nname='x'\nsubject=['a']\nmodels=['m']\noperations=['infer']\n"
+            )
+            .is_err(),
+            "typo"
+        );
+        let empty = Policy::from_toml("").unwrap();
+        let a = principal("a", &[], &[], None, Method::Jwt);
+        assert!(
+            empty.allows(&a, "m", None, Operation::Infer).is_none(),
+            "default deny"
+        );
+    }
+}
