@@ -387,8 +387,24 @@ impl Reply {
     }
 }
 
+/// A client certificate chain and key, PEM.
+#[derive(Clone, Debug)]
+pub struct ClientIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 /// A rustls client trusting only `ca`.
 pub fn client_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    client_config_with(ca, alpn, None)
+}
+
+/// A rustls client trusting only `ca`, presenting `identity` if given.
+pub fn client_config_with(
+    ca: &Path,
+    alpn: &[&[u8]],
+    identity: Option<&ClientIdentity>,
+) -> Arc<rustls::ClientConfig> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_file_iter(ca)
@@ -398,11 +414,21 @@ pub fn client_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         roots.add(c).expect("root");
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut cfg = match identity {
+        Some(id) => {
+            let chain = rustls_pki_types::CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client cert");
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
+                .expect("client key");
+            cfg.with_client_auth_cert(chain, key).expect("client auth")
+        }
+        None => cfg.with_no_client_auth(),
+    };
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(cfg)
 }
@@ -416,8 +442,22 @@ pub async fn https_request(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> anyhow::Result<Reply> {
+    https_request_as(port, ca, None, method, path, headers, body).await
+}
+
+/// One HTTP/1.1 request over TLS, presenting a client certificate if given.
+pub async fn https_request_as(
+    port: u16,
+    ca: &Path,
+    identity: Option<&ClientIdentity>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> anyhow::Result<Reply> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let connector = tokio_rustls::TlsConnector::from(client_config(ca, &[b"http/1.1"]));
+    let connector =
+        tokio_rustls::TlsConnector::from(client_config_with(ca, &[b"http/1.1"], identity));
     let name = rustls_pki_types::ServerName::try_from("localhost")?;
     let tls = connector
         .connect(name, tcp)
