@@ -74,6 +74,15 @@ pub struct RunArgs {
     #[arg(long = "max-tensor-elements")]
     pub max_tensor_elements: Option<usize>,
 
+    /// PEM public key (EC P-256/P-384/P-521) trusted to sign models; repeat for more.
+    /// Replaces `signing.trusted_keys` of the file.
+    #[arg(long = "signing-key", value_name = "FILE")]
+    pub signing_key: Vec<PathBuf>,
+    /// Whether models must carry a valid OMS signature: required, optional or off
+    /// (default: required when a key is configured, else off).
+    #[arg(long = "signing-mode", value_name = "MODE")]
+    pub signing_mode: Option<warden_shared::config::SigningMode>,
+
     /// DEVELOPMENT ONLY: start the backend even where the kernel cannot enforce Landlock.
     #[arg(long = "insecure-allow-unenforced-sandbox")]
     pub insecure_allow_unenforced_sandbox: bool,
@@ -121,6 +130,12 @@ impl RunArgs {
         set!(self.openvino_dir => c.backend.openvino_dir);
         set!(self.max_body_bytes => c.limits.max_body_bytes);
         set!(self.max_tensor_elements => c.limits.max_tensor_elements);
+        if !self.signing_key.is_empty() {
+            c.signing.trusted_keys = self.signing_key.clone();
+        }
+        if let Some(mode) = self.signing_mode {
+            c.signing.mode = Some(mode);
+        }
         if let Some(spec) = &self.backend_user {
             (c.backend.uid, c.backend.gid) = user(spec).context("--backend-user")?;
         }
@@ -143,6 +158,11 @@ impl RunArgs {
         abs(&mut c.tls.key);
         abs(&mut c.auth.jwt_key);
         abs(&mut c.backend.openvino_dir);
+        for key in &mut c.signing.trusted_keys {
+            if key.is_relative() {
+                *key = cwd.join(&*key);
+            }
+        }
         if c.backend.socket_dir.is_relative() {
             c.backend.socket_dir = cwd.join(&c.backend.socket_dir);
         }

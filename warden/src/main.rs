@@ -4,6 +4,7 @@
 mod args;
 mod certs;
 mod check;
+mod models;
 mod serve;
 mod token;
 
@@ -39,6 +40,11 @@ enum Command {
     Token(token::TokenArgs),
     /// Validate a configuration and print what it would serve.
     Check(args::RunArgs),
+    /// Operate on model folders (signature verification).
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
+    },
 }
 
 fn init_logging() {
@@ -89,6 +95,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
         }
         Command::CertsDev { out } => certs::run(&out).map(|()| 0),
         Command::Token(t) => token::run(&t).map(|()| 0),
+        Command::Models { command } => models::run(&command),
         Command::Check(a) => {
             let report = check::run(&a.load()?)?;
             print!("{report}");
