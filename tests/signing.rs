@@ -518,6 +518,9 @@ fn garbage_signature(v: &Path) {
 }
 fn untouched(_: &Path) {}
 
+/// (case, model, signing key, trusted key, tampering, expected exit status)
+type Case<'a> = (&'a str, &'a Path, &'a Path, &'a Path, fn(&Path), i32);
+
 #[test]
 fn models_verify_agrees_with_model_signing() {
     let dir = TempDir::new("signing-cli");
@@ -527,8 +530,7 @@ fn models_verify_agrees_with_model_signing() {
     let addn = model_dir("addn").join("1");
     let blazeface = model_dir("blazeface").join("1");
 
-    // (case, model, signing key, trusted key, tampering, expected exit status)
-    let cases: [(&str, &Path, &Path, &Path, fn(&Path), i32); 9] = [
+    let cases: [Case; 9] = [
         ("good-p256", &addn, &k256, &pub256, untouched, 0),
         ("good-p384", &blazeface, &k384, &pub384, untouched, 0),
         ("flipped", &addn, &k256, &pub256, flip_xml, 1),
