@@ -6,6 +6,7 @@
 #   .models/light_resnet50/1/model.onnx ResNet-50 architecture, constant weights (onnx)
 #   .models/images/*.png               test images (scikit-image)
 # Also makes .venv/ with OpenVINO's Python API, the independent reference for tests,
+# model_signing (the OpenSSF Model Signing tool, to sign test models and cross-check),
 # and builds the small protocol-test models of scripts/make_test_models.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,11 +35,13 @@ pull("onnx-*.whl", "onnx/backend/test/data/light/light_resnet50.onnx", ".models/
 for img in ("coffee.png", "astronaut.png", "chelsea.png"):
     pull("scikit_image-*.whl", "skimage/data/" + img, ".models/images/" + img)
 PY
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import openvino, numpy, PIL, tritonclient.http, tritonclient.grpc" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import openvino, numpy, PIL, tritonclient.http, tritonclient.grpc, model_signing" 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
-  # OpenVINO's Python API is the reference; tritonclient is a real KServe v2 client.
-  .venv/bin/python -m pip install --quiet "openvino==2026.4.1" numpy pillow "tritonclient[http,grpc]"
+  # OpenVINO's Python API is the reference; tritonclient is a real KServe v2 client;
+  # model_signing (OpenSSF Model Signing) signs test models and is the reference verifier.
+  .venv/bin/python -m pip install --quiet "openvino==2026.4.1" numpy pillow "tritonclient[http,grpc]" \
+    "model-signing==1.1.1" pyopenssl
 fi
 if [ ! -f .models/identity/1/model.xml ] || [ scripts/make_test_models.py -nt .models/identity/1/model.xml ]; then
   .venv/bin/python scripts/make_test_models.py .models

@@ -4,6 +4,7 @@
 //! environment happens first, then the process enters its sandbox, and only then are
 //! threads started, the OpenVINO library loaded and model files read.
 
+pub mod integrity;
 pub mod model;
 pub mod runtime;
 pub mod sandbox;
@@ -95,6 +96,9 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         std::env::var_os(OPENVINO_DIR_ENV).map(PathBuf::from),
     )?;
     let (specs, extra_files) = model_specs(config)?;
+    // Trusted keys are read now, like the config: the sandbox need not allow them.
+    let integrity =
+        integrity::Integrity::load(&config.signing).context("cannot load the signing keys")?;
     let gateway_uid = options.gateway_uid.unwrap_or(if started_as_root {
         config.gateway.uid
     } else {
@@ -147,6 +151,7 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         listener,
         specs,
         runtime_dir,
+        integrity,
         gateway_uid,
         config.limits.max_tensor_elements,
     ))
@@ -156,10 +161,13 @@ async fn serve(
     listener: StdUnixListener,
     specs: Vec<ModelSpec>,
     runtime_dir: PathBuf,
+    integrity: integrity::Integrity,
     gateway_uid: u32,
     max_tensor_elements: usize,
 ) -> anyhow::Result<()> {
-    let registry = tokio::task::spawn_blocking(move || load_models(&runtime_dir, &specs)).await??;
+    let registry =
+        tokio::task::spawn_blocking(move || load_models(&runtime_dir, &specs, &integrity))
+            .await??;
     let registry = Arc::new(registry);
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -218,7 +226,11 @@ async fn shutdown_signal() {
     }
 }
 
-fn load_models(runtime_dir: &Path, specs: &[ModelSpec]) -> anyhow::Result<service::Registry> {
+fn load_models(
+    runtime_dir: &Path,
+    specs: &[ModelSpec],
+    integrity: &integrity::Integrity,
+) -> anyhow::Result<service::Registry> {
     runtime::load(runtime_dir)?;
     let mut registry = service::Registry::default();
     for spec in specs {
@@ -243,9 +255,9 @@ fn load_models(runtime_dir: &Path, specs: &[ModelSpec]) -> anyhow::Result<servic
             continue;
         }
         for (version, dir) in versions.into_iter().filter(|(v, _)| wanted.contains(v)) {
-            match model::ModelVersion::load(spec, version, dir) {
+            match model::ModelVersion::load(spec, version, dir, integrity) {
                 Ok(m) => {
-                    tracing::info!(model = %spec.name, version, nireq = m.nireq, inputs = m.inputs.len(), outputs = m.outputs.len(), "model loaded");
+                    tracing::info!(model = %spec.name, version, nireq = m.nireq, inputs = m.inputs.len(), outputs = m.outputs.len(), digest = %m.digest.as_deref().unwrap_or("-"), "model loaded");
                     registry
                         .models
                         .entry(spec.name.clone())

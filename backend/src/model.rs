@@ -4,6 +4,7 @@
 //! already validated (see `validate.rs`); this module only moves bytes into OpenVINO
 //! tensors, runs inference on a blocking thread and moves the results out.
 
+use crate::integrity::{Integrity, IntegrityError, Outcome};
 use bytes::Bytes;
 use openvino::{
     CompiledModel, Core, DeviceType, ElementType, InferRequest, PropertyKey, RwPropertyKey, Shape,
@@ -98,6 +99,9 @@ pub struct ModelVersion {
     permits: Semaphore,
     free: Mutex<Vec<InferRequest>>,
     pub nireq: usize,
+    /// `sha256:<hex>` of the verified OMS manifest (the in-toto subject digest), when
+    /// the model was signed and verified.
+    pub digest: Option<String>,
 }
 
 fn datatype_of(ty: ElementType) -> Option<DataType> {
@@ -135,14 +139,30 @@ fn describe(
 }
 
 impl ModelVersion {
-    /// Reads and compiles one version. Runs inside the sandbox.
+    /// Checks the folder against the signing policy, then reads and compiles one
+    /// version. Runs inside the sandbox.
     pub fn load(
         spec: &ModelSpec,
         version: u64,
         dir: PathBuf,
+        integrity: &Integrity,
     ) -> Result<ModelVersion, anyhow::Error> {
-        let files = warden_shared::repository::find_model_files(&dir)?;
         let model = spec.name.clone();
+        // INVARIANT: the signature check comes before OpenVINO reads any byte of the
+        // folder; a model that fails it is never parsed.
+        let outcome = integrity.check(&model, version, &dir)?;
+        match &outcome {
+            Outcome::Verified(v) => tracing::info!(
+                model = %model, version, digest = %v.digest, key = %v.key, curve = %v.curve,
+                files = v.files.len(), "model signature verified"
+            ),
+            Outcome::Unsigned => tracing::warn!(
+                model = %model, version,
+                "model is not signed; served because its signing mode is optional"
+            ),
+            Outcome::NotChecked => {}
+        }
+        let files = warden_shared::repository::find_model_files(&dir)?;
         let ov = |source| LoadError::OpenVino {
             model: model.clone(),
             version,
@@ -167,6 +187,16 @@ impl ModelVersion {
             .read_model_from_file(&xml.to_string_lossy(), &bin)
             .map_err(ov)?;
         let mut compiled = core.compile_model(&read, device).map_err(ov)?;
+        // OpenVINO has now read (and compiled) the files: make sure they are still the
+        // ones that were verified, closing the window between hashing and reading.
+        if let Outcome::Verified(v) = &outcome {
+            v.check_unchanged().map_err(|source| IntegrityError {
+                model: model.clone(),
+                version,
+                mode: integrity.config.mode_for(&model),
+                source,
+            })?;
+        }
 
         // Names, types and shapes come from the model as read: compiling adds internal
         // tensor names (such as "/Cast_1_output_0") that clients should not see.
@@ -236,6 +266,7 @@ impl ModelVersion {
             permits: Semaphore::new(nireq),
             free: Mutex::new(requests),
             nireq,
+            digest: outcome.digest().map(str::to_owned),
         })
     }
 

@@ -12,6 +12,9 @@ use warden_shared::proto::*;
 
 /// The platform reported in model metadata (as OVMS does).
 pub const PLATFORM: &str = "OpenVINO";
+/// The inference response parameter carrying the verified model digest
+/// (`sha256:<hex>`, OMS manifest subject); absent for unsigned models.
+pub const MODEL_DIGEST_PARAMETER: &str = "model_digest";
 
 /// Every model the backend serves, by name then version.
 #[derive(Default)]
@@ -146,7 +149,22 @@ impl GrpcInferenceService for Backend {
             model_name: model.name.clone(),
             model_version: model.version.to_string(),
             id: req.id,
-            parameters: Default::default(),
+            // KServe's model metadata has no free-form field, so the digest of what
+            // answered travels with every inference instead.
+            parameters: model
+                .digest
+                .iter()
+                .map(|d| {
+                    (
+                        MODEL_DIGEST_PARAMETER.to_owned(),
+                        InferParameter {
+                            parameter_choice: Some(infer_parameter::ParameterChoice::StringParam(
+                                d.clone(),
+                            )),
+                        },
+                    )
+                })
+                .collect(),
             outputs: Vec::with_capacity(outputs.len()),
             raw_output_contents: Vec::with_capacity(outputs.len()),
         };

@@ -500,7 +500,28 @@ struct JsonInferResponse<'a> {
     model_version: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     id: &'a str,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    parameters: serde_json::Map<String, serde_json::Value>,
     outputs: Vec<JsonOutput<'a>>,
+}
+
+/// The backend's response `parameters` (such as `model_digest`) as JSON values.
+fn from_proto_params(
+    p: &HashMap<String, InferParameter>,
+) -> serde_json::Map<String, serde_json::Value> {
+    use infer_parameter::ParameterChoice as C;
+    p.iter()
+        .filter_map(|(k, v)| {
+            let value = match v.parameter_choice.as_ref()? {
+                C::BoolParam(b) => serde_json::Value::from(*b),
+                C::Int64Param(i) => serde_json::Value::from(*i),
+                C::Uint64Param(u) => serde_json::Value::from(*u),
+                C::DoubleParam(d) => serde_json::Value::from(*d),
+                C::StringParam(s) => serde_json::Value::from(s.as_str()),
+            };
+            Some((k.clone(), value))
+        })
+        .collect()
 }
 
 /// A rendered response: the body, and the JSON header's length when binary outputs
@@ -541,6 +562,7 @@ pub fn render_infer_response(
         model_name: &resp.model_name,
         model_version: &resp.model_version,
         id: &resp.id,
+        parameters: from_proto_params(&resp.parameters),
         outputs,
     })
     .map_err(|e| e.to_string())?;
@@ -654,6 +676,22 @@ mod tests {
         assert_eq!(r.json_len, None);
         let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(json["id"], "abc");
+        assert!(
+            json.get("parameters").is_none(),
+            "no empty parameters object"
+        );
+        let mut with_digest = resp.clone();
+        with_digest.parameters.insert(
+            "model_digest".into(),
+            InferParameter {
+                parameter_choice: Some(infer_parameter::ParameterChoice::StringParam(
+                    "sha256:ab".into(),
+                )),
+            },
+        );
+        let r2 = render_infer_response(&with_digest, &OutputPrefs::default()).unwrap();
+        let json2: serde_json::Value = serde_json::from_slice(&r2.body).unwrap();
+        assert_eq!(json2["parameters"]["model_digest"], "sha256:ab");
         assert_eq!(json["outputs"][0]["data"], serde_json::json!([0.5, -1.0]));
         let prefs = OutputPrefs {
             binary_by_default: true,

@@ -41,6 +41,9 @@ pub const DEFAULT_TARGET_DEVICE: &str = "CPU";
 pub const OPENVINO_DIR_ENV: &str = "WARDEN_OPENVINO_DIR";
 /// The project-relative runtime folder that `scripts/fetch-runtime.sh` fills.
 pub const DEFAULT_OPENVINO_DIR: &str = ".runtime/openvino";
+/// Name of the OMS signature file inside each model version folder (model_signing's
+/// own default).
+pub const DEFAULT_SIGNATURE_FILE: &str = "model.sig";
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -53,6 +56,7 @@ pub struct Config {
     pub models: ModelsConfig,
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
+    pub signing: SigningConfig,
 }
 
 /// The network-facing listeners.
@@ -407,6 +411,112 @@ impl Default for AuditConfig {
     }
 }
 
+/// Whether a model must carry a valid OpenSSF Model Signing signature.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SigningMode {
+    /// A valid signature by a trusted key is required; otherwise the model is not served.
+    Required,
+    /// An unsigned model is served (and logged); a signature that is present must verify.
+    Optional,
+    /// Signatures are not read.
+    Off,
+}
+
+impl std::fmt::Display for SigningMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SigningMode::Required => "required",
+            SigningMode::Optional => "optional",
+            SigningMode::Off => "off",
+        })
+    }
+}
+
+impl std::str::FromStr for SigningMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "required" => Ok(SigningMode::Required),
+            "optional" => Ok(SigningMode::Optional),
+            "off" => Ok(SigningMode::Off),
+            other => Err(format!(
+                "signing mode {other:?} is not one of required, optional, off"
+            )),
+        }
+    }
+}
+
+/// Model integrity: OMS signatures checked before a model is loaded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SigningConfig {
+    /// PEM public keys (EC P-256, P-384 or P-521) a model may be signed with.
+    pub trusted_keys: Vec<PathBuf>,
+    /// The mode for every model without an override. Unset: `required` when any key is
+    /// configured, else `off`.
+    pub mode: Option<SigningMode>,
+    /// File name of the signature inside each version folder.
+    pub signature_file: String,
+    /// Per-model modes, by served model name.
+    pub models: BTreeMap<String, SigningMode>,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            trusted_keys: Vec::new(),
+            mode: None,
+            signature_file: DEFAULT_SIGNATURE_FILE.into(),
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+impl SigningConfig {
+    /// The mode of models without an override.
+    pub fn default_mode(&self) -> SigningMode {
+        self.mode.unwrap_or(if self.trusted_keys.is_empty() {
+            SigningMode::Off
+        } else {
+            SigningMode::Required
+        })
+    }
+
+    /// The mode that applies to `model`.
+    pub fn mode_for(&self, model: &str) -> SigningMode {
+        self.models
+            .get(model)
+            .copied()
+            .unwrap_or_else(|| self.default_mode())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let f = &self.signature_file;
+        if f.is_empty() || f == "." || f == ".." || f.contains('/') || f.contains('\0') {
+            return Err(ConfigError::Invalid(format!(
+                "signing.signature_file {f:?} must be a plain file name inside the version folder"
+            )));
+        }
+        for name in self.models.keys() {
+            crate::repository::check_model_name(name)
+                .map_err(|e| ConfigError::Invalid(format!("signing.models: {e}")))?;
+        }
+        // A mode that needs a key with no key configured could never load a signed
+        // model: say so now rather than refusing every model at start.
+        let needs_key = std::iter::once(self.default_mode())
+            .chain(self.models.values().copied())
+            .any(|m| m != SigningMode::Off);
+        if needs_key && self.trusted_keys.is_empty() {
+            return Err(ConfigError::Invalid(
+                "signing mode required or optional needs signing.trusted_keys (--signing-key)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -470,6 +580,11 @@ impl Config {
         fix(&mut self.backend.openvino_dir);
         fix(&mut self.models.model_path);
         fix(&mut self.models.config_path);
+        for key in &mut self.signing.trusted_keys {
+            if key.is_relative() {
+                *key = base.join(&*key);
+            }
+        }
         if self.backend.socket_dir.is_relative() {
             self.backend.socket_dir = base.join(&self.backend.socket_dir);
         }
@@ -546,6 +661,7 @@ impl Config {
         if self.limits.max_body_bytes == 0 || self.limits.max_grpc_message_bytes == 0 {
             return Err(ConfigError::Invalid("message caps must be above 0".into()));
         }
+        self.signing.validate()?;
         Ok(())
     }
 
@@ -602,10 +718,74 @@ mod tests {
     }
 
     #[test]
+    fn signing_modes_default_to_required_once_a_key_exists() {
+        let mut s = SigningConfig::default();
+        assert_eq!(s.default_mode(), SigningMode::Off);
+        assert!(s.validate().is_ok());
+        s.trusted_keys.push("k.pem".into());
+        assert_eq!(s.default_mode(), SigningMode::Required);
+        s.models.insert("legacy".into(), SigningMode::Off);
+        assert_eq!(s.mode_for("legacy"), SigningMode::Off);
+        assert_eq!(s.mode_for("other"), SigningMode::Required);
+        assert!(s.validate().is_ok());
+
+        let c = Config::from_toml(
+            "[signing]\ntrusted_keys = [\"k.pem\"]\nmode = \"optional\"\n[signing.models]\na = \"required\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.signing.default_mode(), SigningMode::Optional);
+        assert_eq!(c.signing.mode_for("a"), SigningMode::Required);
+        assert!(Config::from_toml("[signing]\nmode = \"sometimes\"\n").is_err());
+        assert!(Config::from_toml("[signing]\ntrusted_key = []\n").is_err());
+    }
+
+    #[test]
+    fn the_example_signing_policy_is_valid() {
+        let c = Config::from_toml(include_str!("../../policies/signing.toml")).unwrap();
+        assert_eq!(c.signing.default_mode(), SigningMode::Required);
+        assert_eq!(c.signing.signature_file, DEFAULT_SIGNATURE_FILE);
+        assert!(!c.signing.trusted_keys.is_empty());
+        c.signing.validate().unwrap();
+    }
+
+    #[test]
+    fn signing_configs_that_cannot_work_are_refused() {
+        let required_without_key = SigningConfig {
+            mode: Some(SigningMode::Required),
+            ..Default::default()
+        };
+        assert!(required_without_key.validate().is_err());
+        let override_without_key = SigningConfig {
+            models: [("m".to_string(), SigningMode::Optional)].into(),
+            ..Default::default()
+        };
+        assert!(override_without_key.validate().is_err());
+        for bad in ["", "..", "a/b.sig"] {
+            let c = SigningConfig {
+                signature_file: bad.into(),
+                ..Default::default()
+            };
+            assert!(c.validate().is_err(), "{bad:?}");
+        }
+        let bad_name = SigningConfig {
+            trusted_keys: vec!["k".into()],
+            models: [("../m".to_string(), SigningMode::Off)].into(),
+            ..Default::default()
+        };
+        assert!(bad_name.validate().is_err());
+    }
+
+    #[test]
     fn relative_paths_follow_the_file() {
-        let mut c = Config::from_toml("[tls]\ncert = \"a.pem\"\n[models]\nmodel_path = \"/abs\"\n")
-            .unwrap();
+        let mut c = Config::from_toml(
+            "[tls]\ncert = \"a.pem\"\n[models]\nmodel_path = \"/abs\"\n[signing]\ntrusted_keys = [\"keys/k.pem\"]\n",
+        )
+        .unwrap();
         c.resolve_relative_to(Path::new("/etc/warden"));
+        assert_eq!(
+            c.signing.trusted_keys,
+            vec![PathBuf::from("/etc/warden/keys/k.pem")]
+        );
         assert_eq!(c.tls.cert.as_deref(), Some(Path::new("/etc/warden/a.pem")));
         assert_eq!(c.models.model_path.as_deref(), Some(Path::new("/abs")));
     }

@@ -145,6 +145,14 @@ pub struct RunArgs {
     /// Request bytes in flight per principal.
     #[arg(long = "quota-per-principal-bytes")]
     pub quota_per_principal_bytes: Option<usize>,
+    /// PEM public key (EC P-256/P-384/P-521) trusted to sign models; repeat for more.
+    /// Replaces `signing.trusted_keys` of the file.
+    #[arg(long = "signing-key", value_name = "FILE")]
+    pub signing_key: Vec<PathBuf>,
+    /// Whether models must carry a valid OMS signature: required, optional or off
+    /// (default: required when a key is configured, else off).
+    #[arg(long = "signing-mode", value_name = "MODE")]
+    pub signing_mode: Option<warden_shared::config::SigningMode>,
 
     /// DEVELOPMENT ONLY: start the backend even where the kernel cannot enforce Landlock.
     #[arg(long = "insecure-allow-unenforced-sandbox")]
@@ -212,6 +220,12 @@ impl RunArgs {
         set!(self.rate_per_principal => c.limits.rate_per_principal_rps);
         set!(self.quota_bytes => c.limits.quota_bytes);
         set!(self.quota_per_principal_bytes => c.limits.quota_per_principal_bytes);
+        if !self.signing_key.is_empty() {
+            c.signing.trusted_keys = self.signing_key.clone();
+        }
+        if let Some(mode) = self.signing_mode {
+            c.signing.mode = Some(mode);
+        }
         if let Some(spec) = &self.backend_user {
             (c.backend.uid, c.backend.gid) = user(spec).context("--backend-user")?;
         }
@@ -238,6 +252,11 @@ impl RunArgs {
         abs(&mut c.auth.policy);
         if c.audit.path != std::path::Path::new("-") && c.audit.path.is_relative() {
             c.audit.path = cwd.join(&c.audit.path);
+        }
+        for key in &mut c.signing.trusted_keys {
+            if key.is_relative() {
+                *key = cwd.join(&*key);
+            }
         }
         if c.backend.socket_dir.is_relative() {
             c.backend.socket_dir = cwd.join(&c.backend.socket_dir);

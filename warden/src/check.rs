@@ -2,6 +2,7 @@
 //! would serve, without binding a port or loading a model.
 
 use std::fmt::Write as _;
+use warden_backend::integrity::Outcome;
 use warden_shared::config::{Config, ModelsSource, OPENVINO_DIR_ENV};
 use warden_shared::repository::{self, ModelSpec, VersionPolicy};
 
@@ -152,6 +153,23 @@ pub fn run(config: &Config) -> anyhow::Result<String> {
         l.quota_bytes,
         l.quota_per_principal_bytes
     )?;
+    let integrity = warden_backend::integrity::Integrity::load(&config.signing)?;
+    writeln!(
+        out,
+        "signing: mode {} by default, signature file {:?}, {} trusted key(s){}",
+        config.signing.default_mode(),
+        config.signing.signature_file,
+        integrity.keys.keys.len(),
+        integrity
+            .keys
+            .keys
+            .iter()
+            .map(|k| format!("\n         key {} ({}, loaded)", k.source, k.curve))
+            .collect::<String>()
+    )?;
+    for (name, mode) in &config.signing.models {
+        writeln!(out, "         model {name}: {mode}")?;
+    }
     writeln!(out, "models:")?;
     let mut problems = 0;
     for spec in specs(config)? {
@@ -174,10 +192,22 @@ pub fn run(config: &Config) -> anyhow::Result<String> {
                     )?;
                 }
                 for (n, dir) in v.iter().filter(|(n, _)| served.contains(n)) {
+                    // The same check the backend runs before loading (files are only
+                    // hashed here, never parsed).
+                    let signature = match integrity.check(&spec.name, *n, dir) {
+                        Ok(Outcome::Verified(v)) => format!("signature verified {}", v.digest),
+                        Ok(Outcome::Unsigned) => "UNSIGNED (optional)".into(),
+                        Ok(Outcome::NotChecked) => "signature not checked".into(),
+                        Err(e) => {
+                            problems += 1;
+                            writeln!(out, "  {:<20} version {n}: ERROR {e}", spec.name)?;
+                            continue;
+                        }
+                    };
                     match repository::find_model_files(dir) {
                         Ok(files) => writeln!(
                             out,
-                            "  {:<20} version {n}: {} on {}",
+                            "  {:<20} version {n}: {} on {}, {signature}",
                             spec.name,
                             files.primary().display(),
                             spec.target_device

@@ -4,6 +4,7 @@
 mod args;
 mod certs;
 mod check;
+mod models;
 mod serve;
 mod token;
 
@@ -43,6 +44,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Operate on model folders (signature verification).
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
     },
 }
 
@@ -121,6 +127,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
                 Ok(1)
             }
         },
+        Command::Models { command } => models::run(&command),
         Command::Check(a) => {
             let report = check::run(&a.load()?)?;
             print!("{report}");
