@@ -22,21 +22,6 @@ use warden_shared::config::{Config, ModelsSource, OPENVINO_DIR_ENV};
 use warden_shared::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 use warden_shared::repository::{ModelSpec, VersionPolicy};
 
-/// System files OpenVINO and the C++ runtime read at load time: shared libraries, the
-/// loader cache, and CPU topology from /proc and /sys. Read-only, like everything else.
-pub const SYSTEM_READ_PATHS: &[&str] = &[
-    "/lib",
-    "/lib64",
-    "/usr/lib",
-    "/usr/lib64",
-    "/etc/ld.so.cache",
-    "/proc",
-    "/sys/devices/system/cpu",
-    "/sys/fs/cgroup",
-    "/dev/null",
-    "/dev/urandom",
-];
-
 /// How the backend is started beyond its configuration.
 #[derive(Debug, Clone, Default)]
 pub struct BackendOptions {
@@ -108,11 +93,13 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
     let mut read_only: Vec<PathBuf> = vec![runtime_dir.clone()];
     read_only.extend(specs.iter().map(|s| s.base_path.clone()));
     read_only.extend(extra_files);
-    read_only.extend(SYSTEM_READ_PATHS.iter().map(PathBuf::from));
+    let spec = sandbox::policy::SandboxSpec::embedded().map_err(anyhow::Error::msg)?;
+    read_only.extend(spec.read_only.iter().map(|r| r.path.clone()));
     let policy = sandbox::SandboxPolicy {
         uid: config.backend.uid,
         gid: config.backend.gid,
         read_only,
+        deny_syscalls: spec.deny_syscalls.iter().map(|d| d.name.clone()).collect(),
         insecure_allow_unenforced: options.insecure_allow_unenforced_sandbox,
     };
     if policy.insecure_allow_unenforced {

@@ -8,6 +8,7 @@
 //! and to the threads it creates later, so OpenVINO's worker threads inherit all of it.
 
 mod landlock;
+pub mod policy;
 mod seccomp;
 
 use crate::sys;
@@ -30,6 +31,8 @@ pub struct SandboxPolicy {
     pub gid: u32,
     /// Folders and files the backend may read (model repository, runtime, system libs).
     pub read_only: Vec<PathBuf>,
+    /// System calls refused with EPERM (names from policies/sandbox.toml).
+    pub deny_syscalls: Vec<String>,
     /// Dev-only: carry on when the kernel cannot enforce landlock or seccomp.
     pub insecure_allow_unenforced: bool,
 }
@@ -154,8 +157,13 @@ pub fn enter(
         .map_err(SandboxError::Landlock)?;
 
     // 5. seccomp last, so the steps above may still use the calls it forbids.
-    report.seccomp =
-        seccomp::install(policy.insecure_allow_unenforced).map_err(SandboxError::Seccomp)?;
+    report.seccomp = match seccomp::install(&policy.deny_syscalls) {
+        Ok(s) => s,
+        Err(e) if policy.insecure_allow_unenforced => {
+            format!("NOT installed: {e} (--insecure-allow-unenforced-sandbox)")
+        }
+        Err(e) => return Err(SandboxError::Seccomp(e).into()),
+    };
     Ok(report)
 }
 
