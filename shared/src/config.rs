@@ -243,6 +243,10 @@ pub struct BackendConfig {
     /// `$WARDEN_OPENVINO_DIR`, then `.runtime/openvino` in the working directory, then
     /// beside the executable's project.
     pub openvino_dir: Option<PathBuf>,
+    /// DEVELOPMENT ONLY, from `--insecure-allow-unenforced-sandbox` alone (never from a
+    /// file): start even where the kernel cannot enforce Landlock or seccomp.
+    #[serde(skip)]
+    pub insecure_allow_unenforced_sandbox: bool,
 }
 
 impl Default for BackendConfig {
@@ -252,6 +256,7 @@ impl Default for BackendConfig {
             uid: DEFAULT_BACKEND_UID,
             gid: DEFAULT_BACKEND_UID,
             openvino_dir: None,
+            insecure_allow_unenforced_sandbox: false,
         }
     }
 }

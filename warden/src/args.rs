@@ -261,6 +261,7 @@ impl RunArgs {
         if c.backend.socket_dir.is_relative() {
             c.backend.socket_dir = cwd.join(&c.backend.socket_dir);
         }
+        c.backend.insecure_allow_unenforced_sandbox = self.insecure_allow_unenforced_sandbox;
         Ok(c)
     }
 }
