@@ -34,11 +34,14 @@ pull("onnx-*.whl", "onnx/backend/test/data/light/light_resnet50.onnx", ".models/
 for img in ("coffee.png", "astronaut.png", "chelsea.png"):
     pull("scikit_image-*.whl", "skimage/data/" + img, ".models/images/" + img)
 PY
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import openvino, numpy, PIL, tritonclient.http, tritonclient.grpc" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import openvino, numpy, PIL, tritonclient.http, tritonclient.grpc, kubernetes_validate" 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
-  # OpenVINO's Python API is the reference; tritonclient is a real KServe v2 client.
-  .venv/bin/python -m pip install --quiet "openvino==2026.4.1" numpy pillow "tritonclient[http,grpc]"
+  # OpenVINO's Python API is the reference; tritonclient is a real KServe v2 client;
+  # kubernetes-validate bundles the Kubernetes JSON schemas, so tests/deploy checks the
+  # manifests in deploy/kubernetes with no cluster and no network.
+  .venv/bin/python -m pip install --quiet "openvino==2026.4.1" numpy pillow "tritonclient[http,grpc]" \
+    "kubernetes-validate==1.37.0"
 fi
 if [ ! -f .models/identity/1/model.xml ] || [ scripts/make_test_models.py -nt .models/identity/1/model.xml ]; then
   .venv/bin/python scripts/make_test_models.py .models
