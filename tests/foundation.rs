@@ -520,3 +520,126 @@ fn check_reports_what_it_would_serve_and_refuses_bad_configs() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("rest_prot"));
 }
+
+#[tokio::test]
+async fn gateway_and_backend_as_separate_non_root_users() {
+    // The two-container layout: each side started on its own, already unprivileged
+    // (as Kubernetes' runAsUser does), sharing only the socket folder.
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to start the two sides as uids 5000 and 5001");
+        return;
+    }
+    use std::os::unix::fs::{PermissionsExt, chown};
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("split");
+    let certs = make_certs(dir.path());
+    chown(certs.join("server.key"), Some(5001), Some(5001)).unwrap();
+    let sock = dir.path().join("sock");
+    std::fs::create_dir(&sock).unwrap();
+    chown(&sock, Some(5000), Some(5001)).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o2750)).unwrap();
+    let toml = dir.path().join("warden.toml");
+    std::fs::write(&toml, "[backend]\ngateway_uid = 5001\n").unwrap();
+    let port = free_port();
+    let args = |role: &str| {
+        let mut c = std::process::Command::new(warden_bin());
+        c.arg(role)
+            .arg("--config")
+            .arg(&toml)
+            .args([
+                "--model-path",
+                &model_dir("addn").display().to_string(),
+                "--model-name",
+                "addn",
+            ])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--rest-port",
+                &port.to_string(),
+                "--grpc-port",
+                "0",
+                "--admin-port",
+                "0",
+            ])
+            .arg("--tls-cert")
+            .arg(certs.join("server.pem"))
+            .arg("--tls-key")
+            .arg(certs.join("server.key"))
+            .arg("--jwt-key")
+            .arg(certs.join("jwt.pub.pem"))
+            .args(["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE])
+            .arg("--socket-dir")
+            .arg(&sock)
+            .arg("--openvino-dir")
+            .arg(runtime_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let mut backend = args("backend").uid(5000).gid(5000).spawn().unwrap();
+    let mut gateway = args("gateway").uid(5001).gid(5001).spawn().unwrap();
+    let ca = certs.join("ca.pem");
+    let token = sign(&certs.join("jwt.key"), claims("alice", 600));
+    let auth = format!("Bearer {token}");
+    let body = r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let reply = loop {
+        if let Ok(r) = https_request(
+            port,
+            &ca,
+            "POST",
+            "/v2/models/addn/infer",
+            &[("authorization", &auth)],
+            Bytes::from(body),
+        )
+        .await
+            && r.status == 200
+        {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served");
+        assert!(
+            backend.try_wait().unwrap().is_none() && gateway.try_wait().unwrap().is_none(),
+            "a side exited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        floats(&reply.json()["outputs"][0]["data"]),
+        vec![3.0, 4.0, 5.0, 6.0]
+    );
+    // A third uid cannot get in: not even into the socket folder.
+    let intruder = std::process::Command::new("/bin/sh")
+        .args([
+            "-c",
+            &format!("exec 3<>/dev/null; ls {} >/dev/null 2>&1", sock.display()),
+        ])
+        .uid(4242)
+        .gid(4242)
+        .status()
+        .unwrap();
+    assert!(!intruder.success(), "uid 4242 could list the socket folder");
+    // Root passes the folder's permissions, but the backend checks the peer's uid
+    // (SO_PEERCRED) and hangs up on anyone but the gateway.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(sock.join("backend.sock")).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            s.read(&mut buf).unwrap_or(0),
+            0,
+            "the backend answered a peer that is not the gateway"
+        );
+    }
+    for c in [&mut gateway, &mut backend] {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = c.wait();
+    }
+}

@@ -84,12 +84,14 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
     // Trusted keys are read now, like the config: the sandbox need not allow them.
     let integrity =
         integrity::Integrity::load(&config.signing).context("cannot load the signing keys")?;
-    let gateway_uid = options.gateway_uid.unwrap_or(if started_as_root {
-        config.gateway.uid
-    } else {
-        nix::unistd::getuid().as_raw()
-    });
-
+    let gateway_uid = options
+        .gateway_uid
+        .or(config.backend.gateway_uid)
+        .unwrap_or(if started_as_root {
+            config.gateway.uid
+        } else {
+            nix::unistd::getuid().as_raw()
+        });
     let mut read_only: Vec<PathBuf> = vec![runtime_dir.clone()];
     read_only.extend(specs.iter().map(|s| s.base_path.clone()));
     read_only.extend(extra_files);

@@ -243,6 +243,11 @@ pub struct BackendConfig {
     /// `$WARDEN_OPENVINO_DIR`, then `.runtime/openvino` in the working directory, then
     /// beside the executable's project.
     pub openvino_dir: Option<PathBuf>,
+    /// The uid allowed to connect to the backend's socket (checked with SO_PEERCRED).
+    /// Unset: `gateway.uid` when the backend starts as root (`warden serve`), else the
+    /// backend's own uid. Set it when gateway and backend run as separate non-root
+    /// users, as in the two-container pod.
+    pub gateway_uid: Option<u32>,
     /// DEVELOPMENT ONLY, from `--insecure-allow-unenforced-sandbox` alone (never from a
     /// file): start even where the kernel cannot enforce Landlock or seccomp.
     #[serde(skip)]
@@ -256,6 +261,7 @@ impl Default for BackendConfig {
             uid: DEFAULT_BACKEND_UID,
             gid: DEFAULT_BACKEND_UID,
             openvino_dir: None,
+            gateway_uid: None,
             insecure_allow_unenforced_sandbox: false,
         }
     }

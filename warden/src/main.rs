@@ -4,6 +4,7 @@
 mod args;
 mod certs;
 mod check;
+mod health;
 mod models;
 mod serve;
 mod token;
@@ -40,6 +41,8 @@ enum Command {
     Token(token::TokenArgs),
     /// Validate a configuration and print what it would serve.
     Check(args::RunArgs),
+    /// Exit 0 if the server answers 200 on /v2/health/ready over TLS, else 1.
+    Health(health::HealthArgs),
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -134,5 +137,6 @@ fn run(command: Command) -> anyhow::Result<i32> {
             println!("configuration OK");
             Ok(0)
         }
+        Command::Health(h) => health::run(&h),
     }
 }
