@@ -53,6 +53,16 @@ pub struct Call {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub reservation: Reservation,
+    _in_flight: InFlight,
+}
+
+/// Counts a call out when it ends, however it ends.
+struct InFlight(Arc<std::sync::atomic::AtomicI64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// What the gateway decided, for the audit record.
@@ -108,8 +118,10 @@ impl State {
         protocol: String,
         method: &'static str,
     ) -> Call {
-        self.metrics.gauge_add("ovms_current_requests", &[], 1);
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Call {
+            _in_flight: InFlight(Arc::clone(&self.in_flight)),
             id: self.next_request_id(),
             conn,
             listener,
@@ -193,7 +205,6 @@ impl State {
         status: u16,
         grpc_code: Option<i32>,
     ) -> Result<(), ()> {
-        self.metrics.gauge_add("ovms_current_requests", &[], -1);
         let latency = call.start.elapsed();
         let model = call.model.clone().unwrap_or_default();
         let version = call.version.clone().unwrap_or_default();

@@ -29,6 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use warden_shared::config::Config;
 
+/// How long a stopping gateway waits for calls in flight.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
+
 /// ALPN protocols offered on the REST port.
 const REST_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 /// ALPN protocols offered on the gRPC port.
@@ -218,7 +221,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         tasks.spawn(housekeeping(Arc::clone(&state)));
         tokio::select! {
             _ = tasks.join_next() => tracing::error!("a listener stopped"),
-            _ = shutdown_signal() => tracing::info!("gateway stopping"),
+            _ = shutdown_signal() => tracing::info!("gateway stopping: no new connections; finishing calls in flight"),
+        }
+        // Graceful stop: close the listeners (new connections are refused), report not
+        // ready, and let the calls in flight finish, up to a deadline.
+        state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        tasks.abort_all();
+        let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+        while state.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = state.in_flight.load(std::sync::atomic::Ordering::Acquire);
+        if left > 0 {
+            tracing::warn!(left, "stop deadline reached with calls in flight");
         }
         let stop = audit::Record {
             event: "stop",

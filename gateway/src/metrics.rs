@@ -162,6 +162,13 @@ impl Metrics {
             .or_default() += d;
     }
 
+    pub fn set_gauge(&self, name: &'static str, l: &[(&str, &str)], v: i64) {
+        self.gauges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((name, labels(l)), v);
+    }
+
     pub fn observe(&self, name: &'static str, l: &[(&str, &str)], v: f64) {
         let mut hists = self.hists.lock().unwrap_or_else(|e| e.into_inner());
         let h = hists.entry((name, labels(l))).or_insert_with(|| Hist {

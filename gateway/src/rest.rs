@@ -212,7 +212,9 @@ async fn health(state: &State, live: bool) -> Response<Full<Bytes>> {
             .await
             .map(|r| r.into_inner().ready)
             .unwrap_or(false);
-        backend && (state.audit.healthy() || state.audit.fail_open())
+        backend
+            && (state.audit.healthy() || state.audit.fail_open())
+            && !state.draining.load(std::sync::atomic::Ordering::Relaxed)
     };
     let mut resp = Response::new(Full::new(Bytes::new()));
     if !ok {

@@ -22,6 +22,12 @@ pub struct State {
     pub quotas: Quotas,
     pub audit: AuditLog,
     pub metrics: Metrics,
+    /// Calls started and not yet dropped, for a graceful stop and the
+    /// `ovms_current_requests` gauge. Counted by a guard, so a call whose client went
+    /// away mid-request is still counted out.
+    pub in_flight: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Set on SIGTERM: readiness turns false while in-flight calls finish.
+    pub draining: std::sync::atomic::AtomicBool,
     /// Distinguishes this process's request ids from another run's.
     boot: u64,
     counter: AtomicU64,
@@ -52,6 +58,8 @@ impl State {
             backend,
             audit,
             metrics: Metrics::default(),
+            in_flight: Default::default(),
+            draining: Default::default(),
             boot,
             counter: AtomicU64::new(0),
         }

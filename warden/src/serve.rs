@@ -21,7 +21,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A backend that ran this long before dying restarts at [`MIN_BACKOFF`] again.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 /// How long children get to finish in-flight work after SIGTERM.
-const STOP_GRACE: Duration = Duration::from_secs(15);
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// Creates the socket directory so that only the two service users can enter it:
 /// owner = backend uid (it creates the socket), group = gateway gid with the setgid bit
@@ -143,7 +143,9 @@ async fn supervise(args: Vec<OsString>) -> anyhow::Result<i32> {
         }
     }
     tracing::info!("stopping");
-    let (g, b) = tokio::join!(stop(&mut gateway), stop(&mut backend));
+    // The gateway first: it drains calls in flight, which need the backend until done.
+    let g = stop(&mut gateway).await;
+    let b = stop(&mut backend).await;
     tracing::info!(gateway = ?g, backend = ?b, "stopped");
     Ok(0)
 }
