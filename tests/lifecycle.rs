@@ -54,7 +54,7 @@ async fn one(port: u16, ca: &std::path::Path, auth: &str) -> (Instant, Outcome) 
         Err(e) => {
             let text = format!("{e:#}");
             if text.contains("TLS handshake")
-                || text.contains("Connection refused")
+                || text.contains("TCP connect")
                 || text.contains("connection reset") && !text.contains("send")
             {
                 Outcome::NotAccepted

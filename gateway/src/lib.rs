@@ -227,8 +227,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         // ready, and let the calls in flight finish, up to a deadline.
         state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
         tasks.abort_all();
+        state.shutdown.send_replace(true);
         let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
-        while state.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        let busy = |s: &state::State| {
+            s.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0
+                || s.open_connections.load(std::sync::atomic::Ordering::Acquire) > 0
+        };
+        while busy(&state) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let left = state.in_flight.load(std::sync::atomic::Ordering::Acquire);

@@ -33,6 +33,7 @@ pub struct ConnInfo {
 #[derive(Debug)]
 pub struct Activity {
     in_flight: AtomicUsize,
+    served: AtomicUsize,
     last: Mutex<Instant>,
 }
 
@@ -40,6 +41,7 @@ impl Activity {
     fn new() -> Arc<Activity> {
         Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
+            served: AtomicUsize::new(0),
             last: Mutex::new(Instant::now()),
         })
     }
@@ -63,6 +65,7 @@ pub struct ActivityGuard(Arc<Activity>);
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
         *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.served.fetch_add(1, Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -93,6 +96,18 @@ fn conn_info(
         activity: Activity::new(),
     }
 }
+
+/// Counts a connection out of `State::open_connections` however its task ends.
+struct OpenConn(Arc<State>);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How long a connection opened just before a stop may take to send its request.
+const STOP_GRACE_FOR_NEW: Duration = Duration::from_secs(2);
 
 /// Open connections, in total and per IP; a slot is released when its guard drops.
 #[derive(Default)]
@@ -216,8 +231,11 @@ pub async fn accept_loop<F, S, B>(
         let builder = Arc::clone(&builder);
         let make = Arc::clone(&make);
         let state = Arc::clone(&state);
+        state.open_connections.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             let _slot = slot;
+            // Counted from accept, handshake included, so a stopping gateway waits for it.
+            let _open = OpenConn(Arc::clone(&state));
             let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                 Ok(Ok(s)) => {
                     state
@@ -248,7 +266,9 @@ pub async fn accept_loop<F, S, B>(
                 .gauge_add("warden_connections", &[("listener", name)], 1);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
-            let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle));
+            let mut shutdown = state.shutdown.subscribe();
+            let mut stopping: Option<Instant> = (*shutdown.borrow()).then(Instant::now);
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
             let mut closing = false;
             loop {
                 tokio::select! {
@@ -258,9 +278,18 @@ pub async fn accept_loop<F, S, B>(
                         }
                         break;
                     }
+                    _ = shutdown.changed(), if stopping.is_none() => stopping = Some(Instant::now()),
                     _ = tick.tick(), if !closing => {
-                        if activity.idle_for().is_some_and(|d| d >= idle) {
-                            tracing::debug!(%peer, "closing idle connection");
+                        let close = match stopping {
+                            // Stopping: what a connection has started is finished; it closes
+                            // once idle after at least one request (a client that connected
+                            // just before the stop still gets its request served), or after
+                            // a short grace if it never sends one.
+                            Some(since) => activity.idle_for().is_some()
+                                && (activity.served.load(Ordering::Relaxed) > 0 || since.elapsed() >= STOP_GRACE_FOR_NEW),
+                            None => activity.idle_for().is_some_and(|d| d >= idle),
+                        };
+                        if close {
                             conn.as_mut().graceful_shutdown();
                             closing = true;
                         }

@@ -28,6 +28,10 @@ pub struct State {
     pub in_flight: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// Set on SIGTERM: readiness turns false while in-flight calls finish.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Tells every connection to finish what it has started and close.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Client connections open now (all listeners).
+    pub open_connections: std::sync::atomic::AtomicI64,
     /// Distinguishes this process's request ids from another run's.
     boot: u64,
     counter: AtomicU64,
@@ -60,6 +64,8 @@ impl State {
             metrics: Metrics::default(),
             in_flight: Default::default(),
             draining: Default::default(),
+            shutdown: tokio::sync::watch::Sender::new(false),
+            open_connections: Default::default(),
             boot,
             counter: AtomicU64::new(0),
         }

@@ -456,7 +456,9 @@ pub async fn https_request_as(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> anyhow::Result<Reply> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .context("TCP connect")?;
     let connector =
         tokio_rustls::TlsConnector::from(client_config_with(ca, &[b"http/1.1"], identity));
     let name = rustls_pki_types::ServerName::try_from("localhost")?;
