@@ -55,7 +55,6 @@ async fn one(port: u16, ca: &std::path::Path, auth: &str) -> (Instant, Outcome) 
             let text = format!("{e:#}");
             if text.contains("TLS handshake")
                 || text.contains("TCP connect")
-                || text.contains("connection reset") && !text.contains("send")
             {
                 Outcome::NotAccepted
             } else {
