@@ -53,9 +53,7 @@ async fn one(port: u16, ca: &std::path::Path, auth: &str) -> (Instant, Outcome) 
         Ok(r) => Outcome::Status(r.status),
         Err(e) => {
             let text = format!("{e:#}");
-            if text.contains("TLS handshake")
-                || text.contains("TCP connect")
-            {
+            if text.contains("TLS handshake") || text.contains("TCP connect") {
                 Outcome::NotAccepted
             } else {
                 Outcome::Lost(text)

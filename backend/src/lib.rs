@@ -138,6 +138,7 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(serve(
         listener,
+        config.clone(),
         specs,
         runtime_dir,
         integrity,
@@ -146,18 +147,30 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
     ))
 }
 
+/// How often the model repository is checked for new, removed or replaced versions
+/// (OVMS polls its repository the same way).
+pub const REPOSITORY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn serve(
     listener: StdUnixListener,
+    config: Config,
     specs: Vec<ModelSpec>,
     runtime_dir: PathBuf,
     integrity: integrity::Integrity,
     gateway_uid: u32,
     max_tensor_elements: usize,
 ) -> anyhow::Result<()> {
-    let registry =
-        tokio::task::spawn_blocking(move || load_models(&runtime_dir, &specs, &integrity))
-            .await??;
-    let registry = Arc::new(registry);
+    let integrity = Arc::new(integrity);
+    let registry = {
+        let (runtime_dir, integrity) = (runtime_dir.clone(), Arc::clone(&integrity));
+        tokio::task::spawn_blocking(move || {
+            runtime::load(&runtime_dir)?;
+            Ok::<_, anyhow::Error>(load_models(&specs, &integrity, None))
+        })
+        .await??
+    };
+    let registry = Arc::new(std::sync::RwLock::new(Arc::new(registry)));
+    tokio::spawn(watch_repository(config, Arc::clone(&registry), integrity));
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
@@ -215,12 +228,52 @@ async fn shutdown_signal() {
     }
 }
 
+/// Keeps the served models in step with the repository: on SIGHUP and every
+/// [`REPOSITORY_POLL`], re-reads the model list (config.json), loads version folders
+/// that appeared (per version policy), drops those that went, and reloads (and so
+/// re-verifies) a version whose files changed. A version that fails is not served; the
+/// others keep serving. Runs inside the sandbox: only allowed folders can be read.
+async fn watch_repository(
+    config: Config,
+    registry: Arc<std::sync::RwLock<Arc<service::Registry>>>,
+    integrity: Arc<integrity::Integrity>,
+) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(REPOSITORY_POLL) => {}
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!("SIGHUP: rescanning the model repository");
+            }
+        }
+        let specs = match model_specs(&config) {
+            Ok((specs, _)) => specs,
+            Err(e) => {
+                tracing::error!(error = %e, "model configuration unreadable; the served models stay as they are");
+                continue;
+            }
+        };
+        let old = Arc::clone(&registry.read().unwrap_or_else(|e| e.into_inner()));
+        let integrity = Arc::clone(&integrity);
+        let next = tokio::task::spawn_blocking(move || {
+            let next = load_models(&specs, &integrity, Some(&old));
+            (next.differs_from(&old)).then_some(next)
+        })
+        .await;
+        if let Ok(Some(next)) = next {
+            tracing::info!(models = ?next.summary(), "model repository reloaded");
+            *registry.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        }
+    }
+}
+
+/// Builds the registry for `specs`, keeping the versions of `previous` that are still
+/// wanted and unchanged on disk, and loading the rest.
 fn load_models(
-    runtime_dir: &Path,
     specs: &[ModelSpec],
     integrity: &integrity::Integrity,
-) -> anyhow::Result<service::Registry> {
-    runtime::load(runtime_dir)?;
+    previous: Option<&service::Registry>,
+) -> service::Registry {
     let mut registry = service::Registry::default();
     for spec in specs {
         let versions = match warden_shared::repository::list_versions(&spec.base_path) {
@@ -244,6 +297,34 @@ fn load_models(
             continue;
         }
         for (version, dir) in versions.into_iter().filter(|(v, _)| wanted.contains(v)) {
+            let kept = previous
+                .and_then(|p| p.models.get(&spec.name))
+                .and_then(|vs| vs.get(&version))
+                .filter(|m| m.spec == *spec && m.dir == dir && !m.changed_on_disk());
+            if let Some(m) = kept {
+                registry
+                    .models
+                    .entry(spec.name.clone())
+                    .or_default()
+                    .insert(version, Arc::clone(m));
+                continue;
+            }
+            // A version that failed before and has not changed is not retried (and not
+            // logged) on every poll.
+            if let Some(p) = previous
+                && p.failed_stamps.get(&(spec.name.clone(), version))
+                    == Some(&model::folder_stamp(&dir))
+            {
+                registry.failed.insert(
+                    spec.name.clone(),
+                    p.failed.get(&spec.name).cloned().unwrap_or_default(),
+                );
+                registry
+                    .failed_stamps
+                    .insert((spec.name.clone(), version), model::folder_stamp(&dir));
+                continue;
+            }
+            let stamp = model::folder_stamp(&dir);
             match model::ModelVersion::load(spec, version, dir, integrity) {
                 Ok(m) => {
                     tracing::info!(model = %spec.name, version, nireq = m.nireq, inputs = m.inputs.len(), outputs = m.outputs.len(), digest = %m.digest.as_deref().unwrap_or("-"), "model loaded");
@@ -256,9 +337,12 @@ fn load_models(
                 Err(e) => {
                     tracing::error!(model = %spec.name, version, error = %e, "model version not served");
                     registry.failed.insert(spec.name.clone(), e.to_string());
+                    registry
+                        .failed_stamps
+                        .insert((spec.name.clone(), version), stamp);
                 }
             }
         }
     }
-    Ok(registry)
+    registry
 }

@@ -102,6 +102,12 @@ pub struct ModelVersion {
     /// `sha256:<hex>` of the verified OMS manifest (the in-toto subject digest), when
     /// the model was signed and verified.
     pub digest: Option<String>,
+    /// The version folder and what its files looked like when loaded, so a reload can
+    /// tell a replaced file and load (and verify) the version again.
+    pub dir: PathBuf,
+    pub stamp: Vec<(PathBuf, (u64, u64, i64, i64))>,
+    /// The spec it was loaded with; a changed spec reloads it.
+    pub spec: ModelSpec,
 }
 
 fn datatype_of(ty: ElementType) -> Option<DataType> {
@@ -121,6 +127,45 @@ fn datatype_of(ty: ElementType) -> Option<DataType> {
         ElementType::F64 => DataType::F64,
         _ => return None,
     })
+}
+
+/// Parses an OVMS shape such as `(1,3,224,224)` or `[1,3,224,224]`. Only fixed
+/// dimensions are taken; OVMS's `auto` (reshape per request) is refused.
+pub fn parse_shape(text: &str) -> Result<Vec<i64>, String> {
+    let t = text.trim();
+    let inner = t
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .or_else(|| t.strip_prefix('[').and_then(|r| r.strip_suffix(']')))
+        .ok_or_else(|| {
+            format!("shape {t:?} is not of the form (1,3,224,224); \"auto\" is not supported")
+        })?;
+    inner
+        .split(',')
+        .map(|d| {
+            d.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|&d| d > 0)
+                .ok_or_else(|| format!("shape {t:?}: {d:?} is not a positive dimension"))
+        })
+        .collect()
+}
+
+/// (inode, size, mtime, ctime) of every file in a version folder, sorted by path.
+pub fn folder_stamp(dir: &std::path::Path) -> Vec<(PathBuf, (u64, u64, i64, i64))> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = std::fs::symlink_metadata(e.path()).ok()?;
+            Some((e.path(), (m.ino(), m.size(), m.mtime(), m.ctime())))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn describe(
@@ -183,9 +228,24 @@ impl ModelVersion {
             ModelFiles::Ir { xml, bin } => (xml.clone(), bin.to_string_lossy().into_owned()),
             ModelFiles::Single(p) => (p.clone(), String::new()),
         };
-        let read = core
+        let mut read = core
             .read_model_from_file(&xml.to_string_lossy(), &bin)
             .map_err(ov)?;
+        // OVMS `shape`: fixed shapes per input (or for the only input), applied before
+        // compiling so OpenVINO optimizes for them.
+        for (input, text) in &spec.shape {
+            let dims = parse_shape(text).map_err(|message| LoadError::Setup {
+                model: model.clone(),
+                version,
+                message,
+            })?;
+            let shape = openvino::PartialShape::new_static(dims.len() as i64, &dims).map_err(ov)?;
+            if input.is_empty() {
+                read.reshape_single_input(&shape).map_err(ov)?;
+            } else {
+                read.reshape_input_by_name(input, &shape).map_err(ov)?;
+            }
+        }
         let mut compiled = core.compile_model(&read, device).map_err(ov)?;
         // OpenVINO has now read (and compiled) the files: make sure they are still the
         // ones that were verified, closing the window between hashing and reading.
@@ -267,7 +327,15 @@ impl ModelVersion {
             free: Mutex::new(requests),
             nireq,
             digest: outcome.digest().map(str::to_owned),
+            stamp: folder_stamp(&dir),
+            dir,
+            spec: spec.clone(),
         })
+    }
+
+    /// True when the folder's files are no longer the ones loaded.
+    pub fn changed_on_disk(&self) -> bool {
+        folder_stamp(&self.dir) != self.stamp
     }
 
     /// The index of the input a client names, by any of the names OpenVINO knows it by.
@@ -352,5 +420,19 @@ impl ModelVersion {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::parse_shape;
+
+    #[test]
+    fn ovms_shapes() {
+        assert_eq!(parse_shape("(1,3,224,224)"), Ok(vec![1, 3, 224, 224]));
+        assert_eq!(parse_shape(" [2, 4] "), Ok(vec![2, 4]));
+        assert!(parse_shape("auto").is_err());
+        assert!(parse_shape("(1,-1)").is_err());
+        assert!(parse_shape("(1,x)").is_err());
     }
 }

@@ -22,9 +22,33 @@ pub struct Registry {
     pub models: BTreeMap<String, BTreeMap<u64, Arc<ModelVersion>>>,
     /// Models that are configured but could not be loaded, with the reason.
     pub failed: BTreeMap<String, String>,
+    /// The folder state of each version that failed, so an unchanged one is not retried.
+    pub failed_stamps: BTreeMap<(String, u64), Vec<(std::path::PathBuf, (u64, u64, i64, i64))>>,
 }
 
 impl Registry {
+    /// True when the two registries serve different model versions or failures.
+    pub fn differs_from(&self, other: &Registry) -> bool {
+        let served = |r: &Registry| -> Vec<(String, u64, usize)> {
+            r.models
+                .iter()
+                .flat_map(|(n, vs)| {
+                    vs.iter()
+                        .map(move |(v, m)| (n.clone(), *v, Arc::as_ptr(m) as usize))
+                })
+                .collect()
+        };
+        served(self) != served(other) || self.failed != other.failed
+    }
+
+    /// `name: [versions]` for the log.
+    pub fn summary(&self) -> Vec<String> {
+        self.models
+            .iter()
+            .map(|(n, vs)| format!("{n}: {:?}", vs.keys().collect::<Vec<_>>()))
+            .collect()
+    }
+
     /// The version a request names, or the highest one when it names none.
     pub fn find(&self, name: &str, version: &str) -> Result<&Arc<ModelVersion>, Status> {
         let versions = self
@@ -56,8 +80,15 @@ fn clip(s: &str) -> String {
 
 /// The service: a registry plus the limits that apply to each request.
 pub struct Backend {
-    pub registry: Arc<Registry>,
+    /// The registry in force; replaced whole when the repository changes.
+    pub registry: Arc<std::sync::RwLock<Arc<Registry>>>,
     pub max_tensor_elements: usize,
+}
+
+impl Backend {
+    fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry.read().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 #[tonic::async_trait]
@@ -74,7 +105,7 @@ impl GrpcInferenceService for Backend {
         _: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
         Ok(Response::new(ServerReadyResponse {
-            ready: self.registry.all_ready(),
+            ready: self.registry().all_ready(),
         }))
     }
 
@@ -83,7 +114,7 @@ impl GrpcInferenceService for Backend {
         req: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
         let req = req.into_inner();
-        self.registry.find(&req.name, &req.version)?;
+        self.registry().find(&req.name, &req.version)?;
         Ok(Response::new(ModelReadyResponse { ready: true }))
     }
 
@@ -103,8 +134,9 @@ impl GrpcInferenceService for Backend {
         req: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let req = req.into_inner();
-        let model = self.registry.find(&req.name, &req.version)?;
-        let versions = self.registry.models[&model.name]
+        let registry = self.registry();
+        let model = registry.find(&req.name, &req.version)?;
+        let versions = registry.models[&model.name]
             .keys()
             .rev()
             .map(u64::to_string)
@@ -138,7 +170,7 @@ impl GrpcInferenceService for Backend {
             .unwrap_or("-")
             .to_owned();
         let mut req = req.into_inner();
-        let model = Arc::clone(self.registry.find(&req.model_name, &req.model_version)?);
+        let model = Arc::clone(self.registry().find(&req.model_name, &req.model_version)?);
         let prepared = validate::prepare(&model, &mut req, self.max_tensor_elements)?;
         let outputs = model.infer(prepared.inputs, prepared.outputs).await.map_err(|e| {
             // The client gets a plain message; OpenVINO's own text stays in our log.

@@ -160,7 +160,7 @@ impl State {
             }
         };
         let key = principal.display_name();
-        let over = self.policy.rate_override(&principal);
+        let over = self.policy().rate_override(&principal);
         let result = self.rates.check_call(&key, over, call.model.as_deref());
         call.principal = Some(principal);
         if let Err(l) = result {
@@ -177,7 +177,7 @@ impl State {
             return Ok(None);
         };
         let version = call.version.as_deref().and_then(|v| v.parse().ok());
-        match self.policy.allows(p, model, version, op) {
+        match self.policy().allows(p, model, version, op) {
             Some(rule) => Ok(Some(rule.to_owned())),
             None => {
                 self.metrics

@@ -17,6 +17,7 @@ pub mod json;
 pub mod limits;
 pub mod metrics;
 pub mod privilege;
+pub mod reload;
 pub mod rest;
 pub mod server;
 pub mod state;
@@ -33,9 +34,9 @@ use warden_shared::config::Config;
 const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
 
 /// ALPN protocols offered on the REST port.
-const REST_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+pub(crate) const REST_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 /// ALPN protocols offered on the gRPC port.
-const GRPC_ALPN: &[&[u8]] = &[b"h2"];
+pub(crate) const GRPC_ALPN: &[&[u8]] = &[b"h2"];
 
 fn bind(address: &str, port: u16) -> anyhow::Result<StdTcpListener> {
     let ip: std::net::IpAddr = address
@@ -192,26 +193,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             settings: Some(settings(&config, &policy)),
             ..Default::default()
         };
-        let state = Arc::new(state::State::new(config, jwt, policy, audit, backend));
+        let state = Arc::new(state::State::new(config, jwt, policy, (rest_tls, grpc_tls), audit, backend));
         if state.audit.write(&start).is_err() {
             state.metrics.inc("warden_audit_write_failures_total", &[]);
         }
         let rest = tokio::net::TcpListener::from_std(rest)?;
         tracing::info!(%rest_addr, "gateway listening (REST, TLS)");
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(server::serve_rest(
-            rest,
-            tokio_rustls::TlsAcceptor::from(rest_tls),
-            Arc::clone(&state),
-        ));
+        tasks.spawn(server::serve_rest(rest, Arc::clone(&state)));
         if let Some(l) = grpc {
             let l = tokio::net::TcpListener::from_std(l)?;
             tracing::info!(grpc_addr = %l.local_addr()?, "gateway listening (gRPC, TLS)");
-            tasks.spawn(server::serve_grpc(
-                l,
-                tokio_rustls::TlsAcceptor::from(grpc_tls),
-                Arc::clone(&state),
-            ));
+            tasks.spawn(server::serve_grpc(l, Arc::clone(&state)));
         }
         if let Some(l) = admin {
             let l = tokio::net::TcpListener::from_std(l)?;
@@ -249,12 +242,24 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// Periodic upkeep: JWKS files that changed on disk, rate-limiter memory.
+/// Periodic upkeep: reloads on SIGHUP or when a watched file changes, JWKS files
+/// that changed on disk, rate-limiter memory.
 async fn housekeeping(state: Arc<state::State>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let files = reload::watched(&state);
+    let mut seen = reload::fingerprint(&files);
     let mut n = 0u64;
     loop {
-        tick.tick().await;
+        let sighup = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let now = reload::fingerprint(&files);
+        if sighup || now != seen {
+            seen = now;
+            let _ = reload::reload(&state, if sighup { "SIGHUP" } else { "file change" });
+        }
         for (issuer, result) in state.jwt.refresh() {
             let (label, ok) = match &result {
                 Ok(()) => ("ok", true),

@@ -180,7 +180,7 @@ pub fn http_builder(c: &LimitsConfig) -> auto::Builder<TokioExecutor> {
 /// the service `make` builds for each connection.
 pub async fn accept_loop<F, S, B>(
     listener: TcpListener,
-    tls: TlsAcceptor,
+    grpc_tls: bool,
     state: Arc<State>,
     name: &'static str,
     make: F,
@@ -227,7 +227,8 @@ pub async fn accept_loop<F, S, B>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let tls = tls.clone();
+        // The configuration in force now: a reload changes it for new handshakes only.
+        let tls = TlsAcceptor::from(state.tls(grpc_tls));
         let builder = Arc::clone(&builder);
         let make = Arc::clone(&make);
         let state = Arc::clone(&state);
@@ -304,9 +305,9 @@ pub async fn accept_loop<F, S, B>(
 }
 
 /// Serves the REST API on `listener`.
-pub async fn serve_rest(listener: TcpListener, tls: TlsAcceptor, state: Arc<State>) {
+pub async fn serve_rest(listener: TcpListener, state: Arc<State>) {
     let st = Arc::clone(&state);
-    accept_loop(listener, tls, state, "rest", move |conn: ConnInfo| {
+    accept_loop(listener, false, state, "rest", move |conn: ConnInfo| {
         let state = Arc::clone(&st);
         let conn = Arc::new(conn);
         hyper::service::service_fn(move |req| {
@@ -319,7 +320,7 @@ pub async fn serve_rest(listener: TcpListener, tls: TlsAcceptor, state: Arc<Stat
 }
 
 /// Serves the gRPC API on `listener`.
-pub async fn serve_grpc(listener: TcpListener, tls: TlsAcceptor, state: Arc<State>) {
+pub async fn serve_grpc(listener: TcpListener, state: Arc<State>) {
     use warden_shared::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
     let max = state.config.limits.max_grpc_message_bytes;
     let grpc = GrpcInferenceServiceServer::new(crate::grpc::GrpcFront {
@@ -327,7 +328,7 @@ pub async fn serve_grpc(listener: TcpListener, tls: TlsAcceptor, state: Arc<Stat
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
-    accept_loop(listener, tls, state, "grpc", move |conn: ConnInfo| {
+    accept_loop(listener, true, state, "grpc", move |conn: ConnInfo| {
         let grpc = grpc.clone();
         let conn = Arc::new(conn);
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {

@@ -16,7 +16,14 @@ use warden_shared::config::Config;
 pub struct State {
     pub config: Config,
     pub jwt: JwtAuthority,
-    pub policy: Policy,
+    /// The authorization policy in force; replaced whole on reload.
+    policy: std::sync::RwLock<std::sync::Arc<Policy>>,
+    /// The TLS configurations in force (REST, gRPC); replaced whole on reload, so a
+    /// rotated certificate is used by new handshakes while open connections go on.
+    tls: std::sync::RwLock<(
+        std::sync::Arc<rustls::ServerConfig>,
+        std::sync::Arc<rustls::ServerConfig>,
+    )>,
     pub backend: BackendClient,
     pub rates: RateLimits,
     pub quotas: Quotas,
@@ -42,6 +49,10 @@ impl State {
         config: Config,
         jwt: JwtAuthority,
         policy: Policy,
+        tls: (
+            std::sync::Arc<rustls::ServerConfig>,
+            std::sync::Arc<rustls::ServerConfig>,
+        ),
         audit: AuditLog,
         backend: BackendClient,
     ) -> State {
@@ -58,7 +69,8 @@ impl State {
             ),
             config,
             jwt,
-            policy,
+            policy: std::sync::RwLock::new(std::sync::Arc::new(policy)),
+            tls: std::sync::RwLock::new(tls),
             backend,
             audit,
             metrics: Metrics::default(),
@@ -69,6 +81,29 @@ impl State {
             boot,
             counter: AtomicU64::new(0),
         }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> std::sync::Arc<Policy> {
+        std::sync::Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn set_policy(&self, p: Policy) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(p);
+    }
+
+    /// The TLS configuration in force for a listener.
+    pub fn tls(&self, grpc: bool) -> std::sync::Arc<rustls::ServerConfig> {
+        let t = self.tls.read().unwrap_or_else(|e| e.into_inner());
+        std::sync::Arc::clone(if grpc { &t.1 } else { &t.0 })
+    }
+
+    pub fn set_tls(
+        &self,
+        rest: std::sync::Arc<rustls::ServerConfig>,
+        grpc: std::sync::Arc<rustls::ServerConfig>,
+    ) {
+        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = (rest, grpc);
     }
 
     /// A new request id: unique within the run, and across runs in practice.

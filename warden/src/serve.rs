@@ -137,8 +137,10 @@ async fn supervise(args: Vec<OsString>) -> anyhow::Result<i32> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                // Children would die of an unhandled SIGHUP; reload is restart for now.
-                tracing::warn!("SIGHUP ignored: hot reload is not implemented yet; restart to apply changes");
+                // Both reload: the gateway its certificate, keys and policy, the
+                // backend its model repository.
+                signal_child(&gateway, Signal::SIGHUP);
+                signal_child(&backend, Signal::SIGHUP);
             }
         }
     }

@@ -1,0 +1,96 @@
+//! Hot reload of what the gateway reads from files: the TLS certificate and key, the
+//! client CA bundle and the authorization policy (JWKS files reload on their own, see
+//! `auth::jwt`). Triggered by SIGHUP and by a change of any of those files. A new file
+//! that does not load leaves the old one in force, and says why in the log, the audit
+//! log and `warden_config_reloads_total{result="failed"}`. Open connections keep the
+//! configuration they were made with; new handshakes get the new one.
+
+use crate::state::State;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+/// The files a reload re-reads, for change detection.
+pub fn watched(state: &State) -> Vec<PathBuf> {
+    let c = &state.config;
+    [
+        c.tls.cert.clone(),
+        c.tls.key.clone(),
+        c.tls.client_ca.clone(),
+        c.auth.policy.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Modification times of the watched files (a missing file counts as a change too).
+pub fn fingerprint(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Re-reads the TLS files and the policy; each part that loads replaces the old one,
+/// each part that does not keeps the old one in force. Returns the failures.
+pub fn reload(state: &State, cause: &str) -> Result<(), String> {
+    let c = &state.config;
+    let tls = (|| -> anyhow::Result<()> {
+        let (cert, key) = (
+            c.tls.cert.clone().unwrap_or_default(),
+            c.tls.key.clone().unwrap_or_default(),
+        );
+        let ca = c.tls.client_ca.as_deref();
+        let rest = crate::tls::server_config(
+            &cert,
+            &key,
+            crate::REST_ALPN,
+            crate::auth::mtls::verifier(c.tls.rest_client_cert, ca)?,
+        )?;
+        let grpc = crate::tls::server_config(
+            &cert,
+            &key,
+            crate::GRPC_ALPN,
+            crate::auth::mtls::verifier(c.tls.grpc_client_cert, ca)?,
+        )?;
+        state.set_tls(rest, grpc);
+        Ok(())
+    })()
+    .map_err(|e| format!("TLS: {e:#}"));
+    let policy = crate::load_policy(c)
+        .map(|p| state.set_policy(p))
+        .map_err(|e| format!("policy: {e:#}"));
+    let failures: Vec<String> = [tls, policy].into_iter().filter_map(Result::err).collect();
+    let result = if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    };
+    let ok = result.is_ok();
+    state.metrics.inc(
+        "warden_config_reloads_total",
+        &[("result", if ok { "ok" } else { "failed" })],
+    );
+    match &result {
+        Ok(()) => tracing::info!(
+            cause,
+            "configuration reloaded (TLS certificate, client CA, policy)"
+        ),
+        Err(e) => {
+            tracing::error!(cause, error = %e, "configuration reload FAILED; the old configuration stays in force where it failed")
+        }
+    }
+    let record = crate::audit::Record {
+        event: "reload",
+        decision: Some(if ok { "allowed" } else { "failed" }),
+        reason: Some(match &result {
+            Ok(()) => format!("{cause}: tls, client CA, policy reloaded"),
+            Err(e) => format!("{cause}: kept the old configuration where it failed: {e}"),
+        }),
+        ..Default::default()
+    };
+    if state.audit.write(&record).is_err() {
+        state.metrics.inc("warden_audit_write_failures_total", &[]);
+    }
+    result
+}
