@@ -35,13 +35,14 @@ pull("onnx-*.whl", "onnx/backend/test/data/light/light_resnet50.onnx", ".models/
 for img in ("coffee.png", "astronaut.png", "chelsea.png"):
     pull("scikit_image-*.whl", "skimage/data/" + img, ".models/images/" + img)
 PY
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import openvino, numpy, PIL, tritonclient.http, tritonclient.grpc, model_signing" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import openvino, numpy, PIL, tritonclient.http, tritonclient.grpc, model_signing, h2" 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
   # OpenVINO's Python API is the reference; tritonclient is a real KServe v2 client;
-  # model_signing (OpenSSF Model Signing) signs test models and is the reference verifier.
+  # model_signing (OpenSSF Model Signing) signs test models and is the reference verifier;
+  # h2 (hyperframe, hpack) builds the raw HTTP/2 frames of tests/attacks/h2_floods.py.
   .venv/bin/python -m pip install --quiet "openvino==2026.4.1" numpy pillow "tritonclient[http,grpc]" \
-    "model-signing==1.1.1" pyopenssl
+    "model-signing==1.1.1" pyopenssl h2
 fi
 if [ ! -f .models/identity/1/model.xml ] || [ scripts/make_test_models.py -nt .models/identity/1/model.xml ]; then
   .venv/bin/python scripts/make_test_models.py .models

@@ -154,6 +154,7 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         integrity,
         gateway_uid,
         config.limits.max_tensor_elements,
+        config.limits.max_queued_inferences,
     ))
 }
 
@@ -164,10 +165,12 @@ async fn serve(
     integrity: integrity::Integrity,
     gateway_uid: u32,
     max_tensor_elements: usize,
+    max_queued_inferences: Option<usize>,
 ) -> anyhow::Result<()> {
-    let registry =
-        tokio::task::spawn_blocking(move || load_models(&runtime_dir, &specs, &integrity))
-            .await??;
+    let registry = tokio::task::spawn_blocking(move || {
+        load_models(&runtime_dir, &specs, &integrity, max_queued_inferences)
+    })
+    .await??;
     let registry = Arc::new(registry);
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -230,6 +233,7 @@ fn load_models(
     runtime_dir: &Path,
     specs: &[ModelSpec],
     integrity: &integrity::Integrity,
+    max_queued_inferences: Option<usize>,
 ) -> anyhow::Result<service::Registry> {
     runtime::load(runtime_dir)?;
     let mut registry = service::Registry::default();
@@ -256,8 +260,11 @@ fn load_models(
         }
         for (version, dir) in versions.into_iter().filter(|(v, _)| wanted.contains(v)) {
             match model::ModelVersion::load(spec, version, dir, integrity) {
-                Ok(m) => {
-                    tracing::info!(model = %spec.name, version, nireq = m.nireq, inputs = m.inputs.len(), outputs = m.outputs.len(), digest = %m.digest.as_deref().unwrap_or("-"), "model loaded");
+                Ok(mut m) => {
+                    if let Some(n) = max_queued_inferences {
+                        m.max_waiting = n;
+                    }
+                    tracing::info!(model = %spec.name, version, nireq = m.nireq, queue = m.max_waiting, inputs = m.inputs.len(), outputs = m.outputs.len(), digest = %m.digest.as_deref().unwrap_or("-"), "model loaded");
                     registry
                         .models
                         .entry(spec.name.clone())

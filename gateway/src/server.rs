@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -34,6 +34,8 @@ pub struct ConnInfo {
 pub struct Activity {
     in_flight: AtomicUsize,
     last: Mutex<Instant>,
+    /// Whether any request has arrived yet (its headers were read in full).
+    started: AtomicBool,
 }
 
 impl Activity {
@@ -41,11 +43,13 @@ impl Activity {
         Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
             last: Mutex::new(Instant::now()),
+            started: AtomicBool::new(false),
         })
     }
     /// Marks a request as started; the guard marks it ended.
     pub fn enter(self: &Arc<Self>) -> ActivityGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.started.store(true, Ordering::Relaxed);
         ActivityGuard(Arc::clone(self))
     }
     fn idle_for(&self) -> Option<Duration> {
@@ -93,6 +97,9 @@ fn conn_info(
         activity: Activity::new(),
     }
 }
+
+/// How long a connection being shut down for idleness may take to close by itself.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Open connections, in total and per IP; a slot is released when its guard drops.
 #[derive(Default)]
@@ -186,6 +193,11 @@ pub async fn accept_loop<F, S, B>(
     let conns = Arc::new(ConnLimits::default());
     let handshake_timeout = Duration::from_secs(limits_cfg.tls_handshake_timeout_secs);
     let idle = Duration::from_secs(limits_cfg.idle_timeout_secs);
+    // hyper's HTTP/1 header timeout only starts once the protocol has been sniffed
+    // from the first bytes, and HTTP/2 has none: a client that completes TLS and then
+    // sends nothing (or an HTTP/2 preface and no request) would hold its slot until the
+    // idle timeout. The first request must arrive within the header read timeout.
+    let first_request = Duration::from_secs(limits_cfg.header_read_timeout_secs).min(idle);
     loop {
         // Overload: when the request-bytes quota is nearly spent, stop taking new
         // connections (they wait in the kernel's backlog) until it recovers.
@@ -248,8 +260,13 @@ pub async fn accept_loop<F, S, B>(
                 .gauge_add("warden_connections", &[("listener", name)], 1);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
-            let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle));
-            let mut closing = false;
+            let born = Instant::now();
+            let mut tick =
+                tokio::time::interval(Duration::from_millis(500).min(first_request).min(idle));
+            // Set once a graceful shutdown has begun: the connection is dropped if it
+            // is still open (and idle) this long after, whatever the client does (an
+            // HTTP/2 client that never answers the GOAWAY's PING would keep it).
+            let mut closing: Option<Instant> = None;
             loop {
                 tokio::select! {
                     r = conn.as_mut() => {
@@ -258,11 +275,26 @@ pub async fn accept_loop<F, S, B>(
                         }
                         break;
                     }
-                    _ = tick.tick(), if !closing => {
-                        if activity.idle_for().is_some_and(|d| d >= idle) {
+                    _ = tick.tick() => {
+                        if let Some(since) = closing {
+                            if since.elapsed() >= CLOSE_GRACE && activity.idle_for().is_some() {
+                                tracing::debug!(%peer, "dropping connection after its grace period");
+                                break;
+                            }
+                        } else if !activity.started.load(Ordering::Relaxed)
+                            && born.elapsed() >= first_request
+                        {
+                            tracing::debug!(%peer, "closing connection with no request in time");
+                            state.metrics.inc(
+                                "warden_connections_timed_out_total",
+                                &[("reason", "first_request")],
+                            );
+                            conn.as_mut().graceful_shutdown();
+                            closing = Some(Instant::now());
+                        } else if activity.idle_for().is_some_and(|d| d >= idle) {
                             tracing::debug!(%peer, "closing idle connection");
                             conn.as_mut().graceful_shutdown();
-                            closing = true;
+                            closing = Some(Instant::now());
                         }
                     }
                 }
@@ -308,9 +340,25 @@ pub async fn serve_grpc(listener: TcpListener, tls: TlsAcceptor, state: Arc<Stat
             async move {
                 let r = fut.await;
                 drop(guard);
-                r
+                r.map(size_limit_is_resource_exhausted)
             }
         })
     })
     .await
+}
+
+/// tonic refuses a message over `max_grpc_message_bytes` with OUT_OF_RANGE, before any
+/// handler runs; gRPC's convention (and grpc-core's) for a message over the limit is
+/// RESOURCE_EXHAUSTED. Nothing else in the gateway answers OUT_OF_RANGE, so a
+/// trailers-only OUT_OF_RANGE is renamed.
+fn size_limit_is_resource_exhausted<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let out_of_range = resp
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    if out_of_range {
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    resp
 }
