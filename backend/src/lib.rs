@@ -144,6 +144,7 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         integrity,
         gateway_uid,
         config.limits.max_tensor_elements,
+        config.limits.max_queued_inferences,
     ))
 }
 
@@ -159,18 +160,24 @@ async fn serve(
     integrity: integrity::Integrity,
     gateway_uid: u32,
     max_tensor_elements: usize,
+    max_queued_inferences: Option<usize>,
 ) -> anyhow::Result<()> {
     let integrity = Arc::new(integrity);
     let registry = {
         let (runtime_dir, integrity) = (runtime_dir.clone(), Arc::clone(&integrity));
         tokio::task::spawn_blocking(move || {
             runtime::load(&runtime_dir)?;
-            Ok::<_, anyhow::Error>(load_models(&specs, &integrity, None))
+            Ok::<_, anyhow::Error>(load_models(&specs, &integrity, max_queued_inferences, None))
         })
         .await??
     };
     let registry = Arc::new(std::sync::RwLock::new(Arc::new(registry)));
-    tokio::spawn(watch_repository(config, Arc::clone(&registry), integrity));
+    tokio::spawn(watch_repository(
+        config,
+        Arc::clone(&registry),
+        integrity,
+        max_queued_inferences,
+    ));
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
@@ -237,6 +244,7 @@ async fn watch_repository(
     config: Config,
     registry: Arc<std::sync::RwLock<Arc<service::Registry>>>,
     integrity: Arc<integrity::Integrity>,
+    max_queued_inferences: Option<usize>,
 ) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
@@ -256,7 +264,7 @@ async fn watch_repository(
         let old = Arc::clone(&registry.read().unwrap_or_else(|e| e.into_inner()));
         let integrity = Arc::clone(&integrity);
         let next = tokio::task::spawn_blocking(move || {
-            let next = load_models(&specs, &integrity, Some(&old));
+            let next = load_models(&specs, &integrity, max_queued_inferences, Some(&old));
             (next.differs_from(&old)).then_some(next)
         })
         .await;
@@ -272,6 +280,7 @@ async fn watch_repository(
 fn load_models(
     specs: &[ModelSpec],
     integrity: &integrity::Integrity,
+    max_queued_inferences: Option<usize>,
     previous: Option<&service::Registry>,
 ) -> service::Registry {
     let mut registry = service::Registry::default();
@@ -326,8 +335,11 @@ fn load_models(
             }
             let stamp = model::folder_stamp(&dir);
             match model::ModelVersion::load(spec, version, dir, integrity) {
-                Ok(m) => {
-                    tracing::info!(model = %spec.name, version, nireq = m.nireq, inputs = m.inputs.len(), outputs = m.outputs.len(), digest = %m.digest.as_deref().unwrap_or("-"), "model loaded");
+                Ok(mut m) => {
+                    if let Some(n) = max_queued_inferences {
+                        m.max_waiting = n;
+                    }
+                    tracing::info!(model = %spec.name, version, nireq = m.nireq, queue = m.max_waiting, inputs = m.inputs.len(), outputs = m.outputs.len(), digest = %m.digest.as_deref().unwrap_or("-"), "model loaded");
                     registry
                         .models
                         .entry(spec.name.clone())

@@ -12,6 +12,7 @@ use openvino::{
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use warden_shared::datatype::DataType;
@@ -66,6 +67,8 @@ pub enum InferError {
     OutputType(ElementType),
     #[error("the inference worker stopped")]
     Worker,
+    #[error("every infer request is busy and the wait queue is full")]
+    Busy,
 }
 
 /// One validated input, ready to hand to OpenVINO.
@@ -99,6 +102,10 @@ pub struct ModelVersion {
     permits: Semaphore,
     free: Mutex<Vec<InferRequest>>,
     pub nireq: usize,
+    /// Inferences waiting for a permit now, and the most that may wait: past that a
+    /// request fails fast ([`InferError::Busy`]) instead of queueing without bound.
+    waiting: AtomicUsize,
+    pub max_waiting: usize,
     /// `sha256:<hex>` of the verified OMS manifest (the in-toto subject digest), when
     /// the model was signed and verified.
     pub digest: Option<String>,
@@ -108,6 +115,21 @@ pub struct ModelVersion {
     pub stamp: Vec<(PathBuf, (u64, u64, i64, i64))>,
     /// The spec it was loaded with; a changed spec reloads it.
     pub spec: ModelSpec,
+}
+
+/// Requests that may wait for a free infer request when the configuration does not
+/// say: four rounds of the pool, and at least 16 so a small pool still absorbs a burst.
+pub fn default_max_waiting(nireq: usize) -> usize {
+    nireq.saturating_mul(4).max(16)
+}
+
+/// Counts a request as waiting for a permit for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn datatype_of(ty: ElementType) -> Option<DataType> {
@@ -326,6 +348,8 @@ impl ModelVersion {
             permits: Semaphore::new(nireq),
             free: Mutex::new(requests),
             nireq,
+            waiting: AtomicUsize::new(0),
+            max_waiting: default_max_waiting(nireq),
             digest: outcome.digest().map(str::to_owned),
             stamp: folder_stamp(&dir),
             dir,
@@ -366,11 +390,22 @@ impl ModelVersion {
         inputs: Vec<BoundInput>,
         outputs: Vec<usize>,
     ) -> Result<Vec<OutputTensor>, InferError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| InferError::Worker)?;
+        let _permit = match self.permits.try_acquire() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(InferError::Worker),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // Every infer request is busy: wait in a bounded queue, or fail fast.
+                if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Err(InferError::Busy);
+                }
+                let _waiting = Waiting(&self.waiting);
+                self.permits
+                    .acquire()
+                    .await
+                    .map_err(|_| InferError::Worker)?
+            }
+        };
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let mut request = this

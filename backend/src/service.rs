@@ -173,6 +173,11 @@ impl GrpcInferenceService for Backend {
         let model = Arc::clone(self.registry().find(&req.model_name, &req.model_version)?);
         let prepared = validate::prepare(&model, &mut req, self.max_tensor_elements)?;
         let outputs = model.infer(prepared.inputs, prepared.outputs).await.map_err(|e| {
+            if matches!(e, crate::model::InferError::Busy) {
+                // Fail fast: the gateway answers 503 / UNAVAILABLE with Retry-After.
+                tracing::debug!(request_id, model = %model.name, version = model.version, "inference queue full");
+                return Status::unavailable("model busy: inference queue full");
+            }
             // The client gets a plain message; OpenVINO's own text stays in our log.
             tracing::error!(request_id, model = %model.name, version = model.version, error = %e, "inference failed");
             Status::internal("inference failed")

@@ -126,7 +126,13 @@ impl ApiError {
             }
             Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Unknown => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "backend unavailable");
-                tonic::Status::unavailable("the inference backend is unavailable; retry later")
+                let mut s =
+                    tonic::Status::unavailable("the inference backend is unavailable; retry later");
+                s.metadata_mut().insert(
+                    "retry-after",
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                s
             }
             _ => {
                 tracing::error!(code = ?status.code(), message = status.message(), "backend error");
@@ -143,9 +149,14 @@ impl ApiError {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        // Every 429 and 503 says when to come back (RFC 9110 §10.2.3).
+        let retry_after = match (self.retry_after, self.status) {
+            (Some(secs), _) => Some(secs.max(1)),
+            (None, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) => Some(1),
+            (None, _) => None,
+        };
+        if let Some(v) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
     }

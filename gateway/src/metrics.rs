@@ -94,6 +94,11 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
         "Connections closed at once by a connection limit, by reason.",
     ),
     (
+        "warden_connections_timed_out_total",
+        "counter",
+        "Connections closed because no request arrived within the header read timeout.",
+    ),
+    (
         "warden_backend_unavailable_total",
         "counter",
         "Calls that found the backend unavailable.",

@@ -86,6 +86,25 @@ pub async fn handle(
     let _active = conn.activity.enter();
     let protocol = format!("{:?}", req.version());
     let path = req.uri().path().to_owned();
+    // HTTP/1.1: hyper bounds the head only by its read buffer, which can hold more
+    // than the cap; measure the head as sent ("name: value\r\n" per header). HTTP/2
+    // heads are bounded by SETTINGS_MAX_HEADER_LIST_SIZE before they get here.
+    if req.version() <= http::Version::HTTP_11
+        && head_len(&req) > state.config.limits.max_header_bytes
+    {
+        let mut call = state.begin(Arc::clone(&conn), Listener::Rest, protocol, "Unknown");
+        call.bytes_in = 0;
+        let e = ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large",
+        );
+        return finish(
+            &state,
+            call,
+            Outcome::new("invalid", "headers too large"),
+            e,
+        );
+    }
     let route = match route(req.method(), &path) {
         Ok(r) => r,
         Err(e) => {
@@ -170,6 +189,22 @@ pub async fn handle(
         }
         Err((outcome, e)) => finish(&state, call, outcome, e),
     }
+}
+
+/// The size of an HTTP/1.1 request head: request line, headers, blank line.
+fn head_len(req: &Request<Incoming>) -> usize {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(1);
+    let line = req.method().as_str().len() + 1 + target + 1 + "HTTP/1.1\r\n".len();
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + 2 + v.len() + 2)
+        .sum();
+    line + headers + 2
 }
 
 fn with_request_id(mut resp: Response<Full<Bytes>>, id: &str) -> Response<Full<Bytes>> {
@@ -400,8 +435,9 @@ async fn dispatch(
 }
 
 /// Reads the body under the size cap and the memory quotas: a declared length over
-/// the cap is refused before a single body byte is read, an undeclared one as soon as
-/// it passes the cap, and every chunk must fit the quotas before it is kept.
+/// the cap or the quotas is refused before a single body byte is read, an undeclared
+/// one as soon as it passes the cap, and every chunk must fit the quotas before it is
+/// kept.
 async fn read_body(
     state: &State,
     call: &mut Call,
@@ -437,6 +473,26 @@ async fn read_body(
     call.reservation = state
         .quotas
         .start(call.principal.as_ref().map(|p| p.display_name()).as_deref());
+    let quota_refused = |scope: crate::limits::Scope| {
+        state
+            .metrics
+            .inc("warden_quota_refused_total", &[("scope", scope.as_str())]);
+        (
+            Outcome::new("quota_exceeded", format!("quota: {}", scope.as_str())),
+            ApiError::quota(scope),
+        )
+    };
+    // A declared length is reserved whole, before any body byte is read: concurrent
+    // uploads then either get all their bytes or are refused at once, instead of all
+    // growing a little and all starving each other half-way (and no bandwidth is spent
+    // on a body that could not be kept).
+    let mut reserved = declared.map(|d| d as usize).unwrap_or(0);
+    if reserved > 0 {
+        state
+            .quotas
+            .grow(&mut call.reservation, reserved)
+            .map_err(quota_refused)?;
+    }
     let mut body = req.into_body();
     let mut buf =
         bytes::BytesMut::with_capacity(declared.map(|d| d as usize).unwrap_or(0).min(max));
@@ -453,14 +509,13 @@ async fn read_body(
         if buf.len() + data.len() > max {
             return Err(too_large());
         }
-        if let Err(scope) = state.quotas.grow(&mut call.reservation, data.len()) {
+        let needed = buf.len() + data.len();
+        if needed > reserved {
             state
-                .metrics
-                .inc("warden_quota_refused_total", &[("scope", scope.as_str())]);
-            return Err((
-                Outcome::new("quota_exceeded", format!("quota: {}", scope.as_str())),
-                ApiError::quota(scope),
-            ));
+                .quotas
+                .grow(&mut call.reservation, needed - reserved)
+                .map_err(quota_refused)?;
+            reserved = needed;
         }
         buf.extend_from_slice(&data);
     }

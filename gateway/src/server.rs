@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -35,6 +35,8 @@ pub struct Activity {
     in_flight: AtomicUsize,
     served: AtomicUsize,
     last: Mutex<Instant>,
+    /// Whether any request has arrived yet (its headers were read in full).
+    started: AtomicBool,
 }
 
 impl Activity {
@@ -43,11 +45,13 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             served: AtomicUsize::new(0),
             last: Mutex::new(Instant::now()),
+            started: AtomicBool::new(false),
         })
     }
     /// Marks a request as started; the guard marks it ended.
     pub fn enter(self: &Arc<Self>) -> ActivityGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.started.store(true, Ordering::Relaxed);
         ActivityGuard(Arc::clone(self))
     }
     fn idle_for(&self) -> Option<Duration> {
@@ -108,6 +112,9 @@ impl Drop for OpenConn {
 
 /// How long a connection opened just before a stop may take to send its request.
 const STOP_GRACE_FOR_NEW: Duration = Duration::from_secs(2);
+
+/// How long a connection being shut down for idleness may take to close by itself.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Open connections, in total and per IP; a slot is released when its guard drops.
 #[derive(Default)]
@@ -201,6 +208,11 @@ pub async fn accept_loop<F, S, B>(
     let conns = Arc::new(ConnLimits::default());
     let handshake_timeout = Duration::from_secs(limits_cfg.tls_handshake_timeout_secs);
     let idle = Duration::from_secs(limits_cfg.idle_timeout_secs);
+    // hyper's HTTP/1 header timeout only starts once the protocol has been sniffed
+    // from the first bytes, and HTTP/2 has none: a client that completes TLS and then
+    // sends nothing (or an HTTP/2 preface and no request) would hold its slot until the
+    // idle timeout. The first request must arrive within the header read timeout.
+    let first_request = Duration::from_secs(limits_cfg.header_read_timeout_secs).min(idle);
     loop {
         // Overload: when the request-bytes quota is nearly spent, stop taking new
         // connections (they wait in the kernel's backlog) until it recovers.
@@ -269,8 +281,12 @@ pub async fn accept_loop<F, S, B>(
             tokio::pin!(conn);
             let mut shutdown = state.shutdown.subscribe();
             let mut stopping: Option<Instant> = (*shutdown.borrow()).then(Instant::now);
+            let born = Instant::now();
             let mut tick = tokio::time::interval(Duration::from_millis(50));
-            let mut closing = false;
+            // Set once a graceful shutdown has begun: the connection is dropped if it
+            // is still open (and idle) this long after, whatever the client does (an
+            // HTTP/2 client that never answers the GOAWAY's PING would keep it).
+            let mut closing: Option<Instant> = None;
             loop {
                 tokio::select! {
                     r = conn.as_mut() => {
@@ -280,19 +296,32 @@ pub async fn accept_loop<F, S, B>(
                         break;
                     }
                     _ = shutdown.changed(), if stopping.is_none() => stopping = Some(Instant::now()),
-                    _ = tick.tick(), if !closing => {
-                        let close = match stopping {
-                            // Stopping: what a connection has started is finished; it closes
-                            // once idle after at least one request (a client that connected
-                            // just before the stop still gets its request served), or after
-                            // a short grace if it never sends one.
-                            Some(since) => activity.idle_for().is_some()
-                                && (activity.served.load(Ordering::Relaxed) > 0 || since.elapsed() >= STOP_GRACE_FOR_NEW),
-                            None => activity.idle_for().is_some_and(|d| d >= idle),
-                        };
-                        if close {
+                    _ = tick.tick() => {
+                        if let Some(since) = closing {
+                            if since.elapsed() >= CLOSE_GRACE && activity.idle_for().is_some() {
+                                tracing::debug!(%peer, "dropping connection after its grace period");
+                                break;
+                            }
+                        } else if let Some(since) = stopping {
+                            // Stopping: what a connection has started is finished; it
+                            // closes once idle after at least one request (a client that
+                            // connected just before the stop still gets its request
+                            // served), or after a short grace if it never sends one.
+                            if activity.idle_for().is_some()
+                                && (activity.served.load(Ordering::Relaxed) > 0 || since.elapsed() >= STOP_GRACE_FOR_NEW)
+                            {
+                                conn.as_mut().graceful_shutdown();
+                                closing = Some(Instant::now());
+                            }
+                        } else if !activity.started.load(Ordering::Relaxed) && born.elapsed() >= first_request {
+                            tracing::debug!(%peer, "closing connection with no request in time");
+                            state.metrics.inc("warden_connections_timed_out_total", &[("reason", "first_request")]);
                             conn.as_mut().graceful_shutdown();
-                            closing = true;
+                            closing = Some(Instant::now());
+                        } else if activity.idle_for().is_some_and(|d| d >= idle) {
+                            tracing::debug!(%peer, "closing idle connection");
+                            conn.as_mut().graceful_shutdown();
+                            closing = Some(Instant::now());
                         }
                     }
                 }
@@ -338,9 +367,25 @@ pub async fn serve_grpc(listener: TcpListener, state: Arc<State>) {
             async move {
                 let r = fut.await;
                 drop(guard);
-                r
+                r.map(size_limit_is_resource_exhausted)
             }
         })
     })
     .await
+}
+
+/// tonic refuses a message over `max_grpc_message_bytes` with OUT_OF_RANGE, before any
+/// handler runs; gRPC's convention (and grpc-core's) for a message over the limit is
+/// RESOURCE_EXHAUSTED. Nothing else in the gateway answers OUT_OF_RANGE, so a
+/// trailers-only OUT_OF_RANGE is renamed.
+fn size_limit_is_resource_exhausted<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let out_of_range = resp
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    if out_of_range {
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    resp
 }

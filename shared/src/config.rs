@@ -353,6 +353,9 @@ pub struct LimitsConfig {
     pub quota_per_principal_bytes: usize,
     /// Fraction (percent) of `quota_bytes` in use above which new connections wait.
     pub overload_accept_pause_percent: u8,
+    /// Inferences that may wait for a free infer request, per model version; more are
+    /// refused at once (503 / UNAVAILABLE). Unset: `4 × nireq`, at least 16.
+    pub max_queued_inferences: Option<usize>,
 }
 
 impl Default for LimitsConfig {
@@ -384,6 +387,7 @@ impl Default for LimitsConfig {
             quota_bytes: 1 << 30,
             quota_per_principal_bytes: 256 << 20,
             overload_accept_pause_percent: 95,
+            max_queued_inferences: None,
         }
     }
 }
