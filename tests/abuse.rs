@@ -9,6 +9,7 @@
 //! exceeded by one and met exactly. Every loop has a hard cap and every socket a
 //! deadline; all traffic is on 127.0.0.0/8 (the good client uses source address
 //! 127.0.0.2 where the attacker fills 127.0.0.1's per-IP connection slots).
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -1,6 +1,7 @@
 //! The audit log and metrics against the real server: one record per decision with
 //! the right fields, a chain that `warden audit verify` checks, no secret anywhere,
 //! fail-closed when the log cannot be written, and counters that move.
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 use bytes::Bytes;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! Authentication and authorization against the real server: an attack table of
 //! hostile and malformed credentials, mTLS in every mode, certificate-bound tokens,
 //! policy rules, and JWKS rotation.
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 use base64::Engine;
 use bytes::Bytes;

@@ -3,6 +3,7 @@
 //! self-test of hostile edits); the shipped warden.toml files pass `warden check`;
 //! `warden serve` works under exactly the unit's capability bounding set; and
 //! `warden health` (the image's HEALTHCHECK) tells ready from not ready.
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 use bytes::Bytes;
 use std::os::unix::fs::MetadataExt;

@@ -1,5 +1,6 @@
 //! The foundation's end-to-end checks: a real `warden serve` (gateway + sandboxed
 //! backend) serving real models over real TLS, answered like OpenVINO's own Python API.
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 use bytes::Bytes;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! Supervision and shutdown against the real server under load: a backend killed with
 //! SIGKILL is restarted and no caller gets a wrong answer; SIGTERM loses no request
 //! that was accepted.
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 use bytes::Bytes;
 use std::sync::Arc;

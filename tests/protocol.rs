@@ -1,5 +1,6 @@
 //! The KServe v2 protocol against real clients: tritonclient over HTTPS and gRPC+TLS,
 //! a plain generated gRPC stub, and hand-made hostile bodies.
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 use bytes::Bytes;
 use warden_tests::*;

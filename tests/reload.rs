@@ -1,6 +1,7 @@
 //! Hot reload against the real server: a rotated certificate while a client keeps its
 //! connection, an invalid policy that leaves the old one in force, and a new model
 //! version that appears on disk and is served.
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

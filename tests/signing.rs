@@ -2,6 +2,7 @@
 //! Model Signing, key method), served by the real `warden serve`, called over real TLS.
 //! Every tampering is refused with a clear reason in the log while a valid model in the
 //! same server keeps serving; `warden models verify` agrees with `model_signing verify`.
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 use base64::Engine as _;
 use bytes::Bytes;

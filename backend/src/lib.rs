@@ -143,8 +143,6 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         runtime_dir,
         integrity,
         gateway_uid,
-        config.limits.max_tensor_elements,
-        config.limits.max_queued_inferences,
     ))
 }
 
@@ -159,9 +157,9 @@ async fn serve(
     runtime_dir: PathBuf,
     integrity: integrity::Integrity,
     gateway_uid: u32,
-    max_tensor_elements: usize,
-    max_queued_inferences: Option<usize>,
 ) -> anyhow::Result<()> {
+    let max_tensor_elements = config.limits.max_tensor_elements;
+    let max_queued_inferences = config.limits.max_queued_inferences;
     let integrity = Arc::new(integrity);
     let registry = {
         let (runtime_dir, integrity) = (runtime_dir.clone(), Arc::clone(&integrity));

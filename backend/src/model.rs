@@ -112,7 +112,7 @@ pub struct ModelVersion {
     /// The version folder and what its files looked like when loaded, so a reload can
     /// tell a replaced file and load (and verify) the version again.
     pub dir: PathBuf,
-    pub stamp: Vec<(PathBuf, (u64, u64, i64, i64))>,
+    pub stamp: FolderStamp,
     /// The spec it was loaded with; a changed spec reloads it.
     pub spec: ModelSpec,
 }
@@ -175,7 +175,10 @@ pub fn parse_shape(text: &str) -> Result<Vec<i64>, String> {
 }
 
 /// (inode, size, mtime, ctime) of every file in a version folder, sorted by path.
-pub fn folder_stamp(dir: &std::path::Path) -> Vec<(PathBuf, (u64, u64, i64, i64))> {
+pub type FolderStamp = Vec<(PathBuf, (u64, u64, i64, i64))>;
+
+/// The [`FolderStamp`] of a version folder now.
+pub fn folder_stamp(dir: &std::path::Path) -> FolderStamp {
     use std::os::unix::fs::MetadataExt;
     let mut out: Vec<_> = std::fs::read_dir(dir)
         .into_iter()

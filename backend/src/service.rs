@@ -23,7 +23,7 @@ pub struct Registry {
     /// Models that are configured but could not be loaded, with the reason.
     pub failed: BTreeMap<String, String>,
     /// The folder state of each version that failed, so an unchanged one is not retried.
-    pub failed_stamps: BTreeMap<(String, u64), Vec<(std::path::PathBuf, (u64, u64, i64, i64))>>,
+    pub failed_stamps: BTreeMap<(String, u64), crate::model::FolderStamp>,
 }
 
 impl Registry {

@@ -5,7 +5,6 @@
 //! and every failure is an `InvalidArgument` a user can act on.
 
 use crate::model::{BoundInput, ModelVersion};
-use bytes::Bytes;
 use tonic::Status;
 use warden_shared::datatype::{DataType, byte_size};
 use warden_shared::proto::ModelInferRequest;
@@ -91,7 +90,7 @@ pub fn prepare(
         inputs.push(BoundInput {
             index,
             shape: tensor.shape.clone(),
-            data: Bytes::from(data),
+            data,
         });
     }
     if let Some(missing) = seen.iter().position(|s| !s) {

@@ -1,6 +1,7 @@
 //! The real sandbox function, applied in a forked child, against hostile actions. The
 //! parent (the test runner) is never sandboxed; it asserts on the child's exit code,
 //! which is the errno the action got (0: it succeeded).
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};

@@ -198,6 +198,7 @@ impl State {
 
     /// Ends a call: metrics and the audit record. `Err` means the record could not be
     /// written and the answer must become 503 (fail closed).
+    #[allow(clippy::result_unit_err)] // the only failure is "no record", said by the name
     pub fn finish(
         &self,
         call: Call,

@@ -174,19 +174,19 @@ pub enum JsonError {
 fn to_proto_params(p: Option<HashMap<String, JsonParam>>) -> HashMap<String, InferParameter> {
     p.unwrap_or_default()
         .into_iter()
-        .filter_map(|(k, v)| {
+        .map(|(k, v)| {
             let choice = match v {
                 JsonParam::Bool(b) => infer_parameter::ParameterChoice::BoolParam(b),
                 JsonParam::Int(i) => infer_parameter::ParameterChoice::Int64Param(i),
                 JsonParam::Float(f) => infer_parameter::ParameterChoice::DoubleParam(f),
                 JsonParam::Str(s) => infer_parameter::ParameterChoice::StringParam(s),
             };
-            Some((
+            (
                 k,
                 InferParameter {
                     parameter_choice: Some(choice),
                 },
-            ))
+            )
         })
         .collect()
 }
@@ -434,7 +434,7 @@ impl Serialize for RawAsJson<'_> {
             }
             return seq.end();
         };
-        if self.raw.len() % size != 0 {
+        if !self.raw.len().is_multiple_of(size) {
             return Err(S::Error::custom(
                 "output length is not a whole number of elements",
             ));
@@ -644,7 +644,7 @@ mod tests {
         assert!(req(&deep).is_err());
         let many = format!(
             r#"{{"inputs":[{{"name":"x","shape":[11],"datatype":"FP32","data":[{}]}}]}}"#,
-            vec!["1"; 11].join(",")
+            ["1"; 11].join(",")
         );
         assert!(parse_infer_request(many.as_bytes(), Bytes::new(), "m", "", 10, 32).is_err());
         assert!(parse_infer_request(many.as_bytes(), Bytes::new(), "m", "", 11, 32).is_ok());

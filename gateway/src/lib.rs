@@ -286,7 +286,7 @@ async fn housekeeping(state: Arc<state::State>) {
             let _ = state.audit.write(&rec);
         }
         n += 1;
-        if n % 30 == 0 {
+        if n.is_multiple_of(30) {
             state.rates.housekeeping();
         }
     }

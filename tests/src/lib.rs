@@ -4,6 +4,7 @@
 //! Files are laid out as a deployment would: the fixture folder is 0755 and the model
 //! and runtime folders must be enterable by the backend's uid 5000 (they are copied to
 //! a staging folder when the checkout itself is not).
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
