@@ -8,5 +8,9 @@ if ! command -v curl >/dev/null 2>&1; then
   # The tests drive the server with curl as a real client.
   apt-get update -qq && apt-get install -y -qq curl >/dev/null
 fi
+if ! command -v testssl >/dev/null 2>&1 && ! command -v testssl.sh >/dev/null 2>&1; then
+  # tests/conformance.rs scans the running gateway with testssl.sh (offline).
+  apt-get update -qq && apt-get install -y -qq testssl.sh >/dev/null
+fi
 bash scripts/fetch-runtime.sh
 bash scripts/fetch-models.sh

@@ -12,3 +12,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+# Time-boxed fuzzing of every parser that sees untrusted input (fuzz/run.sh): fails on
+# any crash. WARDEN_FUZZ_SECONDS=0 skips it; a release check runs it longer.
+if [ "${WARDEN_FUZZ_SECONDS:-10}" != "0" ]; then
+  bash fuzz/run.sh "${WARDEN_FUZZ_SECONDS:-10}"
+fi

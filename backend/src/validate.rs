@@ -8,6 +8,7 @@ use crate::model::{BoundInput, ModelVersion};
 use tonic::Status;
 use warden_shared::datatype::{DataType, byte_size};
 use warden_shared::proto::ModelInferRequest;
+use warden_shared::proto::model_infer_request::InferInputTensor;
 
 /// The inputs bound to model ports, and the output indices to return.
 #[derive(Debug)]
@@ -51,42 +52,17 @@ pub fn prepare(
             )));
         }
         let info = &model.inputs[index];
-        let datatype: DataType = tensor
-            .datatype
-            .parse()
-            .map_err(|e| bad(format!("input {:?}: {e}", info.name)))?;
-        if datatype != info.datatype {
-            return Err(bad(format!(
-                "input {:?} takes {}, not {}",
-                info.name, info.datatype, datatype
-            )));
-        }
-        check_shape(&info.name, &info.shape, info.dynamic_rank, &tensor.shape)?;
-        let count = warden_shared::datatype::element_count(&tensor.shape)
-            .map_err(|e| bad(format!("input {:?}: {e}", info.name)))?;
-        if count > max_elements {
-            return Err(bad(format!(
-                "input {:?} has {count} elements, more than the {max_elements} allowed",
-                info.name
-            )));
-        }
-        let expected = byte_size(datatype, &tensor.shape)
-            .map_err(|e| bad(format!("input {:?}: {e}", info.name)))?
-            .ok_or_else(|| {
-                bad(format!(
-                    "input {:?}: BYTES inputs are not supported by this model",
-                    info.name
-                ))
-            })?;
-        if data.len() != expected {
-            return Err(bad(format!(
-                "input {:?}: shape {:?} of {} needs {expected} bytes, got {}",
-                info.name,
-                tensor.shape,
-                datatype,
-                data.len()
-            )));
-        }
+        check_input(
+            Port {
+                name: &info.name,
+                datatype: info.datatype,
+                shape: &info.shape,
+                dynamic_rank: info.dynamic_rank,
+            },
+            tensor,
+            data.len(),
+            max_elements,
+        )?;
         inputs.push(BoundInput {
             index,
             shape: tensor.shape.clone(),
@@ -126,6 +102,59 @@ pub fn prepare(
         picked
     };
     Ok(Prepared { inputs, outputs })
+}
+
+/// A model input as validation sees it: plain data, no OpenVINO (so it can be fuzzed).
+#[derive(Debug, Clone, Copy)]
+pub struct Port<'a> {
+    pub name: &'a str,
+    pub datatype: DataType,
+    pub shape: &'a [i64],
+    pub dynamic_rank: bool,
+}
+
+/// Checks one request input against the model input it names: datatype, shape, element
+/// cap, and that its raw buffer is exactly `data_len` bytes long.
+pub fn check_input(
+    info: Port<'_>,
+    tensor: &InferInputTensor,
+    data_len: usize,
+    max_elements: usize,
+) -> Result<(), Status> {
+    let datatype: DataType = tensor
+        .datatype
+        .parse()
+        .map_err(|e| bad(format!("input {:?}: {e}", info.name)))?;
+    if datatype != info.datatype {
+        return Err(bad(format!(
+            "input {:?} takes {}, not {}",
+            info.name, info.datatype, datatype
+        )));
+    }
+    check_shape(info.name, info.shape, info.dynamic_rank, &tensor.shape)?;
+    let count = warden_shared::datatype::element_count(&tensor.shape)
+        .map_err(|e| bad(format!("input {:?}: {e}", info.name)))?;
+    if count > max_elements {
+        return Err(bad(format!(
+            "input {:?} has {count} elements, more than the {max_elements} allowed",
+            info.name
+        )));
+    }
+    let expected = byte_size(datatype, &tensor.shape)
+        .map_err(|e| bad(format!("input {:?}: {e}", info.name)))?
+        .ok_or_else(|| {
+            bad(format!(
+                "input {:?}: BYTES inputs are not supported by this model",
+                info.name
+            ))
+        })?;
+    if data_len != expected {
+        return Err(bad(format!(
+            "input {:?}: shape {:?} of {} needs {expected} bytes, got {}",
+            info.name, tensor.shape, datatype, data_len
+        )));
+    }
+    Ok(())
 }
 
 /// A request's shape must have the model's rank and match every static dimension.

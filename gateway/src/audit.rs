@@ -491,3 +491,121 @@ mod tests {
         assert_eq!(v, serde_json::json!({"event": "request"}));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static RUN: AtomicU32 = AtomicU32::new(0);
+
+    fn fresh_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "warden-audit-prop-{}-{}",
+            std::process::id(),
+            RUN.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn record() -> impl Strategy<Value = Record> {
+        let decisions = prop_oneof![
+            Just("allowed"),
+            Just("denied"),
+            Just("invalid"),
+            Just("rate_limited")
+        ];
+        (
+            proptest::option::of(".{0,24}"),
+            proptest::option::of(".{0,24}"),
+            proptest::option::of("\\PC{0,24}|[\\n\\r\"\\\\]{1,4}"),
+            decisions,
+            proptest::option::of(100u16..600),
+        )
+            .prop_map(|(request_id, principal, reason, decision, status)| Record {
+                event: "request",
+                request_id,
+                principal,
+                reason,
+                decision: Some(decision),
+                status,
+                ..Record::default()
+            })
+    }
+
+    /// Writes `records` to a fresh log (rotating when `max` is set) and returns its
+    /// files, oldest first.
+    fn write_log(records: &[Record], max: u64) -> (PathBuf, Vec<PathBuf>) {
+        let dir = fresh_dir();
+        let path = dir.join("audit.log");
+        let log = AuditLog::open(&AuditConfig {
+            path: path.clone(),
+            max_file_bytes: max,
+            fsync: FsyncPolicy::Never,
+            fail_open: false,
+        })
+        .unwrap();
+        for r in records {
+            log.write(r).unwrap();
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p != &path)
+            .collect();
+        files.sort();
+        files.push(path);
+        (dir, files)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any sequence of records, with or without rotation, verifies intact.
+        #[test]
+        fn written_chains_verify(records in proptest::collection::vec(record(), 0..24), rotate in any::<bool>()) {
+            let (dir, files) = write_log(&records, if rotate { 700 } else { 0 });
+            prop_assert_eq!(verify(&files).unwrap(), Ok(records.len() as u64));
+            let _ = std::fs::remove_dir_all(dir);
+        }
+
+        /// Any change to one line that has a successor is detected: a changed byte, a
+        /// deleted, duplicated or emptied line, or a line swapped with its neighbour.
+        /// (The newest line has no successor to vouch for it: see `verify`'s tests.)
+        #[test]
+        fn any_single_line_mutation_is_detected(
+            records in proptest::collection::vec(record(), 2..16),
+            pick in any::<proptest::sample::Index>(),
+            at in any::<proptest::sample::Index>(),
+            byte in any::<u8>(),
+            kind in 0u8..5,
+        ) {
+            let (dir, files) = write_log(&records, 0);
+            let text = std::fs::read(&files[0]).unwrap();
+            let mut lines: Vec<Vec<u8>> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+            let i = pick.index(lines.len() - 1);
+            match kind {
+                0 => {
+                    let j = at.index(lines[i].len());
+                    let new = if lines[i][j] == byte { byte.wrapping_add(1) } else { byte };
+                    lines[i][j] = new;
+                }
+                1 => { lines.remove(i); }
+                2 => { let dup = lines[i].clone(); lines.insert(i, dup); }
+                3 => lines[i].clear(),
+                _ => lines.swap(i, i + 1),
+            }
+            let mut out = Vec::new();
+            for l in &lines {
+                out.extend_from_slice(l);
+                out.push(b'\n');
+            }
+            std::fs::write(&files[0], out).unwrap();
+            prop_assert!(verify(&files).unwrap().is_err(), "mutation {} of line {} went unnoticed", kind, i + 1);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

@@ -34,6 +34,14 @@ enum Route<'a> {
 
 fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
     let segs: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    // Dot segments are never resolved (a model folder is not a path); refuse them, and
+    // their percent-encoded spellings, rather than answer 404.
+    if segs.iter().any(|s| {
+        let l = s.to_ascii_lowercase();
+        l == "." || l == ".." || l.contains("%2e") || l.contains("%2f") || l.contains("%5c")
+    }) {
+        return Err(ApiError::bad_request("invalid request path"));
+    }
     let (r, wanted) = match segs.as_slice() {
         ["v2", "health", "live"] => (Route::Live, Method::GET),
         ["v2", "health", "ready"] => (Route::Ready, Method::GET),
@@ -76,6 +84,41 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
     Ok(r)
 }
 
+/// Refuses HTTP/1 requests whose framing or target another HTTP implementation could
+/// read differently (request smuggling), before routing. hyper already refuses
+/// conflicting Content-Lengths, a Transfer-Encoding whose last coding is not chunked,
+/// obs-fold and bad header names; this adds what it lets through.
+fn check_framing<B>(req: &Request<B>) -> Result<(), ApiError> {
+    let h1 = req.version() < http::Version::HTTP_2;
+    let te: Vec<&http::HeaderValue> = req
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .collect();
+    if !te.is_empty() {
+        // Only a single `chunked`: no stacked codings, no repeated or split headers.
+        let single_chunked = te.len() == 1
+            && te[0]
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked");
+        if !single_chunked || req.headers().contains_key(header::CONTENT_LENGTH) {
+            return Err(framing_error("unsupported Transfer-Encoding"));
+        }
+    }
+    if h1 && (req.uri().scheme().is_some() || req.uri().authority().is_some()) {
+        // An origin server, not a proxy: only origin-form targets.
+        return Err(framing_error(
+            "absolute-form request targets are not accepted",
+        ));
+    }
+    Ok(())
+}
+
+fn framing_error(message: &str) -> ApiError {
+    ApiError::bad_request(message)
+}
+
 /// Handles one request. Never fails: every error becomes a JSON error response, and
 /// every decision about a call (except the open health endpoints) one audit record.
 pub async fn handle(
@@ -104,6 +147,18 @@ pub async fn handle(
             Outcome::new("invalid", "headers too large"),
             e,
         );
+    }
+    if let Err(e) = check_framing(&req) {
+        let h1 = req.version() < http::Version::HTTP_2;
+        let mut call = state.begin(Arc::clone(&conn), Listener::Rest, protocol, "Unknown");
+        call.bytes_in = 0;
+        let mut resp = finish(&state, call, Outcome::new("invalid", e.message.clone()), e);
+        if h1 {
+            // The body was not read and its framing is in doubt: never reuse the connection.
+            resp.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        return resp;
     }
     let route = match route(req.method(), &path) {
         Ok(r) => r,
@@ -366,17 +421,12 @@ async fn dispatch(
             let (model, version) = (model.to_owned(), version.to_owned());
             let header_len = match req.headers().get(INFERENCE_HEADER_CONTENT_LENGTH) {
                 None => None,
-                Some(v) => Some(
-                    v.to_str()
-                        .ok()
-                        .and_then(|s| s.trim().parse::<usize>().ok())
-                        .ok_or_else(|| {
-                            (
-                                Outcome::new("invalid", "bad Inference-Header-Content-Length"),
-                                ApiError::bad_request("invalid Inference-Header-Content-Length"),
-                            )
-                        })?,
-                ),
+                Some(v) => Some(parse_header_length(v.as_bytes()).ok_or_else(|| {
+                    (
+                        Outcome::new("invalid", "bad Inference-Header-Content-Length"),
+                        ApiError::bad_request("invalid Inference-Header-Content-Length"),
+                    )
+                })?),
             };
             let body = read_body(state, call, req).await?;
             let invalid = |m: String| {
@@ -385,16 +435,7 @@ async fn dispatch(
                     ApiError::bad_request(m),
                 )
             };
-            let (json, binary) = match header_len {
-                None => (body, Bytes::new()),
-                Some(n) if n <= body.len() => (body.slice(..n), body.slice(n..)),
-                Some(n) => {
-                    return Err(invalid(format!(
-                        "Inference-Header-Content-Length {n} is longer than the {}-byte body",
-                        body.len()
-                    )));
-                }
-            };
+            let (json, binary) = split_body(header_len, body).map_err(invalid)?;
             let limits = &state.config.limits;
             let (infer, prefs) = crate::json::parse_infer_request(
                 &json,
@@ -431,6 +472,27 @@ async fn dispatch(
             }
             Ok(out)
         }
+    }
+}
+
+/// The value of `Inference-Header-Content-Length`: a decimal byte count.
+pub fn parse_header_length(value: &[u8]) -> Option<usize> {
+    std::str::from_utf8(value)
+        .ok()?
+        .trim()
+        .parse::<usize>()
+        .ok()
+}
+
+/// Splits an infer body into its JSON header and the binary tensor data after it.
+pub fn split_body(header_len: Option<usize>, body: Bytes) -> Result<(Bytes, Bytes), String> {
+    match header_len {
+        None => Ok((body, Bytes::new())),
+        Some(n) if n <= body.len() => Ok((body.slice(..n), body.slice(n..))),
+        Some(n) => Err(format!(
+            "Inference-Header-Content-Length {n} is longer than the {}-byte body",
+            body.len()
+        )),
     }
 }
 
@@ -576,5 +638,67 @@ mod tests {
             route(&g, "/v2/models/m/extra/ready").unwrap_err().status,
             StatusCode::NOT_FOUND
         );
+        for bad in [
+            "/v2/models/../../etc/passwd/infer",
+            "/v2/models/m/./ready",
+            "/v2/models/%2e%2e/ready",
+            "/v2/models/%2E%2E/ready",
+            "/v2/models/a%2Fb/ready",
+            "/v2/models/..%5c..%5cetc/ready",
+        ] {
+            assert_eq!(
+                route(&g, bad).unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn framing_checks() {
+        let req = |version, uri: &str, headers: &[(&str, &str)]| {
+            let mut b = Request::builder().version(version).uri(uri);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap()
+        };
+        let h11 = http::Version::HTTP_11;
+        assert!(check_framing(&req(h11, "/v2", &[])).is_ok());
+        assert!(check_framing(&req(h11, "/v2", &[("transfer-encoding", "chunked")])).is_ok());
+        assert!(check_framing(&req(h11, "/v2", &[("transfer-encoding", " Chunked ")])).is_ok());
+        for te in [
+            "gzip, chunked",
+            "chunked, chunked",
+            "identity",
+            "chunked, identity",
+        ] {
+            assert!(
+                check_framing(&req(h11, "/v2", &[("transfer-encoding", te)])).is_err(),
+                "{te}"
+            );
+        }
+        assert!(
+            check_framing(&req(
+                h11,
+                "/v2",
+                &[
+                    ("transfer-encoding", "chunked"),
+                    ("transfer-encoding", "chunked")
+                ]
+            ))
+            .is_err()
+        );
+        assert!(
+            check_framing(&req(
+                h11,
+                "/v2",
+                &[("transfer-encoding", "chunked"), ("content-length", "3")]
+            ))
+            .is_err()
+        );
+        assert!(check_framing(&req(h11, "https://evil.example/v2", &[])).is_err());
+        // HTTP/2 always carries scheme and authority.
+        assert!(check_framing(&req(http::Version::HTTP_2, "https://localhost/v2", &[])).is_ok());
     }
 }

@@ -254,3 +254,41 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any list of elements framed with 4-byte lengths splits back into that list.
+        #[test]
+        fn bytes_framing_round_trip(items in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..32)) {
+            let mut raw = Vec::new();
+            for it in &items {
+                raw.extend_from_slice(&(it.len() as u32).to_le_bytes());
+                raw.extend_from_slice(it);
+            }
+            let split = split_bytes_elements(&raw).unwrap();
+            prop_assert_eq!(split.iter().map(|s| s.to_vec()).collect::<Vec<_>>(), items.clone());
+            prop_assert!(check_raw(DataType::Bytes, items.len(), &raw).is_ok());
+            // Cutting the buffer anywhere inside the last frame is refused.
+            if let Some(last) = items.last() {
+                let cut = raw.len() - 1 - (last.len() + 3) / 2;
+                prop_assert!(split_bytes_elements(&raw[..cut]).is_err());
+            }
+        }
+
+        /// gRPC typed BYTES contents and the raw framing agree.
+        #[test]
+        fn typed_bytes_contents_frame_the_same(items in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..32), 0..16)) {
+            let c = InferTensorContents {
+                bytes_contents: items.clone(),
+                ..Default::default()
+            };
+            let raw = contents_to_raw(DataType::Bytes, &c, items.len()).unwrap();
+            let split = split_bytes_elements(&raw).unwrap();
+            prop_assert_eq!(split.iter().map(|s| s.to_vec()).collect::<Vec<_>>(), items);
+        }
+    }
+}

@@ -50,6 +50,10 @@ pub fn server_config(
     }
     .with_single_cert(chain, key)?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // The server's preference decides (AES-256-GCM, then ChaCha20, then AES-128-GCM,
+    // all AEAD and forward-secret), not the client's: a scanner rightly flags a server
+    // that lets a client steer it to its weakest suite.
+    config.ignore_client_order = true;
     // Session tickets would need key rotation and weaken forward secrecy; resumption by
     // session id stays in memory only.
     config.max_early_data_size = 0;

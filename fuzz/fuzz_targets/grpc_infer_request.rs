@@ -1,0 +1,29 @@
+//! A client's gRPC `ModelInferRequest`: prost decoding of arbitrary bytes, then the
+//! gateway's normalisation to raw buffers.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use warden_gateway::tensor::{check_raw, normalize_grpc_request};
+use warden_shared::datatype::{DataType, element_count};
+use warden_shared::proto::ModelInferRequest;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(mut req) = ModelInferRequest::decode(data) else {
+        return;
+    };
+    // Re-encoding what was decoded is stable (compared as bytes: a NaN float is not
+    // equal to itself, so the messages' PartialEq cannot be used).
+    let wire = req.encode_to_vec();
+    let again = ModelInferRequest::decode(wire.as_slice()).expect("own encoding");
+    assert_eq!(again.encode_to_vec(), wire);
+    if normalize_grpc_request(&mut req, 1 << 16).is_ok() {
+        assert_eq!(req.inputs.len(), req.raw_input_contents.len());
+        for (input, raw) in req.inputs.iter().zip(&req.raw_input_contents) {
+            assert!(input.contents.is_none());
+            let dtype: DataType = input.datatype.parse().expect("accepted datatype");
+            let count = element_count(&input.shape).expect("accepted shape");
+            check_raw(dtype, count, raw).expect("accepted raw buffer");
+        }
+    }
+});
