@@ -448,8 +448,9 @@ mod tests {
         assert_eq!(check(&inserted).unwrap_err().line, 5);
         let mut last_edited = lines.clone();
         last_edited[4] = last_edited[4].replace("r4", "r9");
-        // The last record has no successor; its own prev is intact, so editing it is
-        // only caught when the log continues: resume hashes it.
+        // The last record has no successor, so an edit to it is not detected, and a
+        // resumed log hashes the edited line and carries on. The newest record is only
+        // protected once it has left the host (see docs/audit.md).
         assert!(check(&last_edited).is_ok());
     }
 
