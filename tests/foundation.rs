@@ -644,3 +644,127 @@ async fn gateway_and_backend_as_separate_non_root_users() {
         let _ = c.wait();
     }
 }
+
+#[tokio::test]
+async fn a_hostile_model_repository_is_refused_without_harming_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = TempDir::new("hostile");
+    let dir = |p: &str| {
+        let d = repo.path().join(p);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut a = d.as_path();
+        while a != repo.path() {
+            std::fs::set_permissions(a, std::fs::Permissions::from_mode(0o755)).unwrap();
+            a = a.parent().unwrap();
+        }
+        d
+    };
+    // Random bytes named model.onnx.
+    let garbage = dir("garbage/1");
+    std::fs::write(
+        garbage.join("model.onnx"),
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    // A model file that is a symlink to a host file.
+    let linked = dir("linked/1");
+    std::os::unix::fs::symlink("/etc/passwd", linked.join("model.onnx")).unwrap();
+    // An IR whose weights claim far more bytes than the .bin holds.
+    let huge = dir("huge/1");
+    std::fs::write(
+        huge.join("model.xml"),
+        r#"<?xml version="1.0"?>
+<net name="huge" version="11">
+  <layers>
+    <layer id="0" name="x" type="Parameter" version="opset1"><data shape="1" element_type="f32"/><output><port id="0" precision="FP32"><dim>1</dim></port></output></layer>
+    <layer id="1" name="w" type="Const" version="opset1"><data element_type="f32" shape="1000000000,1000" offset="0" size="4000000000000"/><output><port id="0" precision="FP32"><dim>1000000000</dim><dim>1000</dim></port></output></layer>
+    <layer id="2" name="y" type="Result" version="opset1"><input><port id="0" precision="FP32"><dim>1</dim></port></input></layer>
+  </layers>
+  <edges><edge from-layer="0" from-port="0" to-layer="2" to-port="0"/></edges>
+</net>"#,
+    )
+    .unwrap();
+    std::fs::write(huge.join("model.bin"), [0u8; 16]).unwrap();
+    // A version folder that is itself a symlink out of the repository.
+    dir("escape");
+    std::os::unix::fs::symlink("/etc", repo.path().join("escape/1")).unwrap();
+    let config = serde_json::json!({"model_config_list": [
+        {"config": {"name": "addn", "base_path": model_dir("addn")}},
+        {"config": {"name": "garbage", "base_path": repo.path().join("garbage")}},
+        {"config": {"name": "linked", "base_path": repo.path().join("linked")}},
+        {"config": {"name": "huge", "base_path": repo.path().join("huge")}},
+        {"config": {"name": "escape", "base_path": repo.path().join("escape")}},
+    ]});
+    let cfg = repo.path().join("config.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let server = Server::start(&["--config-path".into(), cfg.display().to_string()], &[]);
+    // The good model serves; the server-wide readiness reports the refused ones.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let body = r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,1,1,1]}]}"#;
+    loop {
+        let r = server
+            .request(
+                "POST",
+                "/v2/models/addn/infer",
+                &[("authorization", &format!("Bearer {}", server.good_token()))],
+                Bytes::from(body),
+            )
+            .await;
+        if let Ok(r) = r
+            && r.status == 200
+        {
+            assert_eq!(floats(&r.json()["outputs"][0]["data"]), vec![3.0; 4]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "addn never served:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for name in ["garbage", "linked", "huge", "escape"] {
+        let r = server
+            .call("GET", &format!("/v2/models/{name}/ready"), Bytes::new())
+            .await;
+        assert_eq!(
+            r.status,
+            404,
+            "{name} must not be served: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let none: &[(&str, &str)] = &[];
+    assert_eq!(
+        server
+            .request("GET", "/v2/health/ready", none, Bytes::new())
+            .await
+            .unwrap()
+            .status,
+        503
+    );
+    let log = server.log_text();
+    for name in ["garbage", "linked", "huge", "escape"] {
+        assert!(
+            log.contains(&format!("model={name}")),
+            "{name}: no refusal logged:\n{log}"
+        );
+    }
+    assert!(
+        log.contains("symlink"),
+        "the symlinks are named as the reason"
+    );
+    // The backend is still the first one: nothing crashed it.
+    assert_eq!(
+        server
+            .children()
+            .iter()
+            .filter(|(_, r)| r == "backend")
+            .count(),
+        1
+    );
+    let r = server.call("POST", "/v2/models/addn/infer", body).await;
+    assert_eq!(r.status, 200);
+}
