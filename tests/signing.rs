@@ -630,3 +630,85 @@ fn check_verifies_signatures_like_the_backend() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn probe_and_audit_record_show_the_verified_digest() {
+    let dir = TempDir::new("signing-probe");
+    let d = dir.path();
+    let certs = make_certs(d);
+    let (k, public) = keygen(d, "k", "prime256v1");
+    let v = stage(&model_dir("addn").join("1"), &d.join("addn"));
+    sign(&v, &k);
+    let digest = signed_digest(&v.join("model.sig"));
+    // `warden check --probe`: verified, loaded and run once in the sandbox.
+    let out = Command::new(warden_bin())
+        .arg("check")
+        .arg("--probe")
+        .args([
+            "--model-path",
+            &d.join("addn").display().to_string(),
+            "--model-name",
+            "addn",
+        ])
+        .arg("--signing-key")
+        .arg(&public)
+        .arg("--tls-cert")
+        .arg(certs.join("server.pem"))
+        .arg("--tls-key")
+        .arg(certs.join("server.key"))
+        .arg("--jwt-key")
+        .arg(certs.join("jwt.pub.pem"))
+        .args(["--jwt-issuer", "i", "--jwt-audience", "a"])
+        .arg("--socket-dir")
+        .arg(d.join("probe-sock"))
+        .arg("--openvino-dir")
+        .arg(runtime_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("addn"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("verified") && line.contains("ok (1 outputs)"),
+        "{line}"
+    );
+    assert!(text.contains("probe OK"));
+    // The audit record of each inference names the digest that answered.
+    let audit = d.join("audit.log");
+    let mut server = Server::start(
+        &[
+            "--model-path".into(),
+            d.join("addn").display().to_string(),
+            "--model-name".into(),
+            "addn".into(),
+        ],
+        &[
+            "--signing-key",
+            public.to_str().unwrap(),
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+    );
+    server.wait_ready().await;
+    let r = server
+        .call(
+            "POST",
+            "/v2/models/addn/infer",
+            r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[0,0,0,0]}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["parameters"]["model_digest"], digest.as_str());
+    let rec = audit_records(&audit)
+        .into_iter()
+        .find(|r| r["event"] == "request")
+        .expect("a request record");
+    assert_eq!(rec["model_digest"], digest.as_str());
+}

@@ -30,6 +30,9 @@ pub struct BackendOptions {
     /// The uid allowed to connect to the socket; defaults to the gateway's configured uid
     /// when started as root, else this process's own uid.
     pub gateway_uid: Option<u32>,
+    /// `warden check --probe`: enter the sandbox, load and verify every model, run one
+    /// inference on zeros of each declared shape, print a table, and exit (no socket).
+    pub probe: bool,
 }
 
 /// The models to load, resolved before the sandbox (the operator's config.json is read
@@ -114,11 +117,12 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
     let mut listener = None;
     // INVARIANT: no thread exists yet and no model byte has been read.
     let report = sandbox::enter(&policy, || {
-        listener = Some(bind_socket(&socket_path)?);
+        if !options.probe {
+            listener = Some(bind_socket(&socket_path)?);
+        }
         Ok(())
     })
     .context("the backend could not enter its sandbox")?;
-    let listener = listener.context("socket not bound")?;
     for w in &report.warnings {
         tracing::warn!("sandbox: {w}");
     }
@@ -136,6 +140,10 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("warden-backend")
         .build()?;
+    if options.probe {
+        return rt.block_on(probe(specs, runtime_dir, integrity, &config));
+    }
+    let listener = listener.context("socket not bound")?;
     rt.block_on(serve(
         listener,
         config.clone(),
@@ -144,6 +152,84 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         integrity,
         gateway_uid,
     ))
+}
+
+/// `warden check --probe`, inside the sandbox: every configured model is loaded (and
+/// its signature verified), then run once on zeros of its declared shape (dynamic
+/// dimensions as 1), as the OVMS docs advise testing a configuration before deploying
+/// it. Prints one line per model version; fails if any model fails.
+async fn probe(
+    specs: Vec<ModelSpec>,
+    runtime_dir: PathBuf,
+    integrity: integrity::Integrity,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let queue = config.limits.max_queued_inferences;
+    let registry = tokio::task::spawn_blocking(move || {
+        runtime::load(&runtime_dir)?;
+        Ok::<_, anyhow::Error>(load_models(&specs, &integrity, queue, None))
+    })
+    .await??;
+    let mut failures = 0;
+    println!(
+        "{:<24} {:>8}  {:<10} {:<28} result",
+        "model", "version", "signature", "inputs"
+    );
+    for (name, versions) in &registry.models {
+        for (version, model) in versions {
+            let inputs: Vec<model::BoundInput> = model
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(index, t)| {
+                    let shape: Vec<i64> =
+                        t.shape.iter().map(|&d| if d < 0 { 1 } else { d }).collect();
+                    let bytes = warden_shared::datatype::byte_size(t.datatype, &shape)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0);
+                    model::BoundInput {
+                        index,
+                        shape,
+                        data: bytes::Bytes::from(vec![0u8; bytes]),
+                    }
+                })
+                .collect();
+            let shapes: Vec<String> = inputs.iter().map(|i| format!("{:?}", i.shape)).collect();
+            let outputs = (0..model.outputs.len()).collect();
+            let result = match model.infer(inputs, outputs).await {
+                Ok(out) => format!("ok ({} outputs)", out.len()),
+                Err(e) => {
+                    failures += 1;
+                    format!("FAILED: {e}")
+                }
+            };
+            let signature = if model.digest.is_some() {
+                "verified"
+            } else {
+                "-"
+            };
+            println!(
+                "{name:<24} {version:>8}  {signature:<10} {:<28} {result}",
+                shapes.join(" ")
+            );
+        }
+    }
+    for (name, why) in &registry.failed {
+        failures += 1;
+        println!(
+            "{name:<24} {:>8}  {:<10} {:<28} FAILED: {}",
+            "-",
+            "-",
+            "-",
+            why.lines().next().unwrap_or("")
+        );
+    }
+    if failures > 0 {
+        anyhow::bail!("{failures} model(s) failed the probe");
+    }
+    println!("probe OK");
+    Ok(())
 }
 
 /// How often the model repository is checked for new, removed or replaced versions

@@ -77,6 +77,10 @@ pub struct Record {
     /// For `start`: the effective security settings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<serde_json::Value>,
+    /// The verified signature digest of the model version that answered (OMS), so an
+    /// operator can prove which exact model produced an answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_digest: Option<String>,
 }
 
 /// The fields the log adds to every record; they come first on the line.

@@ -50,6 +50,8 @@ pub struct Call {
     pub model: Option<String>,
     pub version: Option<String>,
     pub op: Option<Operation>,
+    /// `model_digest` the backend reported for the version that answered.
+    pub model_digest: Option<String>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub reservation: Reservation,
@@ -132,6 +134,7 @@ impl State {
             model: None,
             version: None,
             op: None,
+            model_digest: None,
             bytes_in: 0,
             bytes_out: 0,
             reservation: Reservation::default(),
@@ -264,6 +267,7 @@ impl State {
             bytes_out: Some(call.bytes_out),
             latency_us: Some(latency.as_micros() as u64),
             settings: None,
+            model_digest: call.model_digest.clone(),
         };
         match self.audit.write(&record) {
             Ok(()) => Ok(()),
@@ -276,5 +280,15 @@ impl State {
                 }
             }
         }
+    }
+}
+
+/// The `model_digest` string parameter of a backend response, if any.
+pub fn digest_of(
+    params: &std::collections::HashMap<String, warden_shared::proto::InferParameter>,
+) -> Option<String> {
+    match params.get("model_digest")?.parameter_choice.as_ref()? {
+        warden_shared::proto::infer_parameter::ParameterChoice::StringParam(s) => Some(s.clone()),
+        _ => None,
     }
 }

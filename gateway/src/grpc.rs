@@ -287,6 +287,7 @@ impl GrpcInferenceService for GrpcFront {
             .await;
         if let Ok(resp) = &r {
             call.version = Some(resp.get_ref().model_version.clone());
+            call.model_digest = crate::gate::digest_of(&resp.get_ref().parameters);
         }
         self.complete(call, rule, r)
     }

@@ -454,6 +454,7 @@ async fn dispatch(
                 .into_inner();
             // The backend answers the version it used; record that one.
             call.version = Some(resp.model_version.clone());
+            call.model_digest = crate::gate::digest_of(&resp.parameters);
             let rendered = crate::json::render_infer_response(&resp, &prefs).map_err(|e| {
                 tracing::error!(error = %e, "cannot render backend response");
                 (

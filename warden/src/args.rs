@@ -154,6 +154,11 @@ pub struct RunArgs {
     #[arg(long = "signing-mode", value_name = "MODE")]
     pub signing_mode: Option<warden_shared::config::SigningMode>,
 
+    /// `warden check` only: also load every model in the sandbox and run one inference
+    /// on zeros of its declared shape.
+    #[arg(long)]
+    pub probe: bool,
+
     /// DEVELOPMENT ONLY: start the backend even where the kernel cannot enforce Landlock.
     #[arg(long = "insecure-allow-unenforced-sandbox")]
     pub insecure_allow_unenforced_sandbox: bool,

@@ -106,6 +106,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
             let options = warden_backend::BackendOptions {
                 insecure_allow_unenforced_sandbox: a.insecure_allow_unenforced_sandbox,
                 gateway_uid: None,
+                probe: a.probe,
             };
             warden_backend::run(&a.load()?, &options)?;
             Ok(0)
@@ -135,7 +136,22 @@ fn run(command: Command) -> anyhow::Result<i32> {
             let report = check::run(&a.load()?)?;
             print!("{report}");
             println!("configuration OK");
-            Ok(0)
+            if !a.probe {
+                return Ok(0);
+            }
+            // The probe runs in a backend process of its own, in the real sandbox: the
+            // same flags, `backend` instead of `check`.
+            println!("probe (each model loaded and run once in the sandbox):");
+            let exe = std::env::current_exe()?;
+            // Piped: the sandboxed child may not write to a regular file (RLIMIT_FSIZE 0).
+            let out = std::process::Command::new(exe)
+                .arg("backend")
+                .args(std::env::args_os().skip(2))
+                .env("WARDEN_LOG", "warn")
+                .output()?;
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            Ok(if out.status.success() { 0 } else { 1 })
         }
         Command::Health(h) => health::run(&h),
     }
