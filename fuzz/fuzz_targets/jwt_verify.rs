@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use warden_gateway::auth::jwt::JwtAuthority;
 use warden_shared::config::{AuthConfig, IssuerConfig};
 
-const EC_PUBLIC_KEY: &str = include_str!("../keys/jwt.pub.pem");
+const EC_PUBLIC_KEY: &str = include_str!("../fixtures/jwt.pub.pem");
 const HS_SECRET: &[u8] = b"warden-fuzz-hs256-secret-of-32-bytes-or-more";
 
 fn authority() -> &'static JwtAuthority {
