@@ -11,6 +11,14 @@
 //!
 //! JWKS files are re-read when they change (checked by [`JwtAuthority::refresh`]) and,
 //! on a `kid` no key has, at most once per `jwks_refresh_secs`.
+//!
+//! A signature check costs tens of microseconds (ES256 verify is the largest CPU cost of
+//! a small request), and clients send the same token on every call. So a token that
+//! verified is remembered by its SHA-256 for at most [`CACHE_TTL`] and never past its
+//! own `exp` (plus leeway): the same bytes give the same answer until then. Only
+//! successes are remembered, so a forged token cannot occupy the cache; the cache is
+//! bounded and is emptied whenever any issuer's keys are re-read, so a key removed from
+//! a JWKS stops vouching for its tokens at once.
 
 use super::{Method, Principal};
 use base64::Engine;
@@ -25,6 +33,11 @@ use warden_shared::config::{AuthConfig, IssuerConfig};
 
 /// Longest token accepted, in bytes; real tokens are well under 8 KiB.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Longest a verified token is trusted without checking its signature again.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+/// Most verified tokens remembered at once.
+pub const CACHE_ENTRIES: usize = 4096;
 
 const RSA_ALGS: &[Algorithm] = &[
     Algorithm::RS256,
@@ -155,6 +168,18 @@ pub struct JwtAuthority {
     leeway: u64,
     max_lifetime: u64,
     refresh_every: Duration,
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+/// What a token that verified said, remembered by the token's SHA-256.
+#[derive(Clone)]
+struct Verified {
+    principal: Principal,
+    /// `cnf.x5t#S256`, the certificate the token is bound to.
+    thumbprint: Option<String>,
+    /// The token's `exp` plus the leeway, in Unix seconds.
+    good_until: u64,
+    cached_at: Instant,
 }
 
 fn pem_key(pem: &[u8]) -> Result<Key, String> {
@@ -324,22 +349,35 @@ impl JwtAuthority {
             leeway: auth.leeway_secs,
             max_lifetime: auth.max_lifetime_secs,
             refresh_every: Duration::from_secs(auth.jwks_refresh_secs),
+            verified: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Forgets every remembered verification (keys changed).
+    fn forget_verified(&self) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Re-reads JWKS files that changed on disk. Called periodically; a file that no
     /// longer parses leaves the old keys in force and is reported.
     pub fn refresh(&self) -> Vec<(String, Result<(), KeyError>)> {
-        self.issuers
+        let reloaded: Vec<_> = self
+            .issuers
             .values()
             .filter(|i| i.changed_on_disk())
             .map(|i| (i.name.clone(), i.reload()))
-            .collect()
+            .collect();
+        if !reloaded.is_empty() {
+            self.forget_verified();
+        }
+        reloaded
     }
 
-    /// The certificate thumbprint a token is bound to (`cnf.x5t#S256`), if any. Call
-    /// only on a token [`verify`](Self::verify) accepted.
-    pub fn bound_thumbprint(&self, token: &str) -> Option<String> {
+    /// The certificate thumbprint a token is bound to (`cnf.x5t#S256`), if any.
+    fn bound_thumbprint(token: &str) -> Option<String> {
         let payload = b64_json(segments(token).ok()?[1]).ok()?;
         payload
             .get("cnf")?
@@ -350,9 +388,66 @@ impl JwtAuthority {
 
     /// Verifies a token and returns who it speaks for.
     pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        self.verify_bound(token).map(|(p, _)| p)
+    }
+
+    /// Verifies a token and returns who it speaks for and the certificate thumbprint
+    /// it is bound to (`cnf.x5t#S256`), if any.
+    pub fn verify_bound(&self, token: &str) -> Result<(Principal, Option<String>), TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLong);
         }
+        let digest: [u8; 32] = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
+        let now = now();
+        if let Some(hit) = self.remembered(&digest, now) {
+            return Ok((hit.principal, hit.thumbprint));
+        }
+        let principal = self.verify_signed(token)?;
+        let thumbprint = Self::bound_thumbprint(token);
+        let exp = b64_json(segments(token)?[1])?
+            .get("exp")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        self.remember(
+            digest,
+            Verified {
+                principal: principal.clone(),
+                thumbprint: thumbprint.clone(),
+                good_until: exp.saturating_add(self.leeway),
+                cached_at: Instant::now(),
+            },
+            now,
+        );
+        Ok((principal, thumbprint))
+    }
+
+    fn remembered(&self, digest: &[u8; 32], now: u64) -> Option<Verified> {
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = cache.get(digest)?;
+        if now < hit.good_until && hit.cached_at.elapsed() < CACHE_TTL {
+            return Some(hit.clone());
+        }
+        // Expired: the full check below gives the precise error.
+        cache.remove(digest);
+        None
+    }
+
+    fn remember(&self, digest: [u8; 32], entry: Verified, now: u64) {
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_ENTRIES {
+            cache.retain(|_, v| now < v.good_until && v.cached_at.elapsed() < CACHE_TTL);
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, entry);
+    }
+
+    /// The full check: structure, issuer, key, signature, claims.
+    fn verify_signed(&self, token: &str) -> Result<Principal, TokenError> {
         let [head, payload, _] = segments(token)?;
         let raw_header = b64_json(head)?;
         if raw_header.contains_key("crit") {
@@ -405,6 +500,9 @@ impl JwtAuthority {
             .0
             .elapsed()
             >= self.refresh_every;
+        if due {
+            self.forget_verified();
+        }
         if due && let Err(e) = issuer.reload() {
             tracing::warn!(issuer = %issuer.name, error = %e, "JWKS re-read failed; old keys stay in force");
         }
@@ -508,4 +606,137 @@ pub fn is_jwks(path: &Path) -> bool {
     std::fs::read(path)
         .map(|b| b.trim_ascii_start().starts_with(b"{"))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use jsonwebtoken::{EncodingKey, Header};
+
+    /// A fresh P-256 key: (signing key, its JWKS entry with `kid`).
+    fn key(kid: &str) -> (EncodingKey, serde_json::Value) {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let point = pair.public_key().as_ref();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
+            "x": b64(&point[1..33]), "y": b64(&point[33..65])});
+        (EncodingKey::from_ec_der(pkcs8.as_ref()), jwk)
+    }
+
+    fn token(key: &EncodingKey, kid: &str, exp: u64) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.into());
+        let claims = serde_json::json!({"iss": "cache-test", "aud": "warden", "sub": "alice",
+            "iat": now(), "exp": exp});
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+
+    fn write_jwks(path: &Path, keys: &[&serde_json::Value], stamp: u64) {
+        std::fs::write(path, serde_json::json!({"keys": keys}).to_string()).unwrap();
+        // A distinct modification time, whatever the file system's granularity.
+        let when = UNIX_EPOCH + Duration::from_secs(1_700_000_000 + stamp);
+        std::fs::File::options().write(true).open(path).unwrap().set_modified(when).unwrap();
+    }
+
+    fn authority(jwks: &Path, leeway: u64) -> JwtAuthority {
+        let auth = AuthConfig {
+            leeway_secs: leeway,
+            issuers: vec![IssuerConfig {
+                issuer: "cache-test".into(),
+                audiences: vec!["warden".into()],
+                keys: vec![jwks.to_path_buf()],
+                hs256_secret: None,
+            }],
+            ..AuthConfig::default()
+        };
+        JwtAuthority::from_config(&auth).unwrap()
+    }
+
+    fn folder(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("warden-jwt-cache-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn cached(a: &JwtAuthority) -> usize {
+        a.verified.lock().unwrap().len()
+    }
+
+    #[test]
+    fn a_remembered_token_gives_the_same_answer() {
+        let dir = folder("same");
+        let (k, jwk) = key("a");
+        write_jwks(&dir.join("jwks.json"), &[&jwk], 1);
+        let a = authority(&dir.join("jwks.json"), 30);
+        let t = token(&k, "a", now() + 600);
+        let first = a.verify(&t).unwrap();
+        assert_eq!(cached(&a), 1);
+        assert_eq!(a.verify(&t).unwrap(), first);
+        assert_eq!(cached(&a), 1);
+    }
+
+    #[test]
+    fn failures_are_not_remembered() {
+        let dir = folder("fail");
+        let (k, jwk) = key("a");
+        write_jwks(&dir.join("jwks.json"), &[&jwk], 1);
+        let a = authority(&dir.join("jwks.json"), 30);
+        let good = token(&k, "a", now() + 600);
+        // The same claims under another key's signature.
+        let (other, _) = key("a");
+        let forged = token(&other, "a", now() + 600);
+        assert_eq!(a.verify(&forged), Err(TokenError::Signature));
+        assert_eq!(cached(&a), 0);
+        // Nor does a good token vouch for a forged one with the same claims.
+        a.verify(&good).unwrap();
+        assert_eq!(a.verify(&forged), Err(TokenError::Signature));
+    }
+
+    #[test]
+    fn a_removed_key_stops_vouching_for_remembered_tokens() {
+        let dir = folder("rotate");
+        let jwks = dir.join("jwks.json");
+        let (k1, jwk1) = key("one");
+        let (_, jwk2) = key("two");
+        write_jwks(&jwks, &[&jwk1, &jwk2], 1);
+        let a = authority(&jwks, 30);
+        let t = token(&k1, "one", now() + 600);
+        a.verify(&t).unwrap();
+        write_jwks(&jwks, &[&jwk2], 2);
+        assert_eq!(a.refresh().len(), 1);
+        assert_eq!(cached(&a), 0);
+        assert_eq!(a.verify(&t), Err(TokenError::UnknownKid("one".into())));
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let dir = folder("expire");
+        let (k, jwk) = key("a");
+        write_jwks(&dir.join("jwks.json"), &[&jwk], 1);
+        let a = authority(&dir.join("jwks.json"), 0);
+        let exp = now() + 1;
+        let t = token(&k, "a", exp);
+        a.verify(&t).unwrap();
+        while now() <= exp {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(a.verify(&t), Err(TokenError::Expired));
+        assert_eq!(cached(&a), 0);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let dir = folder("bound");
+        let (k, jwk) = key("a");
+        write_jwks(&dir.join("jwks.json"), &[&jwk], 1);
+        let a = authority(&dir.join("jwks.json"), 30);
+        for i in 0..(CACHE_ENTRIES as u64 + 10) {
+            a.verify(&token(&k, "a", now() + 600 + i)).unwrap();
+            assert!(cached(&a) <= CACHE_ENTRIES);
+        }
+    }
 }

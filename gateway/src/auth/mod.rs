@@ -105,10 +105,10 @@ pub fn authenticate(
 ) -> Result<Principal, AuthError> {
     let cert = conn.client_cert.as_ref();
     let from_token = |token: &str| -> Result<Principal, AuthError> {
-        let mut p = jwt.verify(token)?;
+        let (mut p, bound) = jwt.verify_bound(token)?;
         // RFC 8705: a token bound to a certificate is only good on a connection
         // that presented exactly that certificate.
-        if let Some(bound) = jwt.bound_thumbprint(token)
+        if let Some(bound) = bound
             && cert.map(|c| c.thumbprint.as_str()) != Some(bound.as_str())
         {
             return Err(AuthError::CertificateBinding);
