@@ -40,7 +40,13 @@ ready_timeout=${PEER_READY_TIMEOUT:-180}
 # Models served, and the file of each inside MODELS_DIR.
 declare -A model_file=([light_resnet50]=light_resnet50/1/model.onnx [blazeface]=blazeface/1/model.tflite)
 
-die() { echo "peer/start.sh: $*" >&2; exit 1; }
+launched=0
+die() {
+  echo "peer/start.sh: $*" >&2
+  # Leave nothing half-started behind.
+  ((launched)) && bash "$here/stop.sh" "$work" >&2
+  exit 1
+}
 for f in "$cert" "$key" "$jwt_pub"; do [[ -r "$f" ]] || die "cannot read $f"; done
 for m in "${!model_file[@]}"; do [[ -r "$models_dir/${model_file[$m]}" ]] || die "missing $models_dir/${model_file[$m]}"; done
 [[ -x "$venv/bin/mlserver" ]] || die "no MLServer in $venv (run bench/peer/setup.sh)"
@@ -57,6 +63,13 @@ hver=$(haproxy -v | sed -n 's/^HAProxy version \([0-9]*\.[0-9]*\).*/\1/p' | head
 
 # A previous instance in the same WORKDIR: stop it first.
 bash "$here/stop.sh" "$work"
+
+# The internal ports must be free, or readiness would be read off another server.
+for p in "$http_port" "$grpc_port"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    die "127.0.0.1:$p is already in use (set PEER_HTTP_PORT / PEER_GRPC_PORT)"
+  fi
+done
 
 # --------------------------------------------------------------- MLServer config
 cp "$here/ov_runtime.py" "$work/ov_runtime.py"
@@ -106,6 +119,7 @@ PY
   exec setsid "$venv/bin/mlserver" start "$work" >>"$work/mlserver.log" 2>&1 </dev/null
 ) &
 echo $! >"$work/mlserver.pid"
+launched=1
 mlpid=$(cat "$work/mlserver.pid")
 
 deadline=$((SECONDS + ready_timeout))
