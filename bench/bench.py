@@ -296,7 +296,7 @@ path = "{self.workdir / 'audit' / 'audit.log'}"
             os.chown(audit, 5001, 5001)
 
     def start(self):
-        self.write_config()
+        self.write_config(int(os.environ["BENCH_NIREQ"]) if os.environ.get("BENCH_NIREQ") else None)
         self.log = open(self.workdir / "warden.log", "w")
         self.proc = subprocess.Popen([str(BIN), "serve", "--config", str(self.workdir / "warden.toml")],
                                      stdout=self.log, stderr=subprocess.STDOUT)

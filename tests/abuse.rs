@@ -1150,24 +1150,8 @@ async fn memory_quotas_refuse_the_excess_and_bound_resident_memory() {
     assert!(is_correct_sum(&server.call("POST", INFER, ADD).await));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_backend_queue_is_bounded_and_fails_fast_with_503() {
-    let tmp = TempDir::new("abuse-queue");
-    let resnet = model_dir("light_resnet50");
-    let config = serde_json::json!({"model_config_list": [
-        {"config": {"name": "resnet", "base_path": resnet, "nireq": 1}},
-        {"config": {"name": "addn", "base_path": model_dir("addn")}},
-    ]});
-    let cfg_json = write(tmp.path(), "config.json", &config.to_string());
-    let toml = write(
-        tmp.path(),
-        "warden.toml",
-        "[limits]\nmax_queued_inferences = 1\n",
-    );
-    let mut server = Server::start(&["--config-path".into(), cfg_json], &["--config", &toml]);
-    server.wait_ready().await;
-    let (port, ca) = (server.rest_port, server.certs.join("ca.pem"));
-    let token = server.token(claims("alice", 600));
+/// A complete HTTP/1.1 request for model `resnet` (binary tensor extension, zeros).
+async fn resnet_binary_request(server: &Server, token: &str) -> Vec<u8> {
     let meta = server
         .call("GET", "/v2/models/resnet", Bytes::new())
         .await
@@ -1186,7 +1170,7 @@ async fn the_backend_queue_is_bounded_and_fails_fast_with_503() {
     let mut request = head(
         "POST",
         "/v2/models/resnet/infer",
-        &token,
+        token,
         &[(
             "inference-header-content-length".into(),
             json.len().to_string(),
@@ -1196,6 +1180,28 @@ async fn the_backend_queue_is_bounded_and_fails_fast_with_503() {
     .into_bytes();
     request.extend_from_slice(json.as_bytes());
     request.extend(std::iter::repeat_n(0u8, n as usize * 4));
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_backend_queue_is_bounded_and_fails_fast_with_503() {
+    let tmp = TempDir::new("abuse-queue");
+    let resnet = model_dir("light_resnet50");
+    let config = serde_json::json!({"model_config_list": [
+        {"config": {"name": "resnet", "base_path": resnet, "nireq": 1}},
+        {"config": {"name": "addn", "base_path": model_dir("addn")}},
+    ]});
+    let cfg_json = write(tmp.path(), "config.json", &config.to_string());
+    let toml = write(
+        tmp.path(),
+        "warden.toml",
+        "[limits]\nmax_queued_inferences = 1\n",
+    );
+    let mut server = Server::start(&["--config-path".into(), cfg_json], &["--config", &toml]);
+    server.wait_ready().await;
+    let (port, ca) = (server.rest_port, server.certs.join("ca.pem"));
+    let token = server.token(claims("alice", 600));
+    let request = resnet_binary_request(&server, &token).await;
     let request = Arc::new(request);
 
     // `k` requests at once on connections made beforehand.
@@ -1261,4 +1267,50 @@ async fn the_backend_queue_is_bounded_and_fails_fast_with_503() {
     }
     assert!(busy > 0, "a full queue never refused");
     good.finish("backend queue").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_vanishes_mid_inference_does_not_fail_the_next_one() {
+    // A client that closes its connection while its inference runs cancels the call;
+    // the infer request it was using stays busy until OpenVINO is done with it, and
+    // the next caller must wait for it, not be told the worker is gone (500).
+    let tmp = TempDir::new("abuse-vanish");
+    let config = serde_json::json!({"model_config_list": [
+        {"config": {"name": "resnet", "base_path": model_dir("light_resnet50"), "nireq": 1}},
+    ]});
+    let cfg_json = write(tmp.path(), "config.json", &config.to_string());
+    let mut server = Server::start(&["--config-path".into(), cfg_json], &[]);
+    server.wait_ready().await;
+    let (port, ca) = (server.rest_port, server.certs.join("ca.pem"));
+    let token = server.token(claims("alice", 600));
+    let request = resnet_binary_request(&server, &token).await;
+
+    let t = Instant::now();
+    let mut next = tls_from(port, &ca, GOOD_IP, &[b"http/1.1"]).await.unwrap();
+    next.write_all(&request).await.unwrap();
+    let r = read_response(&mut next, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.head);
+    let one = t.elapsed();
+    eprintln!("vanish: one resnet inference takes {one:?}");
+
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let mut gone = tls_from(port, &ca, ATTACKER, &[b"http/1.1"]).await.unwrap();
+        let mut next = tls_from(port, &ca, GOOD_IP, &[b"http/1.1"]).await.unwrap();
+        gone.write_all(&request).await.unwrap();
+        gone.flush().await.unwrap();
+        // Long enough for the request to reach OpenVINO, well short of its answer.
+        tokio::time::sleep(one / 4).await;
+        drop(gone);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        next.write_all(&request).await.unwrap();
+        let r = read_response(&mut next, Duration::from_secs(30)).await.unwrap();
+        statuses.push(r.status);
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "after a vanished client: {statuses:?}");
+    assert!(
+        !server.log_text().contains("inference worker stopped"),
+        "{}",
+        server.log_text()
+    );
 }

@@ -98,8 +98,9 @@ pub struct ModelVersion {
     /// Every name OpenVINO knows an input by, mapped to its index.
     input_aliases: Mutex<BTreeMap<String, Option<usize>>>,
     compiled: Mutex<CompiledModel>,
-    /// Bounds in-flight inferences to the pool's size.
-    permits: Semaphore,
+    /// Bounds in-flight inferences to the pool's size. A permit is held until its infer
+    /// request is back in `free`, even when the caller stops waiting for the result.
+    permits: Arc<Semaphore>,
     free: Mutex<Vec<InferRequest>>,
     pub nireq: usize,
     /// Inferences waiting for a permit now, and the most that may wait: past that a
@@ -326,10 +327,13 @@ impl ModelVersion {
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
             .unwrap_or(1);
+        // Unset: twice OpenVINO's optimal number, so each stream has the next request
+        // queued while the previous one's result travels back (the hand-off would
+        // otherwise leave a stream idle: +40% on BlazeFace, bench/README.md).
         let nireq = spec
             .nireq
             .map(|n| n as usize)
-            .unwrap_or(optimal)
+            .unwrap_or(optimal.saturating_mul(2))
             .clamp(1, 256);
         let requests = (0..nireq)
             .map(|_| compiled.create_infer_request())
@@ -348,7 +352,7 @@ impl ModelVersion {
             outputs,
             input_aliases: Mutex::new(aliases),
             compiled: Mutex::new(compiled),
-            permits: Semaphore::new(nireq),
+            permits: Arc::new(Semaphore::new(nireq)),
             free: Mutex::new(requests),
             nireq,
             waiting: AtomicUsize::new(0),
@@ -393,7 +397,7 @@ impl ModelVersion {
         inputs: Vec<BoundInput>,
         outputs: Vec<usize>,
     ) -> Result<Vec<OutputTensor>, InferError> {
-        let _permit = match self.permits.try_acquire() {
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(p) => p,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(InferError::Worker),
             Err(tokio::sync::TryAcquireError::NoPermits) => {
@@ -403,14 +407,18 @@ impl ModelVersion {
                     return Err(InferError::Busy);
                 }
                 let _waiting = Waiting(&self.waiting);
-                self.permits
-                    .acquire()
+                Arc::clone(&self.permits)
+                    .acquire_owned()
                     .await
                     .map_err(|_| InferError::Worker)?
             }
         };
         let this = Arc::clone(self);
+        // The permit moves into the blocking task: if the caller goes away mid-inference
+        // (a client reset its stream), the infer request is still busy and must not be
+        // promised to the next caller before it is back in the pool.
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let mut request = this
                 .free
                 .lock()
