@@ -299,6 +299,9 @@ async fn serve(
     .max_encoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES);
     tracing::info!("backend serving");
     tonic::transport::Server::builder()
+        .initial_stream_window_size(warden_shared::wire::SOCKET_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(warden_shared::wire::SOCKET_CONNECTION_WINDOW_BYTES)
+        .max_frame_size(warden_shared::wire::SOCKET_MAX_FRAME_BYTES)
         .serve_with_incoming_shutdown(service, ReceiverStream::new(rx), shutdown_signal())
         .await?;
     tracing::info!("backend stopped");

@@ -14,7 +14,10 @@ pub fn connect_lazy(path: PathBuf) -> BackendClient {
     // The URI is required by the API and ignored: the connector below dials the socket.
     let endpoint = Endpoint::from_static("http://backend.warden.invalid")
         .connect_timeout(std::time::Duration::from_secs(2))
-        .http2_keep_alive_interval(std::time::Duration::from_secs(30));
+        .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+        .initial_stream_window_size(warden_shared::wire::SOCKET_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(warden_shared::wire::SOCKET_CONNECTION_WINDOW_BYTES)
+        .max_frame_size(warden_shared::wire::SOCKET_MAX_FRAME_BYTES);
     let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
         let path = path.clone();
         async move {

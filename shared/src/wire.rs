@@ -20,3 +20,14 @@ pub const MAX_SOCKET_MESSAGE_BYTES: usize = 1 << 30;
 pub const SOCKET_PROTOCOL_VERSION: &str = "warden-socket/1";
 /// Metadata key carrying [`SOCKET_PROTOCOL_VERSION`].
 pub const PROTOCOL_HEADER: &str = "x-warden-protocol";
+
+/// HTTP/2 settings of the socket, both ends. The hop is local and the gateway has
+/// already bounded what it forwards (body caps, memory quota), so flow control here only
+/// adds round trips: a 600 KB tensor on the 64 KiB default window waits for ten
+/// WINDOW_UPDATEs, each a wake-up of the other process. Big windows and frames let a
+/// request cross in one write.
+pub const SOCKET_STREAM_WINDOW_BYTES: u32 = 16 << 20;
+/// Connection-level window of the socket (all streams).
+pub const SOCKET_CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
+/// Largest HTTP/2 frame on the socket (the protocol's maximum is 16 MiB - 1).
+pub const SOCKET_MAX_FRAME_BYTES: u32 = (1 << 20) - 1;
