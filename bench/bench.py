@@ -983,18 +983,11 @@ def main():
         b.warden.start()
         res["gateway_rss_idle_at_start"] = rss_bytes(b.warden.pids["gateway"])
         res["preflight_warden"] = b.preflight(PORTS["rest"], PORTS["grpc"], "warden")
-        if "memory" in only:
-            b.memory()
-        if "throughput" in only:
-            b.throughput()
-        if "overhead" in only:
-            b.overhead()
-        if "versus" in only:
-            b.versus_warden()
-        if "concurrency" in only:
-            b.sweep_concurrency()
-        if "size" in only:
-            b.sweep_size()
+        for section, run_it in [("memory", b.memory), ("throughput", b.throughput),
+                                ("overhead", b.overhead), ("versus", b.versus_warden),
+                                ("concurrency", b.sweep_concurrency), ("size", b.sweep_size)]:
+            if section in only:
+                run_it()
         res["versions"] = versions(b)
         res["backend_rss_bytes"] = rss_bytes(b.warden.pids["backend"])
     finally:
