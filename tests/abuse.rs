@@ -1148,6 +1148,17 @@ async fn memory_quotas_refuse_the_excess_and_bound_resident_memory() {
     );
     // After the flood everyone is served again.
     assert!(is_correct_sum(&server.call("POST", INFER, ADD).await));
+    // And the memory is given back: large bodies live in their own mappings (the
+    // supervisor sets glibc's mmap threshold for the gateway), so a flood does not leave
+    // its peak resident.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(gw);
+    eprintln!("quota: RSS after the flood {after} KiB");
+    assert!(
+        after.saturating_sub(base) < 6 * 1024,
+        "gateway RSS stayed {} KiB over its base after the flood (peak +{grown} KiB)",
+        after.saturating_sub(base)
+    );
 }
 
 /// A complete HTTP/1.1 request for model `resnet` (binary tensor extension, zeros).
