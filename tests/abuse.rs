@@ -911,6 +911,8 @@ async fn a_flooding_principal_is_rate_limited_and_another_is_not() {
                 .header("authorization", &mallory)
                 .body(Full::new(Bytes::from_static(ADD.as_bytes())))
                 .unwrap();
+            // The client connection takes a moment to be ready again after a response.
+            sender.ready().await.unwrap();
             let resp = sender.send_request(req).await.unwrap();
             statuses.push(resp.status().as_u16());
             if resp.status() == 429 {

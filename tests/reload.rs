@@ -89,6 +89,7 @@ async fn a_rotated_certificate_is_used_by_new_handshakes_while_old_connections_g
             .is_err()
     );
     // ...while the connection made before the rotation keeps working.
+    sender.ready().await.unwrap();
     let r = sender.send_request(get(&auth)).await.unwrap();
     assert_eq!(r.status(), 200);
     let _ = r.into_body().collect().await;
