@@ -141,7 +141,7 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         .thread_name("warden-backend")
         .build()?;
     if options.probe {
-        return rt.block_on(probe(specs, runtime_dir, integrity, &config));
+        return rt.block_on(probe(specs, runtime_dir, integrity, config));
     }
     let listener = listener.context("socket not bound")?;
     rt.block_on(serve(
