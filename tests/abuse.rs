@@ -1304,7 +1304,9 @@ async fn a_client_that_vanishes_mid_inference_does_not_fail_the_next_one() {
     let t = Instant::now();
     let mut next = tls_from(port, &ca, GOOD_IP, &[b"http/1.1"]).await.unwrap();
     next.write_all(&request).await.unwrap();
-    let r = read_response(&mut next, Duration::from_secs(30)).await.unwrap();
+    let r = read_response(&mut next, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.head);
     let one = t.elapsed();
     eprintln!("vanish: one resnet inference takes {one:?}");
@@ -1320,10 +1322,15 @@ async fn a_client_that_vanishes_mid_inference_does_not_fail_the_next_one() {
         drop(gone);
         tokio::time::sleep(Duration::from_millis(5)).await;
         next.write_all(&request).await.unwrap();
-        let r = read_response(&mut next, Duration::from_secs(30)).await.unwrap();
+        let r = read_response(&mut next, Duration::from_secs(30))
+            .await
+            .unwrap();
         statuses.push(r.status);
     }
-    assert!(statuses.iter().all(|s| *s == 200), "after a vanished client: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "after a vanished client: {statuses:?}"
+    );
     assert!(
         !server.log_text().contains("inference worker stopped"),
         "{}",

@@ -397,10 +397,11 @@ impl JwtAuthority {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLong);
         }
-        let digest: [u8; 32] = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
-            .as_ref()
-            .try_into()
-            .expect("SHA-256 is 32 bytes");
+        let digest: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+                .as_ref()
+                .try_into()
+                .expect("SHA-256 is 32 bytes");
         let now = now();
         if let Some(hit) = self.remembered(&digest, now) {
             return Ok((hit.principal, hit.thumbprint));
@@ -617,9 +618,11 @@ mod cache_tests {
 
     /// A fresh P-256 key: (signing key, its JWKS entry with `kid`).
     fn key(kid: &str) -> (EncodingKey, serde_json::Value) {
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
         let point = pair.public_key().as_ref();
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
         let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
@@ -639,7 +642,12 @@ mod cache_tests {
         std::fs::write(path, serde_json::json!({"keys": keys}).to_string()).unwrap();
         // A distinct modification time, whatever the file system's granularity.
         let when = UNIX_EPOCH + Duration::from_secs(1_700_000_000 + stamp);
-        std::fs::File::options().write(true).open(path).unwrap().set_modified(when).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
     }
 
     fn authority(jwks: &Path, leeway: u64) -> JwtAuthority {
@@ -657,7 +665,8 @@ mod cache_tests {
     }
 
     fn folder(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("warden-jwt-cache-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("warden-jwt-cache-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
