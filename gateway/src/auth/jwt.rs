@@ -376,16 +376,6 @@ impl JwtAuthority {
         reloaded
     }
 
-    /// The certificate thumbprint a token is bound to (`cnf.x5t#S256`), if any.
-    fn bound_thumbprint(token: &str) -> Option<String> {
-        let payload = b64_json(segments(token).ok()?[1]).ok()?;
-        payload
-            .get("cnf")?
-            .get("x5t#S256")?
-            .as_str()
-            .map(str::to_owned)
-    }
-
     /// Verifies a token and returns who it speaks for.
     pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
         self.verify_bound(token).map(|(p, _)| p)
@@ -407,11 +397,15 @@ impl JwtAuthority {
             return Ok((hit.principal, hit.thumbprint));
         }
         let principal = self.verify_signed(token)?;
-        let thumbprint = Self::bound_thumbprint(token);
-        let exp = b64_json(segments(token)?[1])?
-            .get("exp")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0);
+        // The claims the signature covers: `cnf.x5t#S256` (the certificate the token is
+        // bound to) and `exp` (how long it may be remembered).
+        let claims = b64_json(segments(token)?[1])?;
+        let thumbprint = claims
+            .get("cnf")
+            .and_then(|c| c.get("x5t#S256"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned);
+        let exp = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
         self.remember(
             digest,
             Verified {
