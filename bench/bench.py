@@ -22,7 +22,6 @@ import shutil
 import signal
 import socket
 import ssl
-import statistics
 import struct
 import subprocess
 import sys
@@ -491,6 +490,13 @@ class Bench:
                     body or self.bodies[(model, "grpc")], headers, conns, streams,
                     duration or self.args.duration, self.args.warmup)
 
+    def binary_path(self, kind, model, conns, streams, name, **kw):
+        """A load on Warden's binary paths: gRPC raw contents, or REST binary extension."""
+        if kind == "grpc":
+            kw.pop("hlen", None)
+            return self.grpc(model, conns, streams, name, **kw)
+        return self.rest(model, "binary", conns, streams, name, **kw)
+
     def on_warden(self, load):
         """Runs a load on Warden; success is counted by Warden itself (a gRPC error is
         an HTTP 200 with a grpc-status trailer, which h2load counts as a success)."""
@@ -550,9 +556,7 @@ class Bench:
         """CPU time per request of gateway and backend on a model that costs nothing."""
         res = {}
         for kind in ["grpc", "binary"]:
-            load = self.grpc("addn", 4, 4, "cpu.grpc") if kind == "grpc" else \
-                self.rest("addn", "binary", 4, 4, "cpu.binary")
-            r = self.on_warden(load)
+            r = self.on_warden(self.binary_path(kind, "addn", 4, 4, f"cpu.{kind}"))
             n = max(r["server_ok"], 1)
             r["gateway_us"] = r["cpu_s"]["gateway"] / n * 1e6
             r["backend_us"] = r["cpu_s"]["backend"] / n * 1e6
@@ -610,12 +614,11 @@ class Bench:
         res["flood_peak_rss"] = sampler.peak
         res["quota_per_principal_bytes"] = 256 << 20
         res["after_flood_rss"] = rss_bytes(gw)
-        log(f"flood: peak gateway rss {sampler.peak / 2**20:.1f} MiB, 503s {r['5xx']}")
+        log(f"flood: peak gateway rss {sampler.peak / 2**20:.1f} MiB, refused {r['4xx']}")
         self.results["memory"] = res
 
     def echo_body(self, nbytes, kind):
         n = max(1, nbytes // 4)
-        key = ("echo", f"{kind}.{n}")
         path = OUT / "bodies" / f"echo.{kind}.{n}"
         t = np.arange(n, dtype=np.float32)
         if kind == "grpc":
@@ -632,10 +635,8 @@ class Bench:
             c = min(n, 4)
             m = n // c
             for kind in res:
-                load = self.grpc(model, c, m, f"conc.{kind}.{n}", duration=self.args.sweep_duration) \
-                    if kind == "grpc" else \
-                    self.rest(model, "binary", c, m, f"conc.{kind}.{n}", duration=self.args.sweep_duration)
-                r = self.on_warden(load)
+                r = self.on_warden(self.binary_path(kind, model, c, m, f"conc.{kind}.{n}",
+                                                    duration=self.args.sweep_duration))
                 r["concurrency"] = n
                 res[kind].append(r)
         self.results["sweep_concurrency"] = res
@@ -645,11 +646,8 @@ class Bench:
         for size in [1_000, 16_000, 256_000, 1_000_000, 4_000_000, 16_000_000]:
             for kind in res:
                 body, hlen = self.echo_body(size, kind)
-                load = self.grpc("echo", 2, 2, f"size.{kind}.{size}", body=body,
-                                 duration=self.args.sweep_duration) if kind == "grpc" else \
-                    self.rest("echo", "binary", 2, 2, f"size.{kind}.{size}", body=body, hlen=hlen,
-                              duration=self.args.sweep_duration)
-                r = self.on_warden(load)
+                r = self.on_warden(self.binary_path(kind, "echo", 2, 2, f"size.{kind}.{size}", body=body,
+                                                    hlen=hlen, duration=self.args.sweep_duration))
                 r["bytes"] = size
                 r["mb_per_s"] = r["rps"] * size / 1e6
                 res[kind].append(r)
