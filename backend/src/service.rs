@@ -159,6 +159,35 @@ impl GrpcInferenceService for Backend {
         }))
     }
 
+    async fn repository_index(
+        &self,
+        _: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        use repository_index_response::ModelIndex;
+        let registry = self.registry();
+        let mut models: Vec<ModelIndex> = registry
+            .models
+            .iter()
+            .flat_map(|(name, versions)| {
+                versions.keys().map(move |v| ModelIndex {
+                    name: name.clone(),
+                    version: v.to_string(),
+                    state: "READY".into(),
+                    reason: String::new(),
+                })
+            })
+            .collect();
+        // A configured model that failed to load is still a name the repository has;
+        // its reason stays in the backend's log.
+        models.extend(registry.failed.keys().map(|name| ModelIndex {
+            name: name.clone(),
+            version: String::new(),
+            state: "UNAVAILABLE".into(),
+            reason: String::new(),
+        }));
+        Ok(Response::new(RepositoryIndexResponse { models }))
+    }
+
     async fn model_infer(
         &self,
         req: Request<ModelInferRequest>,

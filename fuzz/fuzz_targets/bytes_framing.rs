@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use warden_gateway::tensor::{check_raw, split_bytes_elements};
+use warden_gateway::front::tensor::{check_raw, split_bytes_elements};
 use warden_shared::datatype::DataType;
 
 fuzz_target!(|data: &[u8]| {

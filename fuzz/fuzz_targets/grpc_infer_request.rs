@@ -8,14 +8,21 @@ use same_request::same_request;
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use warden_gateway::tensor::{check_raw, normalize_grpc_request};
+use warden_gateway::front::tensor::{check_raw, normalize_grpc_request};
 use warden_shared::datatype::{DataType, element_count};
 use warden_shared::proto::ModelInferRequest;
 
 fuzz_target!(|data: &[u8]| {
+    // The walk that runs before decoding never panics, and agrees with the decoder on
+    // the model it names whenever both accept the message.
+    let scanned = warden_gateway::front::protoscan::target(data);
+    let _ = warden_gateway::front::protoscan::infer_request_cost(data);
     let Ok(mut req) = ModelInferRequest::decode(data) else {
         return;
     };
+    if let Ok((name, version)) = scanned {
+        assert_eq!((name, version), (req.model_name.as_str(), req.model_version.as_str()));
+    }
     // Re-encoding what was decoded decodes to the same request (not compared with
     // PartialEq: a NaN float is not equal to itself).
     let wire = req.encode_to_vec();

@@ -10,8 +10,8 @@ use same_request::same_request;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use warden_gateway::json::{OutputPrefs, parse_infer_request, render_infer_response};
-use warden_gateway::rest::{parse_header_length, split_body};
+use warden_gateway::front::json::{OutputPrefs, parse_infer_request, render_infer_response};
+use warden_gateway::front::rest::{parse_header_length, split_body};
 use warden_shared::proto::{ModelInferRequest, ModelInferResponse, model_infer_response};
 
 fuzz_target!(|data: &[u8]| {
@@ -39,9 +39,20 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let max_elements = if mode & 2 == 0 { 1 << 16 } else { 16 };
-    let Ok((req, prefs)) = parse_infer_request(&json, binary, "m", "1", max_elements, 32) else {
+    let binary_len = binary.len();
+    let mut charged = 0usize;
+    let mut charge = |n: usize| {
+        charged += n;
+        Ok(())
+    };
+    let Ok((req, prefs)) =
+        parse_infer_request(&json, binary, "m", "1", max_elements, 32, &mut charge)
+    else {
         return;
     };
+    // Honest accounting: every raw tensor not sliced from the binary tail was charged.
+    let raw: usize = req.raw_input_contents.iter().map(|r| r.len()).sum();
+    assert!(charged + binary_len >= raw, "charged {charged} for {raw} raw bytes");
     // Invariants of an accepted request.
     assert_eq!(req.inputs.len(), req.raw_input_contents.len());
     for (input, raw) in req.inputs.iter().zip(&req.raw_input_contents) {
@@ -49,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
             input.datatype.parse().expect("accepted datatype");
         let count = warden_shared::datatype::element_count(&input.shape).expect("accepted shape");
         assert!(count <= max_elements);
-        warden_gateway::tensor::check_raw(dtype, count, raw).expect("accepted raw buffer");
+        warden_gateway::front::tensor::check_raw(dtype, count, raw).expect("accepted raw buffer");
     }
     // What the gateway sends on the socket decodes to the same request.
     let wire = req.encode_to_vec();

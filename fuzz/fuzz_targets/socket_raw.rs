@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use warden_backend::validate::{Port, check_input, check_shape};
-use warden_gateway::json::{OutputPrefs, render_infer_response};
+use warden_gateway::front::json::{OutputPrefs, render_infer_response};
 use warden_shared::datatype::DataType;
 use warden_shared::proto::{ModelInferRequest, ModelInferResponse};
 

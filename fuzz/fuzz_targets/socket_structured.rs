@@ -12,7 +12,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use warden_backend::validate::{Port, check_input};
-use warden_gateway::tensor::normalize_grpc_request;
+use warden_gateway::front::tensor::normalize_grpc_request;
 use warden_shared::datatype::DataType;
 use warden_shared::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use warden_shared::proto::{InferTensorContents, ModelInferRequest};

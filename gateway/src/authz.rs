@@ -249,6 +249,14 @@ impl Policy {
     }
 }
 
+/// The policy named by the configuration, or the open one (loudly).
+pub fn load_policy(config: &warden_shared::config::Config) -> anyhow::Result<Policy> {
+    match &config.auth.policy {
+        Some(path) => Policy::from_file(path),
+        None => Ok(Policy::open()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

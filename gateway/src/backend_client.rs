@@ -30,3 +30,28 @@ pub fn connect_lazy(path: PathBuf) -> BackendClient {
         .max_decoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES)
         .max_encoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES)
 }
+
+/// Wraps a message for the backend with the verified principal and request id. Nothing
+/// of the client's own metadata crosses the socket, so no client can pose as the
+/// gateway's `x-warden-*` fields.
+pub fn backend_request<T>(
+    message: T,
+    principal: Option<&crate::auth::Principal>,
+    request_id: &str,
+) -> tonic::Request<T> {
+    use tonic::metadata::MetadataValue;
+    use warden_shared::wire;
+    let mut r = tonic::Request::new(message);
+    let md = r.metadata_mut();
+    if let Some(v) = principal.and_then(|p| MetadataValue::try_from(p.display_name()).ok()) {
+        md.insert(wire::PRINCIPAL_HEADER, v);
+    }
+    if let Ok(v) = MetadataValue::try_from(request_id) {
+        md.insert(wire::REQUEST_ID_HEADER, v);
+    }
+    md.insert(
+        wire::PROTOCOL_HEADER,
+        MetadataValue::from_static(wire::SOCKET_PROTOCOL_VERSION),
+    );
+    r
+}

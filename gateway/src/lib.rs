@@ -10,19 +10,21 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod backend_client;
-pub mod error;
-pub mod gate;
-pub mod grpc;
-pub mod json;
+pub mod catalog;
+pub mod conn;
+pub mod front;
 pub mod limits;
 pub mod metrics;
+pub mod peer;
+pub mod pipeline;
 pub mod privilege;
+pub mod refusal;
 pub mod reload;
-pub mod rest;
-pub mod server;
 pub mod state;
-pub mod tensor;
 pub mod tls;
+
+pub use authz::load_policy;
+use tls::{GRPC_ALPN, REST_ALPN};
 
 use anyhow::Context;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
@@ -33,11 +35,6 @@ use warden_shared::config::Config;
 /// How long a stopping gateway waits for calls in flight.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
 
-/// ALPN protocols offered on the REST port.
-pub(crate) const REST_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
-/// ALPN protocols offered on the gRPC port.
-pub(crate) const GRPC_ALPN: &[&[u8]] = &[b"h2"];
-
 fn bind(address: &str, port: u16) -> anyhow::Result<StdTcpListener> {
     let ip: std::net::IpAddr = address
         .parse()
@@ -46,14 +43,6 @@ fn bind(address: &str, port: u16) -> anyhow::Result<StdTcpListener> {
     let l = StdTcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     l.set_nonblocking(true)?;
     Ok(l)
-}
-
-/// The policy named by the configuration, or the open one (loudly).
-pub fn load_policy(config: &Config) -> anyhow::Result<authz::Policy> {
-    match &config.auth.policy {
-        Some(path) => authz::Policy::from_file(path),
-        None => Ok(authz::Policy::open()),
-    }
 }
 
 /// The effective security settings, for the start record and `warden check`.
@@ -200,11 +189,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let rest = tokio::net::TcpListener::from_std(rest)?;
         tracing::info!(%rest_addr, "gateway listening (REST, TLS)");
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(server::serve_rest(rest, Arc::clone(&state)));
+        tasks.spawn(conn::serve_rest(rest, Arc::clone(&state)));
         if let Some(l) = grpc {
             let l = tokio::net::TcpListener::from_std(l)?;
             tracing::info!(grpc_addr = %l.local_addr()?, "gateway listening (gRPC, TLS)");
-            tasks.spawn(server::serve_grpc(l, Arc::clone(&state)));
+            tasks.spawn(conn::serve_grpc(l, Arc::clone(&state)));
         }
         if let Some(l) = admin {
             let l = tokio::net::TcpListener::from_std(l)?;

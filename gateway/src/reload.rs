@@ -44,20 +44,20 @@ pub fn reload(state: &State, cause: &str) -> Result<(), String> {
         let rest = crate::tls::server_config(
             &cert,
             &key,
-            crate::REST_ALPN,
+            crate::tls::REST_ALPN,
             crate::auth::mtls::verifier(c.tls.rest_client_cert, ca)?,
         )?;
         let grpc = crate::tls::server_config(
             &cert,
             &key,
-            crate::GRPC_ALPN,
+            crate::tls::GRPC_ALPN,
             crate::auth::mtls::verifier(c.tls.grpc_client_cert, ca)?,
         )?;
         state.set_tls(rest, grpc);
         Ok(())
     })()
     .map_err(|e| format!("TLS: {e:#}"));
-    let policy = crate::load_policy(c)
+    let policy = crate::authz::load_policy(c)
         .map(|p| state.set_policy(p))
         .map_err(|e| format!("policy: {e:#}"));
     let failures: Vec<String> = [tls, policy].into_iter().filter_map(Result::err).collect();

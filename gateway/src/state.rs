@@ -7,6 +7,7 @@ use crate::audit::AuditLog;
 use crate::auth::jwt::JwtAuthority;
 use crate::authz::Policy;
 use crate::backend_client::BackendClient;
+use crate::catalog::Catalog;
 use crate::limits::quota::Quotas;
 use crate::limits::rate::RateLimits;
 use crate::metrics::Metrics;
@@ -25,6 +26,8 @@ pub struct State {
         std::sync::Arc<rustls::ServerConfig>,
     )>,
     pub backend: BackendClient,
+    /// The model names and versions the backend serves.
+    pub catalog: Catalog,
     pub rates: RateLimits,
     pub quotas: Quotas,
     pub audit: AuditLog,
@@ -72,6 +75,7 @@ impl State {
             policy: std::sync::RwLock::new(std::sync::Arc::new(policy)),
             tls: std::sync::RwLock::new(tls),
             backend,
+            catalog: Catalog::default(),
             audit,
             metrics: Metrics::default(),
             in_flight: Default::default(),
@@ -110,15 +114,5 @@ impl State {
     pub fn next_request_id(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         format!("{:012x}-{n:08x}", self.boot & 0xffff_ffff_ffff)
-    }
-
-    /// A client-supplied `x-request-id`, if it is short and plain enough to log.
-    pub fn accept_request_id(value: Option<&str>) -> Option<String> {
-        let v = value?;
-        (!v.is_empty()
-            && v.len() <= 64
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')))
-        .then(|| v.to_owned())
     }
 }

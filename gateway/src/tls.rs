@@ -7,6 +7,11 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
 
+/// ALPN protocols offered on the REST port.
+pub const REST_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// ALPN protocols offered on the gRPC port.
+pub const GRPC_ALPN: &[&[u8]] = &[b"h2"];
+
 /// Why the certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

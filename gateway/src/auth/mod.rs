@@ -6,7 +6,7 @@
 pub mod jwt;
 pub mod mtls;
 
-use crate::server::ConnInfo;
+use crate::peer::ConnInfo;
 use warden_shared::config::AuthMode;
 
 /// How the caller proved who it is.

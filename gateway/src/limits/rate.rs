@@ -63,12 +63,14 @@ impl RateLimits {
         }
     }
 
-    /// An authenticated call: total, then the principal (or its override), then the model.
-    pub fn check_call(
+    /// An authenticated call: total, then the principal (or its override). The model's
+    /// own budget is spent later, by [`RateLimits::check_model`], once the call is known
+    /// to be authorized for that model: a principal that may not use a model cannot
+    /// spend its budget.
+    pub fn check_principal(
         &self,
         principal: &str,
         override_rps: Option<u32>,
-        model: Option<&str>,
     ) -> Result<(), Limited> {
         if let Some(l) = &self.total {
             l.check().map_err(|n| Limited {
@@ -101,14 +103,19 @@ impl RateLimits {
         principal_result.map_err(|n| Limited {
             scope: Scope::Principal,
             retry_after_secs: retry_after(n),
-        })?;
-        if let (Some(l), Some(m)) = (&self.per_model, model) {
-            l.check_key(&m.to_owned()).map_err(|n| Limited {
+        })
+    }
+
+    /// A model's own budget, for a call already authorized on it. `model` is a name from
+    /// the repository (never a client's unchecked string), so the keyed map stays bounded.
+    pub fn check_model(&self, model: &str) -> Result<(), Limited> {
+        match &self.per_model {
+            Some(l) => l.check_key(&model.to_owned()).map_err(|n| Limited {
                 scope: Scope::Model,
                 retry_after_secs: retry_after(n),
-            })?;
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Forgets keys that are back to a full bucket, so the maps stay bounded.
@@ -147,17 +154,17 @@ mod tests {
             ..LimitsConfig::default()
         };
         let r = RateLimits::new(&c);
-        assert!(r.check_call("a", None, None).is_ok());
-        assert!(r.check_call("a", None, None).is_ok());
-        let refused = r.check_call("a", None, None).unwrap_err();
+        assert!(r.check_principal("a", None).is_ok());
+        assert!(r.check_principal("a", None).is_ok());
+        let refused = r.check_principal("a", None).unwrap_err();
         assert_eq!(refused.scope, Scope::Principal);
         assert!(refused.retry_after_secs >= 1);
         assert!(
-            r.check_call("b", None, None).is_ok(),
+            r.check_principal("b", None).is_ok(),
             "another principal is unaffected"
         );
         assert!(
-            r.check_call("a", Some(100), None).is_ok(),
+            r.check_principal("a", Some(100)).is_ok(),
             "an override has its own bucket"
         );
     }
@@ -171,7 +178,8 @@ mod tests {
         };
         let r = RateLimits::new(&c);
         for _ in 0..10_000 {
-            assert!(r.check_call("a", None, Some("m")).is_ok());
+            assert!(r.check_principal("a", None).is_ok());
+            assert!(r.check_model("m").is_ok());
             assert!(r.check_ip(IpAddr::from([127, 0, 0, 1])).is_ok());
         }
     }

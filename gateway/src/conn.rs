@@ -3,76 +3,18 @@
 //! protocol limits, and an idle timeout. A failing connection is logged and dropped; it
 //! never affects another connection or the process.
 
-use crate::auth::mtls::ClientCert;
+use crate::peer::{Activity, ConnInfo};
 use crate::state::State;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use warden_shared::config::LimitsConfig;
-
-/// What the gateway knows about a connection; attached to every request on it.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub tls_version: &'static str,
-    pub cipher: String,
-    pub alpn: Option<String>,
-    /// The verified client certificate, when one was presented.
-    pub client_cert: Option<ClientCert>,
-    /// Requests in flight on this connection, and when the last one ended.
-    pub activity: Arc<Activity>,
-}
-
-/// Tracks whether a connection is idle.
-#[derive(Debug)]
-pub struct Activity {
-    in_flight: AtomicUsize,
-    served: AtomicUsize,
-    last: Mutex<Instant>,
-    /// Whether any request has arrived yet (its headers were read in full).
-    started: AtomicBool,
-}
-
-impl Activity {
-    fn new() -> Arc<Activity> {
-        Arc::new(Activity {
-            in_flight: AtomicUsize::new(0),
-            served: AtomicUsize::new(0),
-            last: Mutex::new(Instant::now()),
-            started: AtomicBool::new(false),
-        })
-    }
-    /// Marks a request as started; the guard marks it ended.
-    pub fn enter(self: &Arc<Self>) -> ActivityGuard {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.started.store(true, Ordering::Relaxed);
-        ActivityGuard(Arc::clone(self))
-    }
-    fn idle_for(&self) -> Option<Duration> {
-        (self.in_flight.load(Ordering::Relaxed) == 0).then(|| {
-            self.last
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .elapsed()
-        })
-    }
-}
-
-pub struct ActivityGuard(Arc<Activity>);
-
-impl Drop for ActivityGuard {
-    fn drop(&mut self) {
-        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        self.0.served.fetch_add(1, Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 fn conn_info(
     peer: SocketAddr,
@@ -308,12 +250,12 @@ pub async fn accept_loop<F, S, B>(
                             // connected just before the stop still gets its request
                             // served), or after a short grace if it never sends one.
                             if activity.idle_for().is_some()
-                                && (activity.served.load(Ordering::Relaxed) > 0 || since.elapsed() >= STOP_GRACE_FOR_NEW)
+                                && (activity.served() > 0 || since.elapsed() >= STOP_GRACE_FOR_NEW)
                             {
                                 conn.as_mut().graceful_shutdown();
                                 closing = Some(Instant::now());
                             }
-                        } else if !activity.started.load(Ordering::Relaxed) && born.elapsed() >= first_request {
+                        } else if !activity.started() && born.elapsed() >= first_request {
                             tracing::debug!(%peer, "closing connection with no request in time");
                             state.metrics.inc("warden_connections_timed_out_total", &[("reason", "first_request")]);
                             conn.as_mut().graceful_shutdown();
@@ -342,7 +284,11 @@ pub async fn serve_rest(listener: TcpListener, state: Arc<State>) {
         hyper::service::service_fn(move |req| {
             let state = Arc::clone(&state);
             let conn = Arc::clone(&conn);
-            async move { Ok::<_, std::convert::Infallible>(crate::rest::handle(state, conn, req).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    crate::front::rest::handle(state, conn, req).await,
+                )
+            }
         })
     })
     .await
@@ -350,42 +296,19 @@ pub async fn serve_rest(listener: TcpListener, state: Arc<State>) {
 
 /// Serves the gRPC API on `listener`.
 pub async fn serve_grpc(listener: TcpListener, state: Arc<State>) {
-    use warden_shared::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
-    let max = state.config.limits.max_grpc_message_bytes;
-    let grpc = GrpcInferenceServiceServer::new(crate::grpc::GrpcFront {
-        state: Arc::clone(&state),
-    })
-    .max_decoding_message_size(max)
-    .max_encoding_message_size(max);
+    let st = Arc::clone(&state);
     accept_loop(listener, true, state, "grpc", move |conn: ConnInfo| {
-        let grpc = grpc.clone();
+        let state = Arc::clone(&st);
         let conn = Arc::new(conn);
-        hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            let guard = conn.activity.enter();
-            req.extensions_mut().insert(Arc::clone(&conn));
-            let fut = tower::ServiceExt::oneshot(grpc.clone(), req);
+        hyper::service::service_fn(move |req| {
+            let state = Arc::clone(&state);
+            let conn = Arc::clone(&conn);
             async move {
-                let r = fut.await;
-                drop(guard);
-                r.map(size_limit_is_resource_exhausted)
+                Ok::<_, std::convert::Infallible>(
+                    crate::front::grpc::handle(state, conn, req).await,
+                )
             }
         })
     })
     .await
-}
-
-/// tonic refuses a message over `max_grpc_message_bytes` with OUT_OF_RANGE, before any
-/// handler runs; gRPC's convention (and grpc-core's) for a message over the limit is
-/// RESOURCE_EXHAUSTED. Nothing else in the gateway answers OUT_OF_RANGE, so a
-/// trailers-only OUT_OF_RANGE is renamed.
-fn size_limit_is_resource_exhausted<B>(mut resp: http::Response<B>) -> http::Response<B> {
-    let out_of_range = resp
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"11");
-    if out_of_range {
-        resp.headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static("8"));
-    }
-    resp
 }

@@ -8,6 +8,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::fmt;
 use warden_shared::datatype::{DataType, element_count};
@@ -16,39 +17,113 @@ use warden_shared::proto::{
     InferParameter, ModelInferRequest, ModelInferResponse, infer_parameter,
 };
 
-/// A JSON scalar from a `data` array.
-#[derive(Debug, Clone, PartialEq)]
-enum Scalar {
+/// One JSON scalar of a `data` array, as it is read (never stored).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scalar<'s> {
     Bool(bool),
     I64(i64),
     U64(u64),
     F64(f64),
     /// A BYTES element.
-    Str(String),
+    Str(&'s str),
 }
 
-/// `data`, flattened.
+/// Most entries of a `parameters` object.
+pub const MAX_PARAMETERS: usize = 64;
+/// Most inputs or requested outputs of one request.
+pub const MAX_TENSORS: usize = 1024;
+/// Most dimensions of a shape.
+pub const MAX_RANK: usize = 64;
+/// What one entry of a `parameters` object may hold in memory, for the quota.
+const PARAMETER_COST: usize = 96;
+
+/// A JSON array of at most `N` elements: a longer one is refused while it is read,
+/// before its excess is allocated.
+#[derive(Debug)]
+struct Bounded<T, const N: usize>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Bounded<T, N> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T, const N: usize>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for V<T, N> {
+            type Value = Bounded<T, N>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "an array of at most {N} elements")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = seq.next_element()? {
+                    if v.len() == N {
+                        return Err(de::Error::custom(format!("more than {N} elements")));
+                    }
+                    v.push(x);
+                }
+                Ok(Bounded(v))
+            }
+        }
+        d.deserialize_seq(V::<T, N>(std::marker::PhantomData))
+    }
+}
+
+/// A `parameters` object of at most [`MAX_PARAMETERS`] entries.
 #[derive(Debug, Default)]
-pub struct FlatData(Vec<Scalar>);
+pub struct Params(HashMap<String, JsonParam>);
 
-struct FlattenSeed<'a> {
-    out: &'a mut Vec<Scalar>,
-    depth: usize,
-    max_elements: usize,
-    max_depth: usize,
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Params;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "an object of at most {MAX_PARAMETERS} parameters")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
+                let mut out = HashMap::new();
+                while let Some((k, v)) = map.next_entry::<String, JsonParam>()? {
+                    if out.len() == MAX_PARAMETERS {
+                        return Err(de::Error::custom(format!(
+                            "more than {MAX_PARAMETERS} parameters"
+                        )));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(Params(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
-impl<'de> DeserializeSeed<'de> for FlattenSeed<'_> {
+impl Params {
+    fn cost(&self) -> usize {
+        self.0.keys().map(|k| k.len() + PARAMETER_COST).sum()
+    }
+}
+
+/// Writes `data` (flat, or nested up to `max_depth`) straight into the raw
+/// little-endian form of its datatype: no tree and no element list is built, so the
+/// memory a `data` array takes is exactly its raw tensor.
+struct EncodeSeed<'a> {
+    out: &'a mut BytesMut,
+    dtype: DataType,
+    depth: usize,
+    max_depth: usize,
+    /// Elements written so far, and the most the shape allows.
+    count: &'a mut usize,
+    max: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for EncodeSeed<'_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for FlattenSeed<'_> {
+impl<'de> Visitor<'de> for EncodeSeed<'_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of numbers or booleans")
+        f.write_str("an array of numbers, booleans or strings")
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
         self.push(Scalar::Bool(v))
@@ -63,7 +138,7 @@ impl<'de> Visitor<'de> for FlattenSeed<'_> {
         self.push(Scalar::F64(v))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.push(Scalar::Str(v.to_owned()))
+        self.push(Scalar::Str(v))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         if self.depth >= self.max_depth {
@@ -73,11 +148,13 @@ impl<'de> Visitor<'de> for FlattenSeed<'_> {
             )));
         }
         while seq
-            .next_element_seed(FlattenSeed {
+            .next_element_seed(EncodeSeed {
                 out: self.out,
+                dtype: self.dtype,
                 depth: self.depth + 1,
-                max_elements: self.max_elements,
                 max_depth: self.max_depth,
+                count: self.count,
+                max: self.max,
             })?
             .is_some()
         {}
@@ -85,41 +162,20 @@ impl<'de> Visitor<'de> for FlattenSeed<'_> {
     }
 }
 
-impl FlattenSeed<'_> {
-    fn push<E: de::Error>(self, s: Scalar) -> Result<(), E> {
+impl EncodeSeed<'_> {
+    fn push<E: de::Error>(self, s: Scalar<'_>) -> Result<(), E> {
         if self.depth == 0 {
             return Err(E::custom("data must be an array"));
         }
-        if self.out.len() >= self.max_elements {
+        if *self.count >= self.max {
             return Err(E::custom(format!(
-                "data has more than {} elements",
-                self.max_elements
+                "data has more elements than the shape's {}",
+                self.max
             )));
         }
-        self.out.push(s);
+        put(self.out, self.dtype, s, *self.count).map_err(E::custom)?;
+        *self.count += 1;
         Ok(())
-    }
-}
-
-thread_local! {
-    /// The element cap for the body being parsed on this thread (serde has no context).
-    static MAX_ELEMENTS: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
-    static MAX_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(32) };
-}
-
-impl<'de> Deserialize<'de> for FlatData {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut out = Vec::new();
-        let max_elements = MAX_ELEMENTS.with(|m| m.get());
-        let max_depth = MAX_DEPTH.with(|m| m.get());
-        FlattenSeed {
-            out: &mut out,
-            depth: 0,
-            max_elements,
-            max_depth,
-        }
-        .deserialize(d)?;
-        Ok(FlatData(out))
     }
 }
 
@@ -134,45 +190,51 @@ pub enum JsonParam {
 }
 
 #[derive(Debug, Deserialize)]
-struct JsonInput {
+struct JsonInput<'a> {
     name: String,
-    shape: Vec<i64>,
+    shape: Bounded<i64, MAX_RANK>,
     datatype: String,
     #[serde(default)]
-    parameters: Option<HashMap<String, JsonParam>>,
-    #[serde(default)]
-    data: Option<FlatData>,
+    parameters: Option<Params>,
+    /// Kept as the body's own bytes until the datatype and shape are known.
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
 struct JsonOutputRequest {
     name: String,
     #[serde(default)]
-    parameters: Option<HashMap<String, JsonParam>>,
+    parameters: Option<Params>,
 }
 
 #[derive(Debug, Deserialize)]
-struct JsonInferRequest {
+struct JsonInferRequest<'a> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
-    parameters: Option<HashMap<String, JsonParam>>,
-    inputs: Vec<JsonInput>,
+    parameters: Option<Params>,
+    #[serde(borrow)]
+    inputs: Bounded<JsonInput<'a>, MAX_TENSORS>,
     #[serde(default)]
-    outputs: Option<Vec<JsonOutputRequest>>,
+    outputs: Option<Bounded<JsonOutputRequest, MAX_TENSORS>>,
 }
 
-/// Why a JSON body was refused (always the client's fault: 400).
+/// Why a JSON body was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum JsonError {
     #[error("request body is not a valid inference request: {0}")]
     Syntax(String),
     #[error("input {input:?}: {message}")]
     Input { input: String, message: String },
+    /// The memory the decoded request would take was refused by the quota.
+    #[error("{}", .0.message())]
+    Refused(crate::refusal::Refusal),
 }
 
-fn to_proto_params(p: Option<HashMap<String, JsonParam>>) -> HashMap<String, InferParameter> {
+fn to_proto_params(p: Option<Params>) -> HashMap<String, InferParameter> {
     p.unwrap_or_default()
+        .0
         .into_iter()
         .map(|(k, v)| {
             let choice = match v {
@@ -209,17 +271,47 @@ impl OutputPrefs {
     }
 }
 
-fn param_bool(p: &Option<HashMap<String, JsonParam>>, key: &str) -> Option<bool> {
-    match p.as_ref()?.get(key)? {
+fn param_bool(p: &Option<Params>, key: &str) -> Option<bool> {
+    match p.as_ref()?.0.get(key)? {
         JsonParam::Bool(b) => Some(*b),
         _ => None,
     }
+}
+
+/// Memory the parsed request's envelope (everything but tensor data) holds.
+fn envelope_cost(r: &JsonInferRequest<'_>) -> usize {
+    let params = |p: &Option<Params>| p.as_ref().map_or(0, Params::cost);
+    let inputs: usize = r
+        .inputs
+        .0
+        .iter()
+        .map(|i| {
+            std::mem::size_of::<JsonInput>()
+                + i.name.len()
+                + i.datatype.len()
+                + i.shape.0.len() * 8
+                + params(&i.parameters)
+        })
+        .sum();
+    let outputs: usize = r.outputs.as_ref().map_or(0, |o| {
+        o.0.iter()
+            .map(|o| {
+                std::mem::size_of::<JsonOutputRequest>() + o.name.len() + params(&o.parameters)
+            })
+            .sum()
+    });
+    inputs + outputs + params(&r.parameters) + r.id.as_ref().map_or(0, String::len)
 }
 
 /// Parses a JSON infer request into the socket form, with every tensor as raw bytes.
 /// `binary` is the part of the body after the JSON header (binary tensor data
 /// extension); inputs with `parameters.binary_data_size` take their bytes from it, in
 /// order, and every byte of it must be used.
+///
+/// Memory: the envelope is bounded (tensors, parameters and dimensions are counted as
+/// they are read) and `charge` is told its size once read; each `data` array stays the
+/// body's own bytes until `charge` has accepted the exact size of its raw tensor, which
+/// is then written in place. So what decoding holds beyond the body is what was charged.
 pub fn parse_infer_request(
     json: &[u8],
     binary: Bytes,
@@ -227,38 +319,37 @@ pub fn parse_infer_request(
     model_version: &str,
     max_elements: usize,
     max_depth: usize,
+    charge: &mut dyn FnMut(usize) -> Result<(), crate::refusal::Refusal>,
 ) -> Result<(ModelInferRequest, OutputPrefs), JsonError> {
-    MAX_ELEMENTS.with(|m| m.set(max_elements));
-    MAX_DEPTH.with(|m| m.set(max_depth));
-    let parsed: Result<JsonInferRequest, _> = serde_json::from_slice(json);
-    MAX_ELEMENTS.with(|m| m.set(usize::MAX));
-    let parsed = parsed.map_err(|e| JsonError::Syntax(e.to_string()))?;
-    let mut inputs = Vec::with_capacity(parsed.inputs.len());
-    let mut raw = Vec::with_capacity(parsed.inputs.len());
+    let parsed: JsonInferRequest<'_> =
+        serde_json::from_slice(json).map_err(|e| JsonError::Syntax(e.to_string()))?;
+    charge(envelope_cost(&parsed)).map_err(JsonError::Refused)?;
+    let mut inputs = Vec::with_capacity(parsed.inputs.0.len());
+    let mut raw = Vec::with_capacity(parsed.inputs.0.len());
     let mut offset = 0usize;
-    for input in parsed.inputs {
+    for input in parsed.inputs.0 {
         let err = |message: String| JsonError::Input {
             input: input.name.chars().take(64).collect(),
             message,
         };
         let datatype: DataType = input.datatype.parse().map_err(|e| err(format!("{e}")))?;
-        let count = element_count(&input.shape).map_err(|e| err(e.to_string()))?;
+        let shape = input.shape.0;
+        let count = element_count(&shape).map_err(|e| err(e.to_string()))?;
         if count > max_elements {
             return Err(err(format!(
-                "shape {:?} has more than {max_elements} elements",
-                input.shape
+                "shape {shape:?} has more than {max_elements} elements"
             )));
         }
         let binary_size = match input
             .parameters
             .as_ref()
-            .and_then(|p| p.get("binary_data_size"))
+            .and_then(|p| p.0.get("binary_data_size"))
         {
             None => None,
             Some(JsonParam::Int(n)) if *n >= 0 => Some(*n as usize),
             Some(_) => return Err(err("binary_data_size must be a non-negative integer".into())),
         };
-        let bytes = match (binary_size, &input.data) {
+        let bytes = match (binary_size, input.data) {
             (Some(_), Some(_)) => return Err(err("has both data and binary_data_size".into())),
             (None, None) => return Err(err("has neither data nor binary_data_size".into())),
             (Some(size), None) => {
@@ -273,27 +364,45 @@ pub fn parse_infer_request(
                     })?;
                 let chunk = binary.slice(offset..end);
                 offset = end;
-                crate::tensor::check_raw(datatype, count, &chunk).map_err(err)?;
+                crate::front::tensor::check_raw(datatype, count, &chunk).map_err(err)?;
                 chunk
             }
             (None, Some(data)) => {
-                if count != data.0.len() {
+                // BYTES: a 4-byte length per element plus its text, which is never
+                // longer than its JSON spelling.
+                let size = match datatype.element_size() {
+                    Some(size) => count * size,
+                    None => count * 4 + data.get().len(),
+                };
+                charge(size).map_err(JsonError::Refused)?;
+                let mut out = BytesMut::with_capacity(size);
+                let mut written = 0usize;
+                let mut de = serde_json::Deserializer::from_str(data.get());
+                EncodeSeed {
+                    out: &mut out,
+                    dtype: datatype,
+                    depth: 0,
+                    max_depth,
+                    count: &mut written,
+                    max: count,
+                }
+                .deserialize(&mut de)
+                .map_err(|e| err(e.to_string()))?;
+                if written != count {
                     return Err(err(format!(
-                        "shape {:?} holds {count} elements but data has {}",
-                        input.shape,
-                        data.0.len()
+                        "shape {shape:?} holds {count} elements but data has {written}"
                     )));
                 }
-                encode(datatype, &data.0).map_err(err)?
+                out.freeze()
             }
         };
         raw.push(bytes);
         inputs.push(InferInputTensor {
             name: input.name,
             datatype: input.datatype,
-            shape: input.shape,
+            shape,
             parameters: to_proto_params(input.parameters.map(|mut p| {
-                p.remove("binary_data_size");
+                p.0.remove("binary_data_size");
                 p
             })),
             contents: None,
@@ -310,7 +419,7 @@ pub fn parse_infer_request(
         per_output: HashMap::new(),
     };
     let mut outputs = Vec::new();
-    for o in parsed.outputs.unwrap_or_default() {
+    for o in parsed.outputs.map(|o| o.0).unwrap_or_default() {
         if let Some(b) = param_bool(&o.parameters, "binary_data") {
             prefs.per_output.insert(o.name.clone(), b);
         }
@@ -321,7 +430,7 @@ pub fn parse_infer_request(
     }
     let mut parameters = parsed.parameters;
     if let Some(p) = parameters.as_mut() {
-        p.remove("binary_data_output");
+        p.0.remove("binary_data_output");
     }
     Ok((
         ModelInferRequest {
@@ -337,8 +446,8 @@ pub fn parse_infer_request(
     ))
 }
 
-fn as_i128(s: &Scalar) -> Option<i128> {
-    match *s {
+fn as_i128(s: Scalar<'_>) -> Option<i128> {
+    match s {
         Scalar::I64(v) => Some(v.into()),
         Scalar::U64(v) => Some(v.into()),
         Scalar::F64(f) if f.fract() == 0.0 && f.is_finite() => Some(f as i128),
@@ -347,8 +456,8 @@ fn as_i128(s: &Scalar) -> Option<i128> {
     }
 }
 
-fn as_f64(s: &Scalar) -> Option<f64> {
-    match *s {
+fn as_f64(s: Scalar<'_>) -> Option<f64> {
+    match s {
         Scalar::I64(v) => Some(v as f64),
         Scalar::U64(v) => Some(v as f64),
         Scalar::F64(f) => Some(f),
@@ -356,11 +465,18 @@ fn as_f64(s: &Scalar) -> Option<f64> {
     }
 }
 
-/// Encodes flattened JSON elements as the raw little-endian form of `dtype`.
-fn encode(dtype: DataType, data: &[Scalar]) -> Result<Bytes, String> {
-    let Some(size) = dtype.element_size() else {
-        let mut out = BytesMut::new();
-        for (i, s) in data.iter().enumerate() {
+/// Appends element `i`, checked against `dtype`'s range, in its raw little-endian form.
+fn put(out: &mut BytesMut, dtype: DataType, s: Scalar<'_>, i: usize) -> Result<(), String> {
+    macro_rules! int {
+        ($t:ty, $put:ident) => {{
+            let v = as_i128(s)
+                .and_then(|v| <$t>::try_from(v).ok())
+                .ok_or_else(|| format!("element {i} is not a valid {}", dtype))?;
+            out.$put(v);
+        }};
+    }
+    match dtype {
+        DataType::Bytes => {
             let Scalar::Str(s) = s else {
                 return Err(format!("element {i} of a BYTES tensor is not a string"));
             };
@@ -368,53 +484,34 @@ fn encode(dtype: DataType, data: &[Scalar]) -> Result<Bytes, String> {
             out.put_u32_le(len);
             out.put_slice(s.as_bytes());
         }
-        return Ok(out.freeze());
-    };
-    let mut out = BytesMut::with_capacity(data.len() * size);
-    macro_rules! ints {
-        ($t:ty, $put:ident) => {
-            for (i, s) in data.iter().enumerate() {
-                let v = as_i128(s)
-                    .and_then(|v| <$t>::try_from(v).ok())
-                    .ok_or_else(|| format!("element {i} is not a valid {}", dtype))?;
-                out.$put(v);
-            }
-        };
-    }
-    match dtype {
         DataType::Bool => {
-            for (i, s) in data.iter().enumerate() {
-                let v = match *s {
-                    Scalar::Bool(b) => b,
-                    Scalar::I64(0) | Scalar::U64(0) => false,
-                    Scalar::I64(1) | Scalar::U64(1) => true,
-                    _ => return Err(format!("element {i} is not a BOOL")),
-                };
-                out.put_u8(v.into());
-            }
+            let v = match s {
+                Scalar::Bool(b) => b,
+                Scalar::I64(0) | Scalar::U64(0) => false,
+                Scalar::I64(1) | Scalar::U64(1) => true,
+                _ => return Err(format!("element {i} is not a BOOL")),
+            };
+            out.put_u8(v.into());
         }
-        DataType::U8 => ints!(u8, put_u8),
-        DataType::I8 => ints!(i8, put_i8),
-        DataType::U16 => ints!(u16, put_u16_le),
-        DataType::I16 => ints!(i16, put_i16_le),
-        DataType::U32 => ints!(u32, put_u32_le),
-        DataType::I32 => ints!(i32, put_i32_le),
-        DataType::U64 => ints!(u64, put_u64_le),
-        DataType::I64 => ints!(i64, put_i64_le),
+        DataType::U8 => int!(u8, put_u8),
+        DataType::I8 => int!(i8, put_i8),
+        DataType::U16 => int!(u16, put_u16_le),
+        DataType::I16 => int!(i16, put_i16_le),
+        DataType::U32 => int!(u32, put_u32_le),
+        DataType::I32 => int!(i32, put_i32_le),
+        DataType::U64 => int!(u64, put_u64_le),
+        DataType::I64 => int!(i64, put_i64_le),
         DataType::F16 | DataType::Bf16 | DataType::F32 | DataType::F64 => {
-            for (i, s) in data.iter().enumerate() {
-                let v = as_f64(s).ok_or_else(|| format!("element {i} is not a number"))?;
-                match dtype {
-                    DataType::F16 => out.put_u16_le(half::f16::from_f64(v).to_bits()),
-                    DataType::Bf16 => out.put_u16_le(half::bf16::from_f64(v).to_bits()),
-                    DataType::F32 => out.put_f32_le(v as f32),
-                    _ => out.put_f64_le(v),
-                }
+            let v = as_f64(s).ok_or_else(|| format!("element {i} is not a number"))?;
+            match dtype {
+                DataType::F16 => out.put_u16_le(half::f16::from_f64(v).to_bits()),
+                DataType::Bf16 => out.put_u16_le(half::bf16::from_f64(v).to_bits()),
+                DataType::F32 => out.put_f32_le(v as f32),
+                _ => out.put_f64_le(v),
             }
         }
-        DataType::Bytes => return Err("BYTES elements must be strings".into()),
     }
-    Ok(out.freeze())
+    Ok(())
 }
 
 /// Serializes a raw little-endian tensor as a flat JSON array, streaming.
@@ -427,7 +524,8 @@ impl Serialize for RawAsJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{Error, SerializeSeq};
         let Some(size) = self.dtype.element_size() else {
-            let items = crate::tensor::split_bytes_elements(self.raw).map_err(S::Error::custom)?;
+            let items =
+                crate::front::tensor::split_bytes_elements(self.raw).map_err(S::Error::custom)?;
             let mut seq = s.serialize_seq(Some(items.len()))?;
             for item in items {
                 seq.serialize_element(&String::from_utf8_lossy(item))?;
@@ -587,8 +685,21 @@ pub fn render_infer_response(
 mod tests {
     use super::*;
 
+    fn no_charge(_: usize) -> Result<(), crate::refusal::Refusal> {
+        Ok(())
+    }
+
     fn req(body: &str) -> Result<ModelInferRequest, JsonError> {
-        parse_infer_request(body.as_bytes(), Bytes::new(), "m", "", 1 << 20, 32).map(|(r, _)| r)
+        parse_infer_request(
+            body.as_bytes(),
+            Bytes::new(),
+            "m",
+            "",
+            1 << 20,
+            32,
+            &mut no_charge,
+        )
+        .map(|(r, _)| r)
     }
 
     #[test]
@@ -646,8 +757,30 @@ mod tests {
             r#"{{"inputs":[{{"name":"x","shape":[11],"datatype":"FP32","data":[{}]}}]}}"#,
             ["1"; 11].join(",")
         );
-        assert!(parse_infer_request(many.as_bytes(), Bytes::new(), "m", "", 10, 32).is_err());
-        assert!(parse_infer_request(many.as_bytes(), Bytes::new(), "m", "", 11, 32).is_ok());
+        assert!(
+            parse_infer_request(
+                many.as_bytes(),
+                Bytes::new(),
+                "m",
+                "",
+                10,
+                32,
+                &mut no_charge
+            )
+            .is_err()
+        );
+        assert!(
+            parse_infer_request(
+                many.as_bytes(),
+                Bytes::new(),
+                "m",
+                "",
+                11,
+                32,
+                &mut no_charge
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -710,7 +843,8 @@ mod tests {
         let json = br#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}},
                                   {"name":"b","shape":[1],"datatype":"UINT8","parameters":{"binary_data_size":1}}]}"#;
         let bin = Bytes::from(vec![0u8, 0, 128, 63, 0, 0, 0, 64, 9]);
-        let (r, _) = parse_infer_request(json, bin.clone(), "m", "", 100, 32).unwrap();
+        let (r, _) =
+            parse_infer_request(json, bin.clone(), "m", "", 100, 32, &mut no_charge).unwrap();
         assert_eq!(r.raw_input_contents[0].as_ref(), &bin[..8]);
         assert_eq!(r.raw_input_contents[1].as_ref(), &[9]);
         assert!(
@@ -720,16 +854,17 @@ mod tests {
         let mut longer = bin.to_vec();
         longer.push(1);
         assert!(
-            parse_infer_request(json, Bytes::from(longer), "m", "", 100, 32).is_err(),
+            parse_infer_request(json, Bytes::from(longer), "m", "", 100, 32, &mut no_charge)
+                .is_err(),
             "trailing bytes"
         );
         assert!(
-            parse_infer_request(json, bin.slice(..8), "m", "", 100, 32).is_err(),
+            parse_infer_request(json, bin.slice(..8), "m", "", 100, 32, &mut no_charge).is_err(),
             "short"
         );
         let wrong = br#"{"inputs":[{"name":"a","shape":[3],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
         assert!(
-            parse_infer_request(wrong, bin.slice(..8), "m", "", 100, 32).is_err(),
+            parse_infer_request(wrong, bin.slice(..8), "m", "", 100, 32, &mut no_charge).is_err(),
             "size vs shape"
         );
     }
@@ -772,6 +907,10 @@ mod tests {
 mod proptests {
     use super::*;
     use proptest::prelude::*;
+
+    fn no_charge(_: usize) -> Result<(), crate::refusal::Refusal> {
+        Ok(())
+    }
     use warden_shared::proto::model_infer_response::InferOutputTensor;
 
     /// JSON body -> raw -> JSON response; returns the request's raw buffer and the
@@ -786,6 +925,7 @@ mod proptests {
             "",
             1 << 20,
             32,
+            &mut no_charge,
         )
         .unwrap_or_else(|e| panic!("{dtype} {body}: {e}"));
         let raw = req.raw_input_contents[0].clone();
@@ -888,7 +1028,7 @@ mod proptests {
         #[test]
         fn bytes_round_trip(values in proptest::collection::vec(".{0,40}", 0..16)) {
             let (raw, out) = round_trip("BYTES", serde_json::json!(values));
-            let items = crate::tensor::split_bytes_elements(&raw).unwrap();
+            let items = crate::front::tensor::split_bytes_elements(&raw).unwrap();
             prop_assert_eq!(items.len(), values.len());
             for ((item, v), o) in items.iter().zip(&values).zip(&out) {
                 prop_assert_eq!(*item, v.as_bytes());
@@ -907,7 +1047,7 @@ mod proptests {
             let raw: Vec<u8> = (0..n * size).map(|_| { x = x.wrapping_mul(6364136223846793005).wrapping_add(1); (x >> 56) as u8 }).collect();
             let json = serde_json::json!({"inputs": [{"name": "x", "shape": [n], "datatype": dtype, "parameters": {"binary_data_size": raw.len()}}],
                                           "parameters": {"binary_data_output": true}});
-            let (req, prefs) = parse_infer_request(&serde_json::to_vec(&json).unwrap(), Bytes::from(raw.clone()), "m", "", 1 << 20, 32).unwrap();
+            let (req, prefs) = parse_infer_request(&serde_json::to_vec(&json).unwrap(), Bytes::from(raw.clone()), "m", "", 1 << 20, 32, &mut no_charge).unwrap();
             prop_assert_eq!(req.raw_input_contents[0].as_ref(), &raw[..]);
             let resp = ModelInferResponse {
                 outputs: vec![InferOutputTensor { name: "x".into(), datatype: dtype.into(), shape: vec![n as i64], parameters: Default::default(), contents: None }],

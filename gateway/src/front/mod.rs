@@ -1,0 +1,9 @@
+//! The fronts: one codec per wire format. Each turns its requests into the pipeline's
+//! [`Head`](crate::pipeline::Head) and body, and the pipeline's answer or refusal back
+//! into its own form. None of them decides anything about a call.
+
+pub mod grpc;
+pub mod json;
+pub mod protoscan;
+pub mod rest;
+pub mod tensor;

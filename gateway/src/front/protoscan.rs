@@ -1,0 +1,358 @@
+//! A read-only walk over a protobuf message's wire bytes, before it is decoded.
+//!
+//! Protobuf decoding amplifies: a two-byte empty `inputs` entry becomes a struct of a
+//! few hundred bytes, a one-byte packed varint an eight-byte `i64`. So the gRPC front
+//! never decodes a message it has not walked first: the walk allocates nothing, finds
+//! the model and version the message names (for authorization before decoding), counts
+//! what decoding will allocate (charged to the caller's quota before decoding), and
+//! refuses messages with more tensors, dimensions or parameters than any model takes.
+
+use warden_shared::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
+use warden_shared::proto::{InferParameter, InferTensorContents};
+
+/// Most inputs, or requested outputs, of one request.
+pub const MAX_TENSORS: usize = crate::front::json::MAX_TENSORS;
+/// Most dimensions of one shape.
+pub const MAX_RANK: usize = crate::front::json::MAX_RANK;
+/// Most entries of one `parameters` map.
+pub const MAX_PARAMETERS: usize = crate::front::json::MAX_PARAMETERS;
+
+/// Why a message was refused by the walk.
+pub type ScanError = String;
+
+#[derive(Debug, Clone, Copy)]
+enum Value<'a> {
+    Varint,
+    Fixed64,
+    Fixed32,
+    Bytes(&'a [u8]),
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, pos: 0 }
+    }
+
+    fn varint(&mut self) -> Result<u64, ScanError> {
+        let mut v = 0u64;
+        for shift in (0..70).step_by(7) {
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| "truncated varint".to_string())?;
+            self.pos += 1;
+            if shift == 63 && b > 1 {
+                return Err("varint overflows 64 bits".into());
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("varint longer than 10 bytes".into())
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ScanError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| "field runs past the end of the message".to_string())?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// The next field, or `None` at the end.
+    fn field(&mut self) -> Result<Option<(u64, Value<'a>)>, ScanError> {
+        if self.pos == self.buf.len() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let number = key >> 3;
+        if number == 0 {
+            return Err("field number 0".into());
+        }
+        let value = match key & 7 {
+            0 => {
+                self.varint()?;
+                Value::Varint
+            }
+            1 => {
+                self.take(8)?;
+                Value::Fixed64
+            }
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| "length too large")?;
+                Value::Bytes(self.take(len)?)
+            }
+            5 => {
+                self.take(4)?;
+                Value::Fixed32
+            }
+            w => return Err(format!("unsupported wire type {w}")),
+        };
+        Ok(Some((number, value)))
+    }
+}
+
+fn utf8(b: &[u8]) -> Result<&str, ScanError> {
+    std::str::from_utf8(b).map_err(|_| "a string field is not UTF-8".to_string())
+}
+
+/// Elements of a packed repeated field of `width` bytes each (0: varints).
+fn packed_count(b: &[u8], width: usize) -> Result<usize, ScanError> {
+    if width == 0 {
+        return Ok(b.iter().filter(|&&x| x & 0x80 == 0).count());
+    }
+    if !b.len().is_multiple_of(width) {
+        return Err("packed field is not a whole number of elements".into());
+    }
+    Ok(b.len() / width)
+}
+
+/// The model name and version fields (1 and 2) of a request message: every request of
+/// the KServe v2 service that names a model puts them there.
+pub fn target(message: &[u8]) -> Result<(&str, &str), ScanError> {
+    let mut r = Reader::new(message);
+    let (mut name, mut version) = ("", "");
+    while let Some((n, v)) = r.field()? {
+        match (n, v) {
+            (1, Value::Bytes(b)) => name = utf8(b)?,
+            (2, Value::Bytes(b)) => version = utf8(b)?,
+            (1 | 2, _) => return Err("model name and version must be strings".into()),
+            _ => {}
+        }
+    }
+    Ok((name, version))
+}
+
+/// A `map<string, InferParameter>` entry.
+fn parameter_cost(entry: &[u8]) -> Result<usize, ScanError> {
+    let mut r = Reader::new(entry);
+    let mut cost = std::mem::size_of::<(String, InferParameter)>() + 16;
+    while let Some((_, v)) = r.field()? {
+        if let Value::Bytes(b) = v {
+            cost += b.len();
+        }
+    }
+    Ok(cost)
+}
+
+/// Bytes a `repeated` field of `count` elements of `size` takes once decoded (a vector
+/// may hold up to twice what it uses while it grows).
+fn repeated(count: usize, size: usize) -> usize {
+    count.saturating_mul(size).saturating_mul(2)
+}
+
+fn contents_cost(b: &[u8]) -> Result<usize, ScanError> {
+    let mut r = Reader::new(b);
+    let mut cost = std::mem::size_of::<InferTensorContents>();
+    while let Some((n, v)) = r.field()? {
+        // (element size once decoded, wire width when packed; 0 = varint)
+        let (size, width) = match n {
+            1 => (1, 0),
+            2 | 4 => (4, 0),
+            3 | 5 => (8, 0),
+            6 => (4, 4),
+            7 => (8, 8),
+            8 => {
+                if let Value::Bytes(b) = v {
+                    cost = cost.saturating_add(repeated(1, 24) + b.len());
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let count = match v {
+            Value::Bytes(b) => packed_count(b, width)?,
+            _ => 1,
+        };
+        // Decoded once by protobuf and once more into the raw tensor.
+        cost = cost.saturating_add(repeated(count, size) + count * size);
+    }
+    Ok(cost)
+}
+
+fn input_cost(b: &[u8]) -> Result<usize, ScanError> {
+    let mut r = Reader::new(b);
+    let mut cost = repeated(1, std::mem::size_of::<InferInputTensor>());
+    let (mut rank, mut params) = (0usize, 0usize);
+    while let Some((n, v)) = r.field()? {
+        match (n, v) {
+            (1 | 2, Value::Bytes(s)) => cost += s.len(),
+            (3, Value::Bytes(p)) => rank += packed_count(p, 0)?,
+            (3, Value::Varint) => rank += 1,
+            (4, Value::Bytes(e)) => {
+                params += 1;
+                cost = cost.saturating_add(parameter_cost(e)?);
+            }
+            (5, Value::Bytes(c)) => cost = cost.saturating_add(contents_cost(c)?),
+            _ => {}
+        }
+    }
+    if rank > MAX_RANK {
+        return Err(format!("a shape has more than {MAX_RANK} dimensions"));
+    }
+    if params > MAX_PARAMETERS {
+        return Err(format!("more than {MAX_PARAMETERS} parameters"));
+    }
+    Ok(cost + repeated(rank, 8))
+}
+
+fn output_cost(b: &[u8]) -> Result<usize, ScanError> {
+    let mut r = Reader::new(b);
+    let mut cost = repeated(1, std::mem::size_of::<InferRequestedOutputTensor>());
+    let mut params = 0usize;
+    while let Some((n, v)) = r.field()? {
+        match (n, v) {
+            (1, Value::Bytes(s)) => cost += s.len(),
+            (2, Value::Bytes(e)) => {
+                params += 1;
+                cost = cost.saturating_add(parameter_cost(e)?);
+            }
+            _ => {}
+        }
+    }
+    if params > MAX_PARAMETERS {
+        return Err(format!("more than {MAX_PARAMETERS} parameters"));
+    }
+    Ok(cost)
+}
+
+/// Bytes that decoding a `ModelInferRequest` (and turning its typed contents into raw
+/// tensors) will allocate beyond the message itself: an upper bound, computed without
+/// allocating. Refuses messages over the tensor, rank and parameter bounds.
+pub fn infer_request_cost(message: &[u8]) -> Result<usize, ScanError> {
+    let mut r = Reader::new(message);
+    let (mut inputs, mut outputs, mut params) = (0usize, 0usize, 0usize);
+    let mut cost = 0usize;
+    while let Some((n, v)) = r.field()? {
+        let add = match (n, v) {
+            (1..=3, Value::Bytes(s)) => s.len(),
+            (4, Value::Bytes(e)) => {
+                params += 1;
+                parameter_cost(e)?
+            }
+            (5, Value::Bytes(b)) => {
+                inputs += 1;
+                input_cost(b)?
+            }
+            (6, Value::Bytes(b)) => {
+                outputs += 1;
+                output_cost(b)?
+            }
+            // Raw contents are slices of the message itself (`bytes` fields decode
+            // without a copy); each costs its handle.
+            (7, Value::Bytes(_)) => repeated(1, std::mem::size_of::<bytes::Bytes>()),
+            _ => 0,
+        };
+        cost = cost.saturating_add(add);
+    }
+    if inputs > MAX_TENSORS || outputs > MAX_TENSORS {
+        return Err(format!("more than {MAX_TENSORS} inputs or outputs"));
+    }
+    if params > MAX_PARAMETERS {
+        return Err(format!("more than {MAX_PARAMETERS} parameters"));
+    }
+    Ok(cost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use warden_shared::proto::ModelInferRequest;
+    use warden_shared::proto::model_infer_request::InferInputTensor;
+
+    fn input(n: usize) -> InferInputTensor {
+        InferInputTensor {
+            name: "x".into(),
+            datatype: "INT64".into(),
+            shape: vec![n as i64],
+            parameters: Default::default(),
+            contents: Some(InferTensorContents {
+                int64_contents: vec![0; n],
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn the_target_is_read_without_decoding() {
+        let m = ModelInferRequest {
+            model_name: "resnet".into(),
+            model_version: "3".into(),
+            inputs: vec![input(4)],
+            ..Default::default()
+        };
+        assert_eq!(target(&m.encode_to_vec()).unwrap(), ("resnet", "3"));
+        assert!(target(&[0x0a, 0x05, b'a']).is_err(), "truncated");
+        assert!(target(&[0x0a, 0x01, 0xff]).is_err(), "not UTF-8");
+        assert!(target(&[0x08, 0x01]).is_err(), "a varint where a string is");
+    }
+
+    #[test]
+    fn the_cost_bounds_what_decoding_allocates() {
+        // One-byte varints that decode to eight-byte integers, twice (contents, then raw).
+        let m = ModelInferRequest {
+            model_name: "m".into(),
+            inputs: vec![input(100_000)],
+            ..Default::default()
+        };
+        let wire = m.encode_to_vec();
+        let cost = infer_request_cost(&wire).unwrap();
+        assert!(wire.len() < 110_000);
+        assert!(cost >= 100_000 * 8 * 2, "{cost}");
+        // Many empty inputs: two bytes each on the wire, a struct each once decoded.
+        let many = ModelInferRequest {
+            inputs: vec![InferInputTensor::default(); 1000],
+            ..Default::default()
+        };
+        let wire = many.encode_to_vec();
+        assert_eq!(wire.len(), 2000);
+        let cost = infer_request_cost(&wire).unwrap();
+        assert!(
+            cost >= 1000 * std::mem::size_of::<InferInputTensor>(),
+            "{cost}"
+        );
+    }
+
+    #[test]
+    fn counts_over_the_bounds_are_refused() {
+        let many = ModelInferRequest {
+            inputs: vec![InferInputTensor::default(); MAX_TENSORS + 1],
+            ..Default::default()
+        };
+        assert!(infer_request_cost(&many.encode_to_vec()).is_err());
+        let deep = ModelInferRequest {
+            inputs: vec![InferInputTensor {
+                shape: vec![1; MAX_RANK + 1],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(infer_request_cost(&deep.encode_to_vec()).is_err());
+    }
+
+    #[test]
+    fn malformed_wire_is_refused_not_panicked_on() {
+        for bad in [
+            &[0xff][..],
+            &[0x2a, 0x80][..],
+            &[0x2a, 0x05, 0x00][..],
+            &[0x0b][..],
+            &[0x00, 0x00][..],
+            &[
+                0x2a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+            ][..],
+        ] {
+            assert!(infer_request_cost(bad).is_err(), "{bad:?}");
+        }
+    }
+}
