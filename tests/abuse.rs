@@ -1015,16 +1015,25 @@ async fn memory_quotas_refuse_the_excess_and_bound_resident_memory() {
     let gw = server.child_pid("gateway");
     let bob = server.token(claims("bob", 600));
 
-    // Exactly the per-principal quota is served; one byte more is 429 + Retry-After.
+    // A body whose bytes and decoded form fit the per-principal quota is served; the
+    // decoded form counts too (a few hundred bytes for this tensor), so a body of
+    // exactly the quota is not, and neither is one byte over it: 429 + Retry-After.
     let post = |token: &str, body: Vec<u8>| {
         let mut b = head("POST", INFER, token, &[], Some(body.len())).into_bytes();
         b.extend_from_slice(&body);
         b
     };
+    let r = exchange(port, &ca, post(&bob, padded_add(PER_PRINCIPAL - 4096)))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "body 4 KiB under the principal quota: {r:?}");
     let r = exchange(port, &ca, post(&bob, padded_add(PER_PRINCIPAL)))
         .await
         .unwrap();
-    assert_eq!(r.status, 200, "body of exactly the principal quota: {r:?}");
+    assert_eq!(
+        r.status, 429,
+        "body of exactly the principal quota, plus its decoded form: {r:?}"
+    );
     let r = exchange(port, &ca, post(&bob, padded_add(PER_PRINCIPAL + 1)))
         .await
         .unwrap();

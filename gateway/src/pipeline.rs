@@ -161,7 +161,7 @@ pub struct Rendered<R> {
 pub type Charge<'a> = dyn FnMut(usize) -> Result<(), Refusal> + Send + 'a;
 
 /// A front's wire format. It translates; it decides nothing.
-pub trait Codec {
+pub trait Codec: Sync {
     /// What the front keeps from the request to shape its answer.
     type Shape: Send;
     type Response;
@@ -170,6 +170,11 @@ pub trait Codec {
     fn has_body(&self, op: Op) -> bool;
     /// Most body bytes read for `op`.
     fn body_cap(&self, limits: &LimitsConfig, op: Op) -> usize;
+    /// The body's length as its first bytes declare it, if the format has such a prefix
+    /// (gRPC's length-prefixed message); `None` until enough bytes are there.
+    fn framed_len(&self, _first: &[u8]) -> Option<u64> {
+        None
+    }
     /// The message inside a body read whole (gRPC: its length-prefixed frame).
     fn message(&self, body: Bytes) -> Result<Bytes, Refusal>;
     /// The model and version a message names (fronts whose head does not).
@@ -248,7 +253,13 @@ impl Body {
     /// over the cap or the quota is refused before a body byte is read, an undeclared
     /// one as soon as it passes the cap, and every chunk must fit the quota before it is
     /// kept.
-    async fn read(&mut self, state: &State, call: &mut Call, cap: usize) -> Result<Bytes, Refusal> {
+    async fn read(
+        &mut self,
+        state: &State,
+        call: &mut Call,
+        cap: usize,
+        framed_len: &(dyn Fn(&[u8]) -> Option<u64> + Sync),
+    ) -> Result<Bytes, Refusal> {
         if self.declared.is_some_and(|len| len > cap as u64) {
             return Err(Refusal::TooLarge(cap));
         }
@@ -272,7 +283,20 @@ impl Body {
             if buf.len() + data.len() > cap {
                 return Err(Refusal::TooLarge(cap));
             }
-            let needed = buf.len() + data.len();
+            let mut needed = buf.len() + data.len();
+            if self.declared.is_none() && buf.len() < 16 {
+                // A length the format declares in its first bytes (gRPC's message
+                // prefix) is held to the cap, and reserved whole, like Content-Length.
+                let mut head = buf.to_vec();
+                head.extend_from_slice(&data[..data.len().min(16)]);
+                if let Some(len) = framed_len(&head) {
+                    if len > cap as u64 {
+                        return Err(Refusal::TooLarge(cap));
+                    }
+                    self.declared = Some(len);
+                    needed = needed.max(len as usize);
+                }
+            }
             if needed > reserved {
                 state.charge(call, needed - reserved)?;
                 reserved = needed;
@@ -382,15 +406,16 @@ async fn steps<C: Codec>(
 ) -> Result<Answer<C::Shape>, Refusal> {
     let op = head.op.clone()?;
     let principal = state.authenticate(call, head.token.as_deref())?;
-    state.admit_principal(&principal)?;
     call.reservation = state.quotas.start(Some(&principal.display_name()));
-    call.principal = Some(principal);
+    let principal = call.principal.insert(principal);
+    state.admit_principal(principal)?;
     if let (Some(t), Some(operation)) = (&head.target, op.operation()) {
         state.admit_model(call, t, operation).await?;
     }
     let message = if codec.has_body(op) {
         let cap = codec.body_cap(&state.config.limits, op);
-        codec.message(body.read(state, call, cap).await?)?
+        let framed = |first: &[u8]| codec.framed_len(first);
+        codec.message(body.read(state, call, cap, &framed).await?)?
     } else {
         Bytes::new()
     };
@@ -448,6 +473,8 @@ async fn steps<C: Codec>(
                 let mut charge = |n: usize| state.charge(call, n);
                 codec.decode_infer(&target, message, limits, &mut charge)?
             };
+            // The socket client encodes the request into one buffer of its own.
+            state.charge(call, prost::Message::encoded_len(&request))?;
             let resp = backend
                 .model_infer(backend_request(request, p.as_ref(), &call.id))
                 .await

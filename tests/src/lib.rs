@@ -574,3 +574,160 @@ pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
         .collect()
 }
+
+/// One HTTP/2 connection over TLS to `localhost:port`, for several requests (REST or
+/// gRPC) on it.
+pub struct H2 {
+    sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+}
+
+/// A gRPC answer: the status (from the trailers, or the head of a trailers-only
+/// answer), its message, the response head, and the one response message, unframed.
+#[derive(Debug)]
+pub struct GrpcReply {
+    pub code: i32,
+    pub message: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl GrpcReply {
+    /// The response message, decoded.
+    pub fn decode<M: prost::Message + Default>(&self) -> M {
+        M::decode(self.body.clone()).expect("a well-formed response message")
+    }
+}
+
+/// A gRPC length-prefixed message.
+pub fn grpc_frame(message: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(5 + message.len());
+    b.push(0);
+    b.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    b.extend_from_slice(message);
+    Bytes::from(b)
+}
+
+impl H2 {
+    pub async fn connect(port: u16, ca: &Path) -> anyhow::Result<H2> {
+        Self::connect_as(port, ca, None).await
+    }
+
+    pub async fn connect_as(
+        port: u16,
+        ca: &Path,
+        identity: Option<&ClientIdentity>,
+    ) -> anyhow::Result<H2> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .context("TCP connect")?;
+        let connector =
+            tokio_rustls::TlsConnector::from(client_config_with(ca, &[b"h2"], identity));
+        let name = rustls_pki_types::ServerName::try_from("localhost")?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .context("TLS handshake")?;
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await?;
+        tokio::spawn(conn);
+        Ok(H2 { sender })
+    }
+
+    /// One request on this connection.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> anyhow::Result<Reply> {
+        self.sender.ready().await?;
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("https://localhost{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self.sender.send_request(req.body(Full::new(body))?).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// One unary call of `inference.GRPCInferenceService/<method>` with `message`
+    /// (encoded, not yet framed) as its request.
+    pub async fn grpc(
+        &mut self,
+        method: &str,
+        headers: &[(&str, &str)],
+        message: &[u8],
+    ) -> anyhow::Result<GrpcReply> {
+        self.grpc_raw(
+            &format!("/inference.GRPCInferenceService/{method}"),
+            headers,
+            grpc_frame(message),
+        )
+        .await
+    }
+
+    /// A gRPC call with the body as given (already framed, or deliberately not).
+    pub async fn grpc_raw(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> anyhow::Result<GrpcReply> {
+        self.sender.ready().await?;
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://localhost{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self.sender.send_request(req.body(Full::new(body))?).await?;
+        let head = resp.headers().clone();
+        let collected = resp.into_body().collect().await?;
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let data = collected.to_bytes();
+        let field = |name: &str| {
+            trailers
+                .get(name)
+                .or_else(|| head.get(name))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let code = field("grpc-status")
+            .context("no grpc-status")?
+            .parse()
+            .context("grpc-status is a number")?;
+        let message = field("grpc-message").unwrap_or_default();
+        let body = if data.len() >= 5 {
+            data.slice(5..)
+        } else {
+            Bytes::new()
+        };
+        Ok(GrpcReply {
+            code,
+            message,
+            headers: head,
+            body,
+        })
+    }
+}
+
+/// The audit records with `request_id` = `id`.
+pub fn audit_record(path: &Path, id: &str) -> Option<serde_json::Value> {
+    audit_records(path)
+        .into_iter()
+        .find(|r| r["request_id"] == id)
+}

@@ -198,6 +198,11 @@ impl Codec for Grpc {
         }
     }
 
+    fn framed_len(&self, first: &[u8]) -> Option<u64> {
+        let p: [u8; 4] = first.get(1..5)?.try_into().ok()?;
+        Some(5 + u64::from(u32::from_be_bytes(p)))
+    }
+
     fn message(&self, body: Bytes) -> Result<Bytes, Refusal> {
         if body.len() < 5 {
             return Err(Refusal::Malformed(
