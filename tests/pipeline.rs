@@ -945,3 +945,53 @@ async fn json_bodies_are_charged_for_what_they_decode_to() {
         "grew {grown} bytes for {charged} charged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_read_refusals_sent_before_their_upload_ends() {
+    let (mut server, _audit, _tmp) = start("pipeline-early", "");
+    server.wait_ready().await;
+    // Three times the body cap, under the bound the gateway discards to let a client
+    // finish its upload (pipeline::REFUSAL_DISCARD_BYTES).
+    let size = 3 * MAX_BODY;
+    let out = tokio::time::timeout(
+        Duration::from_secs(240),
+        tokio::process::Command::new(root().join(".venv/bin/python"))
+            .arg(root().join("tests/clients/early_answers.py"))
+            .args([
+                server.rest_port.to_string(),
+                server.grpc_port.to_string(),
+                server.certs.join("ca.pem").display().to_string(),
+                server.good_token(),
+                size.to_string(),
+            ])
+            .output(),
+    )
+    .await
+    .expect("the clients finish")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("early answers: {seen:#}");
+    let expect = |case: &str, want: &str| {
+        let got = seen[case].as_str().unwrap_or_default();
+        assert!(got.starts_with(want), "{case}: got {got:?}, want {want:?}");
+    };
+    for (label, status, grpc) in [
+        ("unauthenticated", "401", "StatusCode.UNAUTHENTICATED"),
+        ("oversized", "413", "StatusCode.RESOURCE_EXHAUSTED"),
+    ] {
+        expect(
+            &format!("curl http1.1 {label}"),
+            &format!("{status} exit 0"),
+        );
+        expect(&format!("curl http2 {label}"), &format!("{status} exit 0"));
+        expect(&format!("httpx 1.1 {label}"), &format!("{status} HTTP/1.1"));
+        expect(&format!("httpx 2 {label}"), &format!("{status} HTTP/2"));
+        expect(&format!("tritonclient http {label}"), status);
+        expect(&format!("tritonclient grpc {label}"), grpc);
+    }
+}

@@ -66,7 +66,12 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
     (
         "warden_authz_denied_total",
         "counter",
-        "Calls refused by the authorization policy, by model.",
+        "Calls refused by the authorization policy, by model (`_unknown` for every name the repository does not have).",
+    ),
+    (
+        "warden_refusals_total",
+        "counter",
+        "Calls refused, by the refusal table's fixed reason label.",
     ),
     (
         "warden_rate_limited_total",
