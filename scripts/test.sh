@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The gateway's and backend's modules are layered: no two import each other in a circle.
+python3 scripts/check-module-cycles.py gateway/src backend/src
 export RUSTFLAGS="${RUSTFLAGS:--D warnings}"
 cargo build --workspace --all-targets
 if cargo nextest --version >/dev/null 2>&1; then
