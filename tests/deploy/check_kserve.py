@@ -50,7 +50,7 @@ CERTS_DIR = "/etc/warden/certs"
 
 def load(root: Path) -> dict[str, dict]:
     out = {}
-    for name in ("servingruntime.yaml", "clusterservingruntime.yaml", "inferenceservice.yaml"):
+    for name in ("servingruntime.yaml", "clusterservingruntime.yaml", "inferenceservice.yaml", "networkpolicy.yaml"):
         docs = [d for d in yaml.safe_load_all((root / "deploy/kserve" / name).read_text()) if d]
         if len(docs) != 1:
             raise SystemExit(f"deploy/kserve/{name}: expected one object, found {len(docs)}")
@@ -130,6 +130,8 @@ def check_type(value, typ: str, path: str, errors: list[str]) -> None:
 def check_sdk_types(docs: dict[str, dict]) -> list[str]:
     errors = []
     for name, doc in docs.items():
+        if doc.get("apiVersion") == "networking.k8s.io/v1":
+            continue  # a core type: kubernetes-validate (check_rendered)
         cls = CLASSES.get((doc.get("apiVersion"), doc.get("kind")))
         if cls is None:
             errors.append(f"{name}: {doc.get('apiVersion')} {doc.get('kind')} is not a KServe type this runtime uses")
@@ -235,6 +237,24 @@ def check_conventions(docs: dict[str, dict]) -> list[str]:
     if MODEL_DIR in mounts:
         errors.append(f"{CONTAINER}: mounts {MODEL_DIR} itself; KServe mounts the storage initializer's volume there")
 
+    pod_labels = spec.get("labels", {})
+    if not pod_labels:
+        errors.append("the runtime sets no pod labels (spec.labels) for its NetworkPolicy to select")
+    np = docs["networkpolicy.yaml"]
+    sel = np["spec"].get("podSelector", {}).get("matchLabels", {})
+    if not sel or any(pod_labels.get(k) != v for k, v in sel.items()):
+        errors.append("networkpolicy.yaml does not select the runtime's pods")
+    if set(np["spec"].get("policyTypes", [])) != {"Ingress", "Egress"}:
+        errors.append("networkpolicy.yaml: policyTypes must be Ingress and Egress")
+    for rule in np["spec"].get("ingress", []):
+        ports = [p.get("port") for p in rule.get("ports", [])]
+        if not ports or set(ports) - {REST_PORT, GRPC_PORT}:
+            errors.append(f"networkpolicy.yaml: ingress beyond Warden's ports: {rule}")
+    for rule in np["spec"].get("egress", []):
+        ports = [p.get("port") for p in rule.get("ports", [])]
+        if not ports or set(ports) - {53, 443}:
+            errors.append(f"networkpolicy.yaml: egress beyond DNS and the storage initializer's HTTPS: {rule}")
+
     pred = isvc["spec"]["predictor"]
     model = pred.get("model", {})
     if model.get("runtime") != RUNTIME_NAME:
@@ -282,6 +302,7 @@ def render(docs: dict[str, dict]) -> dict:
         if key in pred:
             pod[key] = copy.deepcopy(pred[key])
     labels = {"app": f"isvc.{name}-predictor", "serving.kserve.io/inferenceservice": name, "component": "predictor"}
+    labels.update(rt["spec"].get("labels", {}))
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -299,15 +320,15 @@ def check_rendered(docs: dict[str, dict]) -> list[str]:
     from kubernetes_validate.utils import ValidationError
 
     errors = []
-    dep = render(docs)
-    for version in K8S_VERSIONS:
-        try:
-            kubernetes_validate.validate(dep, version, strict=True)
-        except ValidationError as e:
-            path = ".".join(str(p) for p in e.path)
-            errors.append(f"rendered Deployment invalid for Kubernetes {version}: {path}: {e.message}")
-        except Exception as e:  # a broken document must fail, never be skipped
-            errors.append(f"rendered Deployment: cannot validate: {e}")
+    for what, doc in (("rendered Deployment", render(docs)), ("networkpolicy.yaml", docs["networkpolicy.yaml"])):
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except ValidationError as e:
+                path = ".".join(str(p) for p in e.path)
+                errors.append(f"{what} invalid for Kubernetes {version}: {path}: {e.message}")
+            except Exception as e:  # a broken document must fail, never be skipped
+                errors.append(f"{what}: cannot validate: {e}")
     return errors
 
 
@@ -375,6 +396,12 @@ MUTATIONS = [
      lambda d: d["inferenceservice.yaml"]["spec"]["predictor"]["securityContext"].pop("fsGroup")),
     ("isvc on another runtime", "KServe conventions", "runtime",
      lambda d: d["inferenceservice.yaml"]["spec"]["predictor"]["model"].update(runtime="kserve-ovms")),
+    ("egress opened", "KServe conventions", "egress beyond",
+     lambda d: d["networkpolicy.yaml"]["spec"]["egress"].append({})),
+    ("policy misses the pods", "KServe conventions", "does not select",
+     lambda d: d["networkpolicy.yaml"]["spec"]["podSelector"]["matchLabels"].update(app="other")),
+    ("policy unknown field (schema)", "rendered pod schemas", "invalid",
+     lambda d: d["networkpolicy.yaml"]["spec"].update(egres=[])),
     ("bad probe port (pod schema)", "rendered pod schemas", "invalid",
      both(lambda r: runtime_container(r)["readinessProbe"]["httpGet"].update(port=[8080]))),
     ("bad resource (pod schema)", "rendered pod schemas", "invalid",
@@ -409,19 +436,20 @@ def scan(root: Path) -> int:
         rendered = Path(tmp) / "kserve-rendered"
         rendered.mkdir()
         (rendered / "deployment.yaml").write_text(yaml.safe_dump(render(load(root)), sort_keys=False))
+        (rendered / "networkpolicy.yaml").write_text((root / "deploy/kserve/networkpolicy.yaml").read_text())
         dockerdir = Path(tmp) / "dockerfile"
         dockerdir.mkdir()
         (dockerdir / "Dockerfile").write_text((root / "Dockerfile").read_text())
         runs = [
-            ("kubernetes", root / "deploy/kubernetes"),
-            ("kubernetes", root / "deploy/kserve"),
-            ("kubernetes", rendered),
-            ("dockerfile", dockerdir),
+            ("kubernetes", root / "deploy/kubernetes", "deploy/kubernetes"),
+            ("kubernetes", root / "deploy/kserve", "deploy/kserve"),
+            ("kubernetes", rendered, "kserve-rendered"),
+            ("dockerfile", dockerdir, "Dockerfile"),
         ]
         findings, passed = [], 0
-        for framework, directory in runs:
+        for framework, directory, label in runs:
             r = subprocess.run(
-                [str(checkov), "--quiet", "--compact", "--skip-download", "--framework", framework,
+                [str(checkov), "--compact", "--skip-download", "--framework", framework,
                  "-d", str(directory), "-o", "json"],
                 capture_output=True, text=True, timeout=600, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
             )
@@ -432,7 +460,6 @@ def scan(root: Path) -> int:
             reports = json.loads(out) if out.startswith(("[", "{")) else []
             if isinstance(reports, dict):
                 reports = [reports]
-            label = {rendered: "kserve-rendered", dockerdir: "Dockerfile"}.get(directory, str(directory.relative_to(root)))
             for rep in reports:
                 res = rep.get("results", {})
                 passed += len(res.get("passed_checks", []))
