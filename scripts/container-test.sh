@@ -22,8 +22,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 IMAGE=localhost/warden:test
-BASE_MIN=localhost/warden-base-minbase:bookworm
-BASE_CC=localhost/warden-base-cc:bookworm
+# The tag's number changes whenever make_base_images changes, so a cached base built by
+# an older recipe is not reused.
+BASE_MIN=localhost/warden-base-minbase:bookworm-1
+BASE_CC=localhost/warden-base-cc:bookworm-1
 START=$(date +%s)
 
 say() { printf '\n== %s\n' "$*"; }
@@ -167,6 +169,9 @@ podman build --pull=never --format docker -q -f Dockerfile -t "$IMAGE" \
   --build-arg WARDEN_FROM=prebuilt --build-arg RUNTIME_BASE="$BASE_CC" \
   --build-arg BUILD_BASE="$BASE_MIN" --build-arg PYTHON_BASE="$BASE_MIN" \
   "$CTX" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; fail "podman build failed"; }
+# A new binary leaves the previous image and its stages untagged; the machine keeps its
+# storage between runs, so drop such dangling images (never a tagged one).
+podman image prune -f >/dev/null 2>&1 || true
 ok "image built: $(podman image inspect -f '{{.Id}}' "$IMAGE" | cut -c1-12), user $(podman image inspect -f '{{.Config.User}}' "$IMAGE")"
 [ "$(podman image inspect -f '{{.Config.User}}' "$IMAGE")" = "5000:5000" ] || fail "image USER is not 5000:5000"
 
@@ -200,14 +205,23 @@ start() {
     shift
   done
   shift
-  REST_PORT=$(free_port)
-  GRPC_PORT=$(free_port)
   CONTAINERS+=("$name")
-  # (podman's stderr: without systemd it cannot schedule the image's HEALTHCHECK and
-  # says so; check_healthcheck runs it by hand.)
-  podman run -d --name "$name" "${opts[@]}" \
-    -p "127.0.0.1:$REST_PORT:8443" -p "127.0.0.1:$GRPC_PORT:9178" \
-    "$IMAGE" "$@" >/dev/null 2>>"$WORK/podman-run.log" || { cat "$WORK/podman-run.log"; fail "podman run $name failed"; }
+  local try
+  for try in 1 2 3; do
+    # A free port can be taken by another process before podman binds it: try again.
+    REST_PORT=$(free_port)
+    GRPC_PORT=$(free_port)
+    podman rm -f -t 0 "$name" >/dev/null 2>&1 || true # left by an interrupted run
+    # (podman's stderr: without systemd it cannot schedule the image's HEALTHCHECK and
+    # says so; check_healthcheck runs it by hand.)
+    if podman run -d --name "$name" "${opts[@]}" \
+      -p "127.0.0.1:$REST_PORT:8443" -p "127.0.0.1:$GRPC_PORT:9178" \
+      "$IMAGE" "$@" >/dev/null 2>>"$WORK/podman-run.log"; then
+      return 0
+    fi
+  done
+  cat "$WORK/podman-run.log"
+  fail "podman run $name failed"
 }
 
 # Waits for /v2/health/ready over verified TLS; fails with the logs if the container exits.
@@ -371,7 +385,7 @@ else
 fi
 backend_own_filter wt-seed
 ok "wt-seed: process identities as documented"
-podman rm -f -t 30 wt-seed >/dev/null
+podman rm -f -t 30 wt-seed >/dev/null 2>&1
 
 # ------------------------------ 3. uid 5000, hardened; a graceful stop with a call in flight
 say "--user 5000:5000 --cap-drop=ALL --security-opt no-new-privileges"
@@ -454,7 +468,7 @@ expect "$GW" gateway 1234 none 1
 expect "$BE" backend 1234 none 1
 backend_own_filter wt-1234
 ok "wt-1234: process identities as documented"
-podman rm -f -t 30 wt-1234 >/dev/null
+podman rm -f -t 30 wt-1234 >/dev/null 2>&1
 
 # ------------------------------------------------------------------------- 5. root
 say "--user 0:0 --cap-drop=ALL: refused (cannot switch to the service users)"
@@ -476,6 +490,6 @@ expect "$GW" gateway 5001 none 1
 expect "$BE" backend 5000 none 1
 backend_own_filter wt-root
 ok "wt-root: process identities as documented"
-podman rm -f -t 30 wt-root >/dev/null
+podman rm -f -t 30 wt-root >/dev/null 2>&1
 
 say "container test: $PASSED passed, 0 failed in $(($(date +%s) - START)) s; image $IMAGE kept"
