@@ -23,7 +23,8 @@
 #   RUNTIME_BASE  the final stage: glibc + libstdc++ + libgcc, nothing else
 # WARDEN_FROM=prebuilt takes `warden` and `openvino/` from the build context instead of
 # compiling them (the context then holds just those and deploy/container/warden.toml);
-# the final stage is the same either way.
+# the final stage is the same either way. The unused stages are skipped, as BuildKit
+# (docker build) and buildah (podman build) do by default.
 
 ARG BUILD_BASE=docker.io/library/rust:1.95-bookworm
 ARG PYTHON_BASE=docker.io/library/python:3.11-slim-bookworm

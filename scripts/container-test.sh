@@ -470,6 +470,17 @@ backend_own_filter wt-1234
 ok "wt-1234: process identities as documented"
 podman rm -f -t 30 wt-1234 >/dev/null 2>&1
 
+say "--user 1234:0 (OpenShift's way: arbitrary uid, group root) --cap-drop=ALL --security-opt no-new-privileges"
+start wt-1234-0 --user 1234:0 "${HARDEN[@]}" "${SEED[@]}" -v "$(certs_for 1234):/etc/warden/certs:ro" -- "${MODEL_ARGS[@]}"
+wait_ready wt-1234-0
+check_inference wt-1234-0
+pids wt-1234-0
+expect "$SUP" supervisor 1234 none 1
+expect "$GW" gateway 1234 none 1
+expect "$BE" backend 1234 none 1
+ok "wt-1234-0: process identities as documented"
+podman rm -f -t 30 wt-1234-0 >/dev/null 2>&1
+
 # ------------------------------------------------------------------------- 5. root
 say "--user 0:0 --cap-drop=ALL: refused (cannot switch to the service users)"
 start wt-root-nocaps --user 0:0 "${HARDEN[@]}" "${SEED[@]}" -v "$(certs_for 0):/etc/warden/certs:ro" -- "${MODEL_ARGS[@]}"

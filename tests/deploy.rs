@@ -384,7 +384,10 @@ fn image_config_and_kserve_arguments_pass_warden_check() {
             out.status.success() && report.contains("configuration OK"),
             "{what} arguments on the image's warden.toml fail `warden check`:\n{report}"
         );
-        assert!(report.contains("nsfw"), "{what}: model not listed:\n{report}");
+        assert!(
+            report.contains("nsfw"),
+            "{what}: model not listed:\n{report}"
+        );
     }
 
     // Without key files the image refuses, naming the file (never serves plain text).
