@@ -340,6 +340,14 @@ expect() {
     "$(field "$pid" Seccomp)" "$(field "$pid" Seccomp_filters)"
 }
 
+# The socket directory in the container's /tmp tmpfs: MODE UID GID as `stat` prints them.
+socket_dir() {
+  local got
+  got=$(stat -c '%a %u %g' /proc/"$SUP"/root/tmp/warden)
+  [ "$got" = "$2" ] || fail "$1: socket directory /tmp/warden is '$got', want '$2'"
+  printf '    socket dir /tmp/warden: mode %s\n' "$got"
+}
+
 # The backend stacks its own seccomp filter on the runtime's.
 backend_own_filter() {
   local name=$1
@@ -378,10 +386,12 @@ if [ "$U" = 0 ]; then
   expect "$SUP" supervisor 0 kept 0
   expect "$GW" gateway 5001 none 1
   expect "$BE" backend 5000 none 1
+  socket_dir wt-seed "2750 5000 5001"
 else
   expect "$SUP" supervisor "$U" none 0
   expect "$GW" gateway "$U" none 1
   expect "$BE" backend "$U" none 1
+  socket_dir wt-seed "700 $U $G"
 fi
 backend_own_filter wt-seed
 ok "wt-seed: process identities as documented"
@@ -396,6 +406,7 @@ pids wt-5000
 expect "$SUP" supervisor 5000 none 1
 expect "$GW" gateway 5000 none 1
 expect "$BE" backend 5000 none 1
+socket_dir wt-5000 "700 5000 5000"
 backend_own_filter wt-5000
 ok "wt-5000: process identities as documented"
 
@@ -466,6 +477,7 @@ pids wt-1234
 expect "$SUP" supervisor 1234 none 1
 expect "$GW" gateway 1234 none 1
 expect "$BE" backend 1234 none 1
+socket_dir wt-1234 "700 1234 1234"
 backend_own_filter wt-1234
 ok "wt-1234: process identities as documented"
 podman rm -f -t 30 wt-1234 >/dev/null 2>&1
@@ -478,6 +490,7 @@ pids wt-1234-0
 expect "$SUP" supervisor 1234 none 1
 expect "$GW" gateway 1234 none 1
 expect "$BE" backend 1234 none 1
+socket_dir wt-1234-0 "700 1234 0"
 ok "wt-1234-0: process identities as documented"
 podman rm -f -t 30 wt-1234-0 >/dev/null 2>&1
 
@@ -499,6 +512,7 @@ pids wt-root
 expect "$SUP" supervisor 0 kept 1
 expect "$GW" gateway 5001 none 1
 expect "$BE" backend 5000 none 1
+socket_dir wt-root "2750 5000 5001"
 backend_own_filter wt-root
 ok "wt-root: process identities as documented"
 podman rm -f -t 30 wt-root >/dev/null 2>&1
