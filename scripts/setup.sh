@@ -14,3 +14,13 @@ if ! command -v testssl >/dev/null 2>&1 && ! command -v testssl.sh >/dev/null 2>
 fi
 bash scripts/fetch-runtime.sh
 bash scripts/fetch-models.sh
+# The deployment checks' own environment (kubernetes-validate, the kserve SDK, checkov),
+# apart from .venv so their pins never move the test and reference packages; reinstalled
+# whenever scripts/requirements-deploy.txt changes. tests/deploy.rs uses it.
+if [ ! -x .venv-deploy/bin/python ] || ! cmp -s scripts/requirements-deploy.txt .venv-deploy/.requirements; then
+  rm -rf .venv-deploy
+  python3 -m venv .venv-deploy
+  .venv-deploy/bin/python -m pip install --quiet --upgrade pip
+  .venv-deploy/bin/python -m pip install --quiet -r scripts/requirements-deploy.txt
+  cp scripts/requirements-deploy.txt .venv-deploy/.requirements
+fi

@@ -14,6 +14,12 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+# The container image: built from the Dockerfile with the binary just built, run the way
+# OVMS's documentation runs OVMS, and checked from outside (scripts/container-test.sh).
+# Needs root and podman (it installs podman itself); WARDEN_CONTAINER_TEST=0 skips it.
+if [ "${WARDEN_CONTAINER_TEST:-1}" != "0" ]; then
+  bash scripts/container-test.sh
+fi
 # Time-boxed fuzzing of every parser that sees untrusted input (fuzz/run.sh): fails on
 # any crash. WARDEN_FUZZ_SECONDS=0 skips it; a release check runs it longer.
 if [ "${WARDEN_FUZZ_SECONDS:-10}" != "0" ]; then

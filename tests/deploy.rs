@@ -1,8 +1,13 @@
 //! Deployment checks: the Kubernetes manifests, the systemd unit, the Dockerfile and the
 //! Grafana dashboard pass the offline checker (tests/deploy/check_deploy.py, with its
 //! self-test of hostile edits); the shipped warden.toml files pass `warden check`;
-//! `warden serve` works under exactly the unit's capability bounding set; and
-//! `warden health` (the image's HEALTHCHECK) tells ready from not ready.
+//! `warden serve` works under exactly the unit's capability bounding set;
+//! `warden health` (the image's HEALTHCHECK) tells ready from not ready; the KServe
+//! runtime (deploy/kserve) passes its checker (KServe SDK types, conventions, the
+//! rendered pod against the Kubernetes schemas) and its arguments pass `warden check`
+//! on the image's warden.toml; and checkov finds nothing in deploy/ and the Dockerfile
+//! that deploy/checkov-skips.yaml does not explain. (The image itself is built and run
+//! by scripts/container-test.sh.)
 #![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 use bytes::Bytes;
@@ -17,6 +22,17 @@ fn python() -> PathBuf {
     assert!(
         py.is_file(),
         "{} is missing: run scripts/fetch-models.sh",
+        py.display()
+    );
+    py
+}
+
+/// The deployment tools' own environment (scripts/requirements-deploy.txt).
+fn deploy_python() -> PathBuf {
+    let py = root().join(".venv-deploy/bin/python");
+    assert!(
+        py.is_file(),
+        "{} is missing: run scripts/setup.sh",
         py.display()
     );
     py
@@ -284,5 +300,121 @@ async fn serve_works_under_the_systemd_units_capability_bounding_set() {
         started.elapsed() < Duration::from_secs(10),
         "stop took {:?}",
         started.elapsed()
+    );
+}
+
+fn kserve_checker(args: &[&str]) -> Output {
+    Command::new(deploy_python())
+        .arg(root().join("tests/deploy/check_kserve.py"))
+        .args(args)
+        .arg(root())
+        .output()
+        .expect("check_kserve.py runs")
+}
+
+#[test]
+fn kserve_runtime_passes_its_checker_and_self_test() {
+    let out = kserve_checker(&[]);
+    let report = text(&out);
+    println!("{report}");
+    assert!(out.status.success(), "KServe checks failed:\n{report}");
+    assert!(
+        report.contains("hostile edits caught") && !report.contains("FAIL"),
+        "{report}"
+    );
+    for group in [
+        "ok   [KServe types]",
+        "ok   [KServe conventions]",
+        "ok   [rendered pod schemas]",
+    ] {
+        assert!(report.contains(group), "{group} missing:\n{report}");
+    }
+}
+
+/// The image's warden.toml with its in-image paths pointed at real files here.
+fn image_config(dir: &Path, certs: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("deploy/container/warden.toml"))
+        .expect("deploy/container/warden.toml");
+    let quoted = |p: &Path| format!("\"{}", p.display());
+    let replaced = text
+        .replace("\"/tmp/warden", &quoted(&dir.join("sock")))
+        .replace("\"/opt/openvino", &quoted(&runtime_dir()))
+        .replace("\"/etc/warden/certs", &quoted(certs));
+    assert_ne!(replaced, text, "the image config's paths moved");
+    let path = dir.join("image.toml");
+    std::fs::write(&path, replaced).expect("write image.toml");
+    path
+}
+
+#[test]
+fn image_config_and_kserve_arguments_pass_warden_check() {
+    let dir = TempDir::new("deploy-image-config");
+    let certs = make_certs(dir.path());
+    let config = image_config(dir.path(), &certs);
+    let nsfw = model_dir("nsfw");
+
+    // The seed's command line (OVMS's flags) on the image's configuration.
+    let seed = [
+        "--model_path".to_string(),
+        nsfw.display().to_string(),
+        "--model_name".into(),
+        "nsfw".into(),
+        "--port".into(),
+        "9178".into(),
+    ];
+    // The KServe runtime's arguments, /mnt/models being where the model lands.
+    let out = kserve_checker(&["args"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let kserve: Vec<String> = serde_json::from_slice::<Vec<String>>(&out.stdout)
+        .expect("args JSON")
+        .into_iter()
+        .map(|a| a.replace("/mnt/models", &nsfw.display().to_string()))
+        .collect();
+    assert!(kserve.iter().any(|a| a == "--rest_port=8080"), "{kserve:?}");
+
+    for (what, args) in [("seed", seed.to_vec()), ("KServe", kserve)] {
+        let out = Command::new(warden_bin())
+            .args(["check", "--config"])
+            .arg(&config)
+            .args(&args)
+            .output()
+            .expect("warden check runs");
+        let report = text(&out);
+        assert!(
+            out.status.success() && report.contains("configuration OK"),
+            "{what} arguments on the image's warden.toml fail `warden check`:\n{report}"
+        );
+        assert!(
+            report.contains("nsfw"),
+            "{what}: model not listed:\n{report}"
+        );
+    }
+
+    // Without key files the image refuses, naming the file (never serves plain text).
+    let missing = dir.path().join("none");
+    let bare = image_config(dir.path(), &missing);
+    let out = Command::new(warden_bin())
+        .args(["check", "--config"])
+        .arg(&bare)
+        .args(&seed)
+        .output()
+        .expect("warden check runs");
+    assert!(!out.status.success(), "served without a certificate");
+    assert!(
+        text(&out).contains(&missing.join("server.pem").display().to_string()),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn checkov_finds_nothing_unexplained() {
+    let out = kserve_checker(&["scan"]);
+    let report = text(&out);
+    println!("{report}");
+    assert!(out.status.success(), "checkov:\n{report}");
+    assert!(
+        report.contains("all explained in deploy/checkov-skips.yaml"),
+        "{report}"
     );
 }

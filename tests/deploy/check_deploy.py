@@ -179,6 +179,13 @@ def parse_dockerfile(text: str) -> list[dict]:
     if buf:
         logical.append(buf)
     stages = []
+    # Global ARGs (before the first FROM) may name base images: FROM ${RUNTIME_BASE}
+    # is checked as the default it expands to, the image a plain `docker build` uses.
+    global_args: dict[str, str] = {}
+
+    def expand(word: str) -> str:
+        return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: global_args.get(m.group(1) or m.group(2), m.group(0)), word)
+
     for line in logical:
         kw, _, args = line.partition(" ")
         kw = kw.upper()
@@ -186,8 +193,11 @@ def parse_dockerfile(text: str) -> list[dict]:
         if kw == "FROM":
             words = [w for w in args.split() if not w.startswith("--")]
             name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
-            stages.append({"from": words[0], "name": name, "instructions": []})
+            stages.append({"from": expand(words[0]), "name": name, "instructions": []})
         elif kw == "ARG" and not stages:
+            key, _, default = args.partition("=")
+            if default:
+                global_args[key.strip()] = default.strip().strip('"')
             continue
         else:
             if not stages:
@@ -533,7 +543,7 @@ def check_dockerfile(text: str, dockerignore: str) -> list[str]:
     if not any(k == "ENTRYPOINT" for k, _ in final["instructions"]):
         errors.append("final stage has no ENTRYPOINT")
     ignored = {line.strip().strip("/") for line in dockerignore.splitlines() if line.strip() and not line.startswith("#")}
-    for entry in ("target", ".runtime", ".models", ".venv", ".cache", ".demo"):
+    for entry in ("target", ".runtime", ".models", ".venv", ".venv-deploy", ".cache", ".demo"):
         if entry not in ignored:
             errors.append(f".dockerignore does not exclude {entry}")
     return errors
@@ -818,9 +828,13 @@ def text_mutations():
         ("Dockerfile", "no USER", "no USER",
          lambda t: t.replace("USER 5000:5000\n", "")),
         ("Dockerfile", "final stage on the Rust toolchain", "toolchain",
-         lambda t: t.replace("FROM gcr.io/distroless/cc-debian12", "FROM rust:1.95-bookworm")),
+         lambda t: t.replace("ARG RUNTIME_BASE=gcr.io/distroless/cc-debian12", "ARG RUNTIME_BASE=rust:1.95-bookworm")),
         ("Dockerfile", "final stage on Debian with apt", "package-manager",
-         lambda t: t.replace("FROM gcr.io/distroless/cc-debian12", "FROM debian:bookworm-slim")),
+         lambda t: t.replace("ARG RUNTIME_BASE=gcr.io/distroless/cc-debian12", "ARG RUNTIME_BASE=debian:bookworm-slim")),
+        ("Dockerfile", "final stage FROM a build stage", "toolchain",
+         lambda t: t.replace("FROM ${RUNTIME_BASE}\n", "FROM build-source\n")),
+        ("Dockerfile", "final stage copies the build context", "build context",
+         lambda t: t.replace("ENV WARDEN_OPENVINO_DIR", "COPY certs-dev /etc/warden/certs\nENV WARDEN_OPENVINO_DIR")),
         ("Dockerfile", "gcc installed in the final stage", "build or package tool",
          lambda t: t.replace("ENV WARDEN_OPENVINO_DIR", "RUN apt-get install -y gcc\nENV WARDEN_OPENVINO_DIR")),
         ("Dockerfile", "cargo copied into the final stage", "build tool",

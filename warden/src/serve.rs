@@ -105,9 +105,59 @@ async fn stop(child: &mut Child) -> Option<ExitStatus> {
     }
 }
 
+/// What a root supervisor needs to start its children as the service users: the socket
+/// directory's owner, group and setgid bit (CHOWN, FOWNER, FSETID), the children's
+/// switch to their uid and gid with an empty bounding set (SETUID, SETGID, SETPCAP), and
+/// signals to children that run under other uids (KILL). Bit numbers of capability.h.
+const ROOT_CAPS: [(&str, u32); 7] = [
+    ("CHOWN", 0),
+    ("FOWNER", 3),
+    ("FSETID", 4),
+    ("KILL", 5),
+    ("SETGID", 6),
+    ("SETUID", 7),
+    ("SETPCAP", 8),
+];
+
+/// The capabilities of [`ROOT_CAPS`] missing from `CapEff` of /proc/self/status text.
+fn missing_root_caps(status: &str) -> Vec<&'static str> {
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    ROOT_CAPS
+        .iter()
+        .filter(|(_, bit)| eff & (1 << bit) == 0)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// Started as root (a container run with `--user 0`), the supervisor must be able to
+/// make its children the service users; without the capabilities for it, refuse at once
+/// with the reason rather than fail half-way (or run a child as root).
+fn check_root_capabilities() -> anyhow::Result<()> {
+    if !nix::unistd::getuid().is_root() {
+        return Ok(());
+    }
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let missing = missing_root_caps(&status);
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "started as root without the capabilities to switch to the service users (missing {}); \
+             run as a non-root uid (e.g. --user 5000:5000, with --cap-drop ALL) or keep \
+             CHOWN, FOWNER, FSETID, SETUID, SETGID, SETPCAP and KILL",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Runs the supervisor until SIGTERM/SIGINT or until the gateway exits.
 pub fn run(config: &Config, child_args: Vec<OsString>) -> anyhow::Result<i32> {
     config.validate()?;
+    check_root_capabilities()?;
     prepare_socket_dir(config)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -161,4 +211,29 @@ async fn supervise(args: Vec<OsString>) -> anyhow::Result<i32> {
     let b = stop(&mut backend).await;
     tracing::info!(gateway = ?g, backend = ?b, "stopped");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_root_caps;
+
+    #[test]
+    fn root_capabilities_are_read_from_cap_eff() {
+        // Docker's and podman's default set as root: all seven present.
+        assert!(missing_root_caps("Name:\twarden\nCapEff:\t00000000a80425fb\n").is_empty());
+        // --cap-drop ALL.
+        assert_eq!(
+            missing_root_caps("CapEff:\t0000000000000000\n"),
+            [
+                "CHOWN", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP"
+            ]
+        );
+        // Everything but SETPCAP (bit 8).
+        assert_eq!(
+            missing_root_caps("CapEff:\t00000000000000f9\n"),
+            ["SETPCAP"]
+        );
+        // Unreadable: nothing is assumed.
+        assert_eq!(missing_root_caps("").len(), 7);
+    }
 }
