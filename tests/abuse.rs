@@ -864,7 +864,10 @@ async fn http2_floods_are_bounded_and_the_server_stays_responsive() {
             // (RFC 9113 §7), long before the attacker's frames run out.
             "rapid_reset" | "hpack_bomb" | "empty_data" => {
                 assert_eq!(goaway, Some(ENHANCE_YOUR_CALM), "{case}: {out}");
-                assert!(frames < count, "{case}: all {count} frames were taken: {out}");
+                assert!(
+                    frames < count,
+                    "{case}: all {count} frames were taken: {out}"
+                );
             }
             // A header block that never ends is cut off by the header list size: the
             // connection is dropped after a bounded number of frames.

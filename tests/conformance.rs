@@ -213,16 +213,28 @@ async fn negotiated_group(port: u16, cfg: Arc<rustls::ClientConfig>) -> rustls::
 #[tokio::test]
 async fn x25519mlkem768_is_offered_first_and_negotiated() {
     use rustls::crypto::aws_lc_rs::kx_group::{SECP256R1, X25519, X25519MLKEM768};
-    // The server's provider (the same aws-lc-rs default the gateway builds its
-    // ServerConfig from, with `prefer-post-quantum`) puts the hybrid group first.
-    let server_groups = rustls::crypto::aws_lc_rs::default_provider().kx_groups;
-    assert_eq!(
-        server_groups.first().map(|g| g.name()),
-        Some(rustls::NamedGroup::X25519MLKEM768),
-        "server groups: {:?}",
-        server_groups.iter().map(|g| g.name()).collect::<Vec<_>>()
-    );
     let server = identity_server(&[]).await;
+    // The configuration the gateway itself builds from its certificate and key (the
+    // same function the running server and every reload use) puts the hybrid group
+    // first.
+    let gateway = warden_gateway::tls::server_config(
+        &server.certs.join("server.pem"),
+        &server.certs.join("server.key"),
+        warden_gateway::tls::REST_ALPN,
+        None,
+    )
+    .expect("the gateway's TLS configuration");
+    let server_groups: Vec<rustls::NamedGroup> = gateway
+        .crypto_provider()
+        .kx_groups
+        .iter()
+        .map(|g| g.name())
+        .collect();
+    assert_eq!(
+        server_groups.first(),
+        Some(&rustls::NamedGroup::X25519MLKEM768),
+        "the gateway's groups: {server_groups:?}"
+    );
     let ca = server.certs.join("ca.pem");
     let port = server.rest_port;
     for (what, groups) in [
