@@ -27,6 +27,13 @@ if [ "$(id -u)" = 0 ]; then
     RUNTIME="$STAGE/openvino"; MODELS="$STAGE/models"
   fi
   SOCKDIR=/run/warden
+  # The gateway drops to uid 5001 and rotates the audit log in its folder: the folder
+  # must be the gateway's (it refuses to start otherwise), and reachable by it.
+  AUDITDIR=/var/tmp/warden-demo-audit
+  install -d -o 5001 -g 5001 -m 0750 "$AUDITDIR"
+else
+  AUDITDIR="$PWD/.demo/audit"
+  mkdir -p "$AUDITDIR" && chmod 0750 "$AUDITDIR"
 fi
 
 "$BIN" serve \
@@ -35,7 +42,7 @@ fi
   --bind-address 127.0.0.1 --rest-port "$PORT" --grpc-port $((PORT + 1)) \
   --tls-cert .demo/certs/server.pem --tls-key .demo/certs/server.key \
   --jwt-key .demo/certs/jwt.pub.pem --jwt-issuer warden-demo --jwt-audience warden \
-  --authz-policy policies/demo.toml --audit-log "$PWD/.demo/audit.log" \
+  --authz-policy policies/demo.toml --audit-log "$AUDITDIR/audit.log" \
   --socket-dir "$SOCKDIR" --openvino-dir "$RUNTIME" &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER' INT TERM EXIT
@@ -60,8 +67,8 @@ Classify a real photo (coffee.png; expect "data":[~0.996 (safe), ~0.004 (unsafe)
 Model metadata:  curl --cacert .demo/certs/ca.pem -H "Authorization: Bearer \$TOKEN" https://localhost:$PORT/v2/models/nsfw
 Without a token: curl --cacert .demo/certs/ca.pem https://localhost:$PORT/v2/models/nsfw   (401)
 
-Every decision is in the audit log:   tail -f .demo/audit.log
-Check its hash chain:                 target/release/warden audit verify .demo/audit.log
+Every decision is in the audit log:   tail -f $AUDITDIR/audit.log
+Check its hash chain:                 target/release/warden audit verify $AUDITDIR/audit.log
 Metrics (Prometheus, loopback only):  curl http://127.0.0.1:9180/metrics
 
 Ctrl-C stops the server.

@@ -243,6 +243,7 @@ impl State {
         let record = Record {
             event: "request",
             request_id: Some(call.id.clone()),
+            client_request_id: None,
             client: Some(call.conn.peer.to_string()),
             listener: Some(call.listener.as_str()),
             protocol: Some(call.protocol.clone()),

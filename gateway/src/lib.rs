@@ -15,6 +15,7 @@ pub mod gate;
 pub mod grpc;
 pub mod json;
 pub mod limits;
+pub mod logsafe;
 pub mod metrics;
 pub mod privilege;
 pub mod reload;
@@ -110,6 +111,19 @@ fn landlock_paths(config: &Config) -> (Vec<std::path::PathBuf>, Vec<std::path::P
     (read, write)
 }
 
+/// The uid:gid the gateway runs as once it serves: the configured one when started
+/// as root (it drops to it), else its own.
+pub fn run_as(config: &Config) -> (u32, u32) {
+    if nix::unistd::getuid().is_root() {
+        (config.gateway.uid, config.gateway.gid)
+    } else {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    }
+}
+
 /// Runs the gateway until SIGTERM/SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
@@ -136,6 +150,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(
             "NO AUTHORIZATION POLICY (auth.policy): every authenticated caller may use every model"
         );
+    }
+    let run_as = run_as(&config);
+    // Fail at start, not at the first rotation or key rotation after the privilege drop.
+    reload::preflight(&config, run_as).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let audit_check = audit::preflight(&config.audit, run_as, true)
+        .map_err(|e| anyhow::anyhow!("audit log: {e}"))?;
+    for w in &audit_check.warnings {
+        tracing::warn!("audit log: {w}");
     }
     let audit = audit::AuditLog::open(&config.audit)
         .with_context(|| format!("cannot open the audit log {}", config.audit.path.display()))?;
@@ -255,6 +277,9 @@ async fn housekeeping(state: Arc<state::State>) {
             _ = tick.tick() => false,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
+        // A log that could not be written retries on its own, so that a server that is
+        // not ready (and so gets no traffic) still recovers once the disk has room.
+        state.audit.retry();
         let now = reload::fingerprint(&files);
         if sighup || now != seen {
             seen = now;

@@ -94,3 +94,40 @@ pub fn reload(state: &State, cause: &str) -> Result<(), String> {
     }
     result
 }
+
+/// Files the gateway re-reads after its privilege drop (reload on SIGHUP or change):
+/// the TLS certificate, key and client CA, the policy, the JWT keys and secrets.
+pub fn reread_files(c: &warden_shared::config::Config) -> Vec<(&'static str, PathBuf)> {
+    let mut out: Vec<(&'static str, PathBuf)> = Vec::new();
+    out.extend(c.tls.cert.clone().map(|p| ("TLS certificate", p)));
+    out.extend(c.tls.key.clone().map(|p| ("TLS private key", p)));
+    out.extend(c.tls.client_ca.clone().map(|p| ("client CA bundle", p)));
+    out.extend(c.auth.policy.clone().map(|p| ("authorization policy", p)));
+    for i in c.auth.all_issuers() {
+        out.extend(i.keys.into_iter().map(|p| ("JWT key", p)));
+        out.extend(i.hs256_secret.map(|p| ("HS256 secret", p)));
+    }
+    out
+}
+
+/// Refuses a configuration whose reload path cannot work: a file the gateway re-reads
+/// on SIGHUP or change that its uid after the privilege drop (`run_as`) cannot read. A
+/// root-only TLS key would otherwise load at start and then silently stay the old key
+/// at every rotation.
+pub fn preflight(c: &warden_shared::config::Config, run_as: (u32, u32)) -> Result<(), String> {
+    let (uid, gid) = run_as;
+    let mut problems = Vec::new();
+    for (what, path) in reread_files(c) {
+        if let Err(e) = crate::audit::accessible_by(&path, uid, gid, 4) {
+            problems.push(format!(
+                "the {what} {} cannot be re-read after the privilege drop ({e}), so a rotated file would never take effect; make it readable by uid {uid} or gid {gid} (e.g. chgrp {gid} FILE && chmod 0640 FILE)",
+                path.display()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}

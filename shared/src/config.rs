@@ -392,14 +392,27 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The default audit log: its own file, never mixed with process output.
+pub const DEFAULT_AUDIT_PATH: &str = "/var/log/warden/audit.log";
+
 /// The audit log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
-    /// File to append records to; `-` for standard output.
+    /// File to append records to; `-` for standard output (shared with whatever else
+    /// the process writes there, so only when a collector parses it).
     pub path: PathBuf,
-    /// Size at which the file is rotated (renamed `.1`, `.2`, ...); 0: never.
+    /// Size at which the file is rotated (renamed `<path>.<first seq>`); 0: never.
     pub max_file_bytes: u64,
+    /// Age of the file's first record at which it is rotated, in seconds; 0: never.
+    pub max_file_age_secs: u64,
+    /// Rotated files kept; the oldest are deleted beyond it. 0: no limit.
+    pub max_files: u32,
+    /// Bytes kept across the live and rotated files; the oldest rotated files are
+    /// deleted beyond it. 0: no limit.
+    pub max_total_bytes: u64,
+    /// Least free space on the audit file system for the gateway to start.
+    pub min_free_bytes: u64,
     /// `always`: fsync after every record; `never`: leave it to the kernel.
     pub fsync: FsyncPolicy,
     /// Serve requests even when their record cannot be written (logged loudly).
@@ -418,8 +431,12 @@ pub enum FsyncPolicy {
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
-            path: "-".into(),
+            path: DEFAULT_AUDIT_PATH.into(),
             max_file_bytes: 100 << 20,
+            max_file_age_secs: 24 * 3600,
+            max_files: 20,
+            max_total_bytes: 2 << 30,
+            min_free_bytes: 64 << 20,
             fsync: FsyncPolicy::Never,
             fail_open: false,
         }

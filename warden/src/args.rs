@@ -130,7 +130,7 @@ pub struct RunArgs {
     /// The authorization policy file (see policies/).
     #[arg(long = "authz-policy", value_name = "FILE")]
     pub authz_policy: Option<PathBuf>,
-    /// The audit log file, or `-` for standard output.
+    /// The audit log file (default /var/log/warden/audit.log), or `-` for standard output.
     #[arg(long = "audit-log", value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
     /// Port of the admin (metrics) listener; 0 disables it.

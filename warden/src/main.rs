@@ -57,7 +57,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain of audit files, oldest first; names the first broken record.
+    /// Verify the hash chain of audit files, oldest first; names the first broken file
+    /// and record. A live log's path stands for it and all its rotated files.
     Verify {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -115,22 +116,44 @@ fn run(command: Command) -> anyhow::Result<i32> {
         Command::Token(t) => token::run(&t).map(|()| 0),
         Command::Audit {
             command: AuditCommand::Verify { files },
-        } => match warden_gateway::audit::verify(&files)? {
-            Ok(n) => {
-                println!("audit chain intact: {n} records in {} file(s)", files.len());
-                Ok(0)
+        } => {
+            let files = warden_gateway::audit::expand(&files)?;
+            match warden_gateway::audit::verify(&files)? {
+                Ok(intact) => {
+                    println!(
+                        "audit chain intact: {} records in {} file(s), from seq {}",
+                        intact.records,
+                        files.len(),
+                        intact.first_seq
+                    );
+                    if intact.first_seq > 0 {
+                        if intact.starts_at_file_start {
+                            println!(
+                                "records before seq {} are not in the set: older files were pruned by retention (expected)",
+                                intact.first_seq
+                            );
+                        } else {
+                            println!(
+                                "WARNING: the set starts at seq {} in the middle of a file: records before it were cut out",
+                                intact.first_seq
+                            );
+                            return Ok(1);
+                        }
+                    }
+                    Ok(0)
+                }
+                Err(b) => {
+                    println!(
+                        "audit chain BROKEN at {} line {} (seq {}): {}",
+                        b.file,
+                        b.line,
+                        b.seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                        b.why
+                    );
+                    Ok(1)
+                }
             }
-            Err(b) => {
-                println!(
-                    "audit chain BROKEN at {} line {} (seq {}): {}",
-                    b.file,
-                    b.line,
-                    b.seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
-                    b.why
-                );
-                Ok(1)
-            }
-        },
+        }
         Command::Models { command } => models::run(&command),
         Command::Check(a) => {
             let report = check::run(&a.load()?)?;
