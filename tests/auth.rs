@@ -995,3 +995,181 @@ async fn jwks_rotation_is_picked_up_without_a_restart() {
         "old keys stay after a bad reload"
     );
 }
+
+async fn ready_with(server: &Server, token: &str) -> u16 {
+    let auth = format!("Bearer {token}");
+    server
+        .request(
+            "GET",
+            "/v2/models/addn/ready",
+            &[("authorization", &auth)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap()
+        .status
+}
+
+fn addn_flags() -> Vec<String> {
+    vec![
+        "--model-path".into(),
+        model_dir("addn").display().to_string(),
+        "--model-name".into(),
+        "addn".into(),
+    ]
+}
+
+/// A PEM key replaced on disk is re-read on SIGHUP (even when its modification time
+/// says nothing changed) and on change: a token of the removed key is refused from the
+/// reload on, one of the new key accepted.
+#[tokio::test]
+async fn a_replaced_pem_key_is_reloaded_on_sighup_and_on_change() {
+    let mut server = Server::start(&addn_flags(), &[]);
+    server.wait_ready().await;
+    let pem = server.certs.join("jwt.pub.pem");
+    let other = make_certs(&server.dir.path().join("other"));
+    let old_token = server.token(claims("alice", 600));
+    let new_token = sign(&other.join("jwt.key"), claims("alice", 600));
+    assert_eq!(ready_with(&server, &old_token).await, 200);
+    assert_eq!(ready_with(&server, &new_token).await, 401);
+
+    // Swap the key in place and put the old modification time back, so that only the
+    // SIGHUP can make the gateway notice.
+    let mtime = std::fs::metadata(&pem).unwrap().modified().unwrap();
+    std::fs::write(&pem, std::fs::read(other.join("jwt.pub.pem")).unwrap()).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&pem)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        ready_with(&server, &old_token).await,
+        200,
+        "no reload without a signal or a change (the test's premise)"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ready_with(&server, &new_token).await != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP never loaded the new key:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        ready_with(&server, &old_token).await,
+        401,
+        "the removed key is refused after the SIGHUP reload (even for a token it verified before)"
+    );
+
+    // A change on disk alone reloads too: the old key back, by rename.
+    let next = pem.with_extension("new");
+    std::fs::write(&next, sign_key_pub(&server)).unwrap();
+    std::fs::rename(&next, &pem).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ready_with(&server, &old_token).await != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the changed file was never reloaded:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(ready_with(&server, &new_token).await, 401);
+}
+
+/// The public PEM of the server's development signing key.
+fn sign_key_pub(server: &Server) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(server.certs.join("jwt.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// A TLS private key only root can read would load at start and then never again
+/// after the privilege drop: refused at start and by `warden check`, never a silently
+/// stale key.
+#[tokio::test]
+async fn a_tls_key_the_gateway_could_not_reload_is_refused_at_start() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("WARDEN_REQUIRE_ROOT").is_none_or(|v| v != "1"),
+            "WARDEN_REQUIRE_ROOT=1 but not root"
+        );
+        eprintln!("SKIPPED: needs root (the gateway drops to another uid)");
+        return;
+    }
+    let tmp = TempDir::new("rootkey");
+    let certs = make_certs(tmp.path());
+    let key = certs.join("server.key");
+    std::os::unix::fs::chown(&key, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let audit = audit_dir(tmp.path()).join("audit.log");
+    let flags = |cmd: &mut Command| {
+        cmd.args(addn_flags())
+            .arg("--tls-cert")
+            .arg(certs.join("server.pem"))
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--jwt-key")
+            .arg(certs.join("jwt.pub.pem"))
+            .args(["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE])
+            .arg("--openvino-dir")
+            .arg(runtime_dir())
+            .arg("--audit-log")
+            .arg(&audit);
+    };
+    let mut check = Command::new(warden_bin());
+    check.arg("check");
+    flags(&mut check);
+    let out = check.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        text.contains("TLS private key")
+            && text.contains("cannot be re-read after the privilege drop"),
+        "{text}"
+    );
+    let mut serve = Command::new(warden_bin());
+    serve
+        .arg("serve")
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--rest-port",
+            &free_port().to_string(),
+        ])
+        .args(["--grpc-port", "0", "--admin-port", "0"])
+        .arg("--socket-dir")
+        .arg(tmp.path().join("sock"));
+    flags(&mut serve);
+    let out = serve.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("cannot be re-read after the privilege drop"),
+        "{text}"
+    );
+    // Readable by the gateway's group: starts (checked by `warden check`).
+    std::os::unix::fs::chown(&key, Some(0), Some(GATEWAY_UID)).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let mut check = Command::new(warden_bin());
+    check.arg("check");
+    flags(&mut check);
+    let out = check.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -295,14 +295,14 @@ async fn housekeeping(state: Arc<state::State>) {
                 .inc("warden_config_reloads_total", &[("result", label)]);
             let reason = result.err().map(|e| e.to_string());
             if ok {
-                tracing::info!(%issuer, "JWKS reloaded");
+                tracing::info!(issuer = %logsafe::log_safe(&issuer), "JWT keys reloaded (a key file changed)");
             } else {
-                tracing::warn!(%issuer, error = ?reason, "JWKS reload failed; old keys stay in force");
+                tracing::warn!(issuer = %logsafe::log_safe(&issuer), error = ?reason, "JWT key reload failed; old keys stay in force");
             }
             let rec = audit::Record {
                 event: "reload",
                 reason: Some(format!(
-                    "jwks {issuer}: {}",
+                    "jwt keys {issuer}: {}",
                     reason.unwrap_or_else(|| "ok".into())
                 )),
                 decision: Some(if ok { "allowed" } else { "failed" }),

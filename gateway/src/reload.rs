@@ -1,6 +1,6 @@
 //! Hot reload of what the gateway reads from files: the TLS certificate and key, the
-//! client CA bundle and the authorization policy (JWKS files reload on their own, see
-//! `auth::jwt`). Triggered by SIGHUP and by a change of any of those files. A new file
+//! client CA bundle, the authorization policy and every issuer's JWT keys (PEM, JWKS,
+//! HS256 secret; a key file that changes also reloads on its own, see `auth::jwt`). Triggered by SIGHUP and by a change of any of those files. A new file
 //! that does not load leaves the old one in force, and says why in the log, the audit
 //! log and `warden_config_reloads_total{result="failed"}`. Open connections keep the
 //! configuration they were made with; new handshakes get the new one.
@@ -60,7 +60,19 @@ pub fn reload(state: &State, cause: &str) -> Result<(), String> {
     let policy = crate::load_policy(c)
         .map(|p| state.set_policy(p))
         .map_err(|e| format!("policy: {e:#}"));
-    let failures: Vec<String> = [tls, policy].into_iter().filter_map(Result::err).collect();
+    let keys: Vec<Result<(), String>> = state
+        .jwt
+        .reload_all()
+        .into_iter()
+        .map(|(issuer, r)| {
+            r.map_err(|e| format!("JWT keys of {}: {e}", crate::logsafe::log_safe(&issuer)))
+        })
+        .collect();
+    let failures: Vec<String> = [tls, policy]
+        .into_iter()
+        .chain(keys)
+        .filter_map(Result::err)
+        .collect();
     let result = if failures.is_empty() {
         Ok(())
     } else {
@@ -74,7 +86,7 @@ pub fn reload(state: &State, cause: &str) -> Result<(), String> {
     match &result {
         Ok(()) => tracing::info!(
             cause,
-            "configuration reloaded (TLS certificate, client CA, policy)"
+            "configuration reloaded (TLS certificate and key, client CA, policy, JWT keys)"
         ),
         Err(e) => {
             tracing::error!(cause, error = %e, "configuration reload FAILED; the old configuration stays in force where it failed")
@@ -84,7 +96,7 @@ pub fn reload(state: &State, cause: &str) -> Result<(), String> {
         event: "reload",
         decision: Some(if ok { "allowed" } else { "failed" }),
         reason: Some(match &result {
-            Ok(()) => format!("{cause}: tls, client CA, policy reloaded"),
+            Ok(()) => format!("{cause}: tls, client CA, policy, JWT keys reloaded"),
             Err(e) => format!("{cause}: kept the old configuration where it failed: {e}"),
         }),
         ..Default::default()
