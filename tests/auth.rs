@@ -143,15 +143,24 @@ operations = ["infer", "metadata", "ready"]
 [[rule]]
 name = "ml group reads metadata"
 groups = ["ml"]
+issuers = ["https://issuer.test"]
 models = ["addn"]
 operations = ["metadata"]
 
 [[rule]]
 name = "scope infer v1 only"
 scopes = ["addn:infer"]
+issuers = ["https://issuer.test"]
 models = ["addn"]
 versions = [1]
 operations = ["infer"]
+
+[[rule]]
+name = "the RSA issuer's admin checks nsfw"
+subjects = ["root-admin"]
+issuers = ["https://rsa.test"]
+models = ["nsfw"]
+operations = ["ready"]
 
 [[rule]]
 name = "service certificates check readiness"
@@ -569,6 +578,89 @@ async fn attack_table_of_hostile_credentials() {
             "/v2/models/addn/versions/2/ready",
             403,
         ),
+        // Claims are bound to their issuer: another configured issuer that mints the
+        // same group or scope gets nothing from rules bound to the first.
+        (
+            "another issuer minting the ml group",
+            Some(rsa(
+                Header::new(Algorithm::RS256),
+                &with(&|c| {
+                    c["iss"] = RSA_ISS.into();
+                    c["sub"] = "bob".into();
+                    c["groups"] = serde_json::json!(["ml"]);
+                }),
+            )),
+            "/v2/models/addn/versions/1",
+            403,
+        ),
+        (
+            "another issuer minting the infer scope",
+            Some(jwks_signed(
+                "k1",
+                &with(&|c| {
+                    c["iss"] = JWKS_ISS.into();
+                    c["sub"] = "carol".into();
+                    c["scope"] = "addn:infer".into();
+                }),
+            )),
+            "/v2/models/addn/versions/1/ready",
+            403,
+        ),
+        (
+            "another issuer minting the RSA issuer's admin subject",
+            Some(jwks_signed(
+                "k1",
+                &with(&|c| {
+                    c["iss"] = JWKS_ISS.into();
+                    c["sub"] = "root-admin".into();
+                }),
+            )),
+            "/v2/models/nsfw/ready",
+            403,
+        ),
+        (
+            "the default issuer minting the RSA issuer's admin subject",
+            Some(es(es256(), &with(&|c| c["sub"] = "root-admin".into()))),
+            "/v2/models/nsfw/ready",
+            403,
+        ),
+        // Confirmation methods Warden cannot check are refused, not ignored.
+        (
+            "cnf jkt (DPoP-bound) used as a bearer token",
+            Some(es(
+                es256(),
+                &with(&|c| {
+                    c["cnf"] =
+                        serde_json::json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
+                }),
+            )),
+            infer_path,
+            401,
+        ),
+        (
+            "cnf x5t#S256 as an array",
+            Some(es(
+                es256(),
+                &with(&|c| c["cnf"] = serde_json::json!({"x5t#S256": [thumbprint(&bound_cert)]})),
+            )),
+            infer_path,
+            401,
+        ),
+        (
+            "cnf not an object",
+            Some(es(es256(), &with(&|c| c["cnf"] = "x5t#S256".into()))),
+            infer_path,
+            401,
+        ),
+        (
+            "cnf x5t#S256 plus an unknown method",
+            Some(es(
+                es256(),
+                &with(&|c| c["cnf"] = serde_json::json!({"x5t#S256": "abc", "jwk": {"kty": "EC"}})),
+            )),
+            infer_path,
+            401,
+        ),
     ];
     assert!(cases.len() >= 30);
     for (what, auth, path, want) in &cases {
@@ -669,6 +761,18 @@ async fn attack_table_of_hostile_credentials() {
             ),
             None,
             "/v2/models/addn/versions/1/infer",
+        ),
+        (
+            "the RSA issuer's admin on its own rule",
+            rsa(
+                Header::new(Algorithm::RS256),
+                &with(&|c| {
+                    c["iss"] = RSA_ISS.into();
+                    c["sub"] = "root-admin".into();
+                }),
+            ),
+            None,
+            "/v2/models/nsfw/ready",
         ),
         (
             "group rule",

@@ -52,9 +52,28 @@ fn bind(address: &str, port: u16) -> anyhow::Result<StdTcpListener> {
 /// The policy named by the configuration, or the open one (loudly).
 pub fn load_policy(config: &Config) -> anyhow::Result<authz::Policy> {
     match &config.auth.policy {
-        Some(path) => authz::Policy::from_file(path),
+        Some(path) => {
+            let mut policy = authz::Policy::from_file(path)?;
+            policy
+                .bind_issuers(&issuer_names(config))
+                .map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?;
+            Ok(policy)
+        }
         None => Ok(authz::Policy::open()),
     }
+}
+
+/// The `iss` of every configured token issuer.
+pub fn issuer_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .auth
+        .all_issuers()
+        .into_iter()
+        .map(|i| i.issuer)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The effective security settings, for the start record and `warden check`.

@@ -186,6 +186,10 @@ pub struct AuthConfig {
     /// The authorization policy file (see policies/). Unset: every authenticated
     /// caller may use every model, which the start log and `warden check` say loudly.
     pub policy: Option<PathBuf>,
+    /// Token confirmation (`cnf`) members accepted without being checked (the token is
+    /// then a bearer token as far as they go). Warden checks `x5t#S256` (RFC 8705); a
+    /// token with any other member (`jkt`, `jwk`, ...) is refused unless listed here.
+    pub ignore_cnf_methods: Vec<String>,
     /// How the REST listener authenticates.
     pub rest_mode: AuthMode,
     /// How the gRPC listener authenticates.
@@ -206,6 +210,7 @@ impl Default for AuthConfig {
             issuers: Vec::new(),
             jwks_refresh_secs: DEFAULT_JWKS_REFRESH_SECS,
             policy: None,
+            ignore_cnf_methods: Vec::new(),
             rest_mode: AuthMode::Jwt,
             grpc_mode: AuthMode::Jwt,
         }

@@ -72,6 +72,9 @@ pub fn run(config: &Config) -> anyhow::Result<String> {
     for line in policy.describe() {
         writeln!(out, "  {line}")?;
     }
+    for w in policy.cross_issuer_warnings(&warden_gateway::issuer_names(config)) {
+        writeln!(out, "  WARNING: {w}")?;
+    }
     let a = &config.audit;
     writeln!(
         out,

@@ -103,6 +103,8 @@ pub enum TokenError {
     LifetimeTooLong,
     #[error("token has no subject")]
     NoSubject,
+    #[error("token confirmation (cnf) cannot be checked: {0}")]
+    Confirmation(String),
 }
 
 impl TokenError {
@@ -123,6 +125,7 @@ impl TokenError {
             TokenError::IssuedInFuture => "token_iat_future",
             TokenError::LifetimeTooLong => "token_lifetime",
             TokenError::NoSubject => "token_no_subject",
+            TokenError::Confirmation(_) => "token_cnf_unsupported",
         }
     }
 }
@@ -173,6 +176,8 @@ pub struct JwtAuthority {
     max_lifetime: u64,
     refresh_every: Duration,
     verified: Mutex<HashMap<[u8; 32], Verified>>,
+    /// `cnf` members accepted unchecked (`auth.ignore_cnf_methods`).
+    ignore_cnf: Vec<String>,
 }
 
 /// What a token that verified said, remembered by the token's SHA-256.
@@ -361,6 +366,7 @@ impl JwtAuthority {
             max_lifetime: auth.max_lifetime_secs,
             refresh_every: Duration::from_secs(auth.jwks_refresh_secs),
             verified: Mutex::new(HashMap::new()),
+            ignore_cnf: auth.ignore_cnf_methods.clone(),
         })
     }
 
@@ -425,11 +431,10 @@ impl JwtAuthority {
         // The claims the signature covers: `cnf.x5t#S256` (the certificate the token is
         // bound to) and `exp` (how long it may be remembered).
         let claims = b64_json(segments(token)?[1])?;
-        let thumbprint = claims
-            .get("cnf")
-            .and_then(|c| c.get("x5t#S256"))
-            .and_then(|t| t.as_str())
-            .map(str::to_owned);
+        let thumbprint = match claims.get("cnf") {
+            None => None,
+            Some(cnf) => confirmation(cnf, &self.ignore_cnf)?,
+        };
         let exp = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
         self.remember(
             digest,
@@ -622,11 +627,81 @@ impl JwtAuthority {
     }
 }
 
+/// The certificate thumbprint a token's `cnf` binds it to. A confirmation Warden
+/// cannot check is refused, not ignored: a token its issuer bound to a key (`jkt`,
+/// `jwk`, ...) must not work as a plain bearer token because the binding is unknown
+/// here. Members listed in `ignore` are let through unchecked.
+fn confirmation(cnf: &serde_json::Value, ignore: &[String]) -> Result<Option<String>, TokenError> {
+    let obj = cnf
+        .as_object()
+        .ok_or_else(|| TokenError::Confirmation("cnf is not an object".into()))?;
+    let mut thumbprint = None;
+    for (method, value) in obj {
+        if method == "x5t#S256" {
+            match value.as_str() {
+                Some(t) if !t.is_empty() => thumbprint = Some(t.to_owned()),
+                _ => {
+                    return Err(TokenError::Confirmation(
+                        "x5t#S256 is not a single thumbprint string".into(),
+                    ));
+                }
+            }
+        } else if !ignore.iter().any(|m| m == method) {
+            return Err(TokenError::Confirmation(format!(
+                "unsupported method {:?}",
+                crate::logsafe::log_safe_bounded(method, 64)
+            )));
+        }
+    }
+    Ok(thumbprint)
+}
+
 /// For callers that only want to know whether a path is a JWKS.
 pub fn is_jwks(path: &Path) -> bool {
     std::fs::read(path)
         .map(|b| b.trim_ascii_start().starts_with(b"{"))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod cnf_tests {
+    use super::confirmation;
+    use serde_json::json;
+
+    #[test]
+    fn confirmation_methods() {
+        let none: Vec<String> = Vec::new();
+        assert_eq!(
+            confirmation(&json!({"x5t#S256": "abc"}), &none),
+            Ok(Some("abc".into()))
+        );
+        assert_eq!(confirmation(&json!({}), &none), Ok(None));
+        for refused in [
+            json!({"jkt": "abc"}),
+            json!({"x5t#S256": ["abc"]}),
+            json!({"x5t#S256": ""}),
+            json!({"x5t#S256": "abc", "jkt": "def"}),
+            json!({"jwk": {"kty": "EC"}}),
+            json!("x5t#S256"),
+            json!(["abc"]),
+            json!(null),
+        ] {
+            assert!(
+                matches!(
+                    confirmation(&refused, &none),
+                    Err(super::TokenError::Confirmation(_))
+                ),
+                "{refused}"
+            );
+        }
+        let ignore = vec!["jkt".to_string()];
+        assert_eq!(confirmation(&json!({"jkt": "abc"}), &ignore), Ok(None));
+        assert_eq!(
+            confirmation(&json!({"jkt": "abc", "x5t#S256": "t"}), &ignore),
+            Ok(Some("t".into()))
+        );
+        assert!(confirmation(&json!({"jwk": {}}), &ignore).is_err());
+    }
 }
 
 #[cfg(test)]
