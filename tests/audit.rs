@@ -600,3 +600,148 @@ async fn a_full_audit_disk_refuses_requests_leaves_no_torn_record_and_recovers()
         "{outage}"
     );
 }
+
+/// Log injection through the real server: a token whose `sub` carries a line break, a
+/// forged log line, terminal escapes and kilobytes of padding, and one with a 64 KiB
+/// `sub`. Every log line and every audit record stays one line, escaped and bounded.
+#[tokio::test]
+async fn hostile_subjects_cannot_forge_or_flood_log_and_audit_lines() {
+    let tmp = TempDir::new("inject");
+    let policy = write(
+        tmp.path(),
+        "policy.toml",
+        "[[rule]]\nname = \"alice\"\nsubjects = [\"alice\"]\nmodels = [\"addn\"]\noperations = [\"ready\"]\n",
+    );
+    let audit = audit_dir(tmp.path()).join("audit.log");
+    let mut server = Server::start(
+        &addn(),
+        &[
+            "--authz-policy",
+            &policy,
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+    );
+    server.wait_ready().await;
+    let forged = "2026-01-01T00:00:00.000000Z  INFO FORGED admin logged in";
+    let hostile = format!(
+        "mallory\n{forged}\r\n\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\u{202e}{}",
+        "A".repeat(10_000)
+    );
+    let huge = "B".repeat(64 * 1024);
+    for sub in [&hostile, &huge] {
+        let token = server.token(claims(sub, 600));
+        let auth = format!("Bearer {token}");
+        let status = server
+            .request(
+                "GET",
+                "/v2/models/addn/ready",
+                &[("authorization", &auth)],
+                Bytes::new(),
+            )
+            .await
+            .unwrap()
+            .status;
+        // The hostile subject is authenticated and denied; the 64 KiB one is too long
+        // to be a token at all (or even a header).
+        if sub == &hostile {
+            assert_eq!(status, 403);
+        } else {
+            assert!(status == 401 || status == 431, "{status}");
+        }
+    }
+    let log = std::fs::read(&server.log).unwrap();
+    drop(server);
+
+    // The server log: no raw escape or C1 control, no line that starts with the forged
+    // text, every line bounded.
+    assert!(!log.contains(&0x1b), "a raw ESC reached the log");
+    let text = String::from_utf8_lossy(&log);
+    assert!(!text.contains('\u{9b}') && !text.contains('\u{202e}'));
+    assert!(
+        text.contains("mallory\\n2026-01-01"),
+        "the denial is logged, escaped:\n{}",
+        &text[..text.len().min(4000)]
+    );
+    for line in text.lines() {
+        assert!(
+            !line.starts_with(forged),
+            "a forged line in the log: {line}"
+        );
+        assert!(
+            line.len() <= 16 * 1024 + 64,
+            "a log line of {} bytes",
+            line.len()
+        );
+    }
+
+    // The audit log: one record per line, fields escaped and bounded.
+    let bytes = std::fs::read(&audit).unwrap();
+    assert!(!bytes.contains(&0x1b));
+    let records = audit_records(&audit);
+    let denied = records
+        .iter()
+        .find(|r| r["decision"] == "denied" && r["status"] == 403)
+        .expect("the denial is audited");
+    let p = denied["principal"].as_str().unwrap();
+    assert!(p.starts_with("mallory\\n2026-01-01"), "{p}");
+    assert!(p.contains("\\u{1b}[2J") && p.contains("\\u{9b}") && p.contains("\\u{202e}"));
+    assert!(p.len() <= 256 + 32, "principal of {} bytes", p.len());
+    assert!(p.ends_with("bytes]"));
+    for line in String::from_utf8(bytes).unwrap().lines() {
+        assert!(line.len() < 4096, "an audit line of {} bytes", line.len());
+    }
+    let (ok, out) = verify(std::slice::from_ref(&audit));
+    assert!(ok, "{out}");
+}
+
+/// `--log-format json`: every event is one JSON object per line, client text escaped.
+#[tokio::test]
+async fn json_log_format_writes_one_object_per_event() {
+    let tmp = TempDir::new("jsonlog");
+    let policy = write(
+        tmp.path(),
+        "policy.toml",
+        "[[rule]]\nname = \"alice\"\nsubjects = [\"alice\"]\nmodels = [\"addn\"]\noperations = [\"ready\"]\n",
+    );
+    let mut server = Server::start(
+        &addn(),
+        &["--authz-policy", &policy, "--log-format", "json"],
+    );
+    server.wait_ready().await;
+    let token = server.token(claims("eve\n{\"level\":\"INFO\"}", 600));
+    let auth = format!("Bearer {token}");
+    let status = server
+        .request(
+            "GET",
+            "/v2/models/addn/ready",
+            &[("authorization", &auth)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap()
+        .status;
+    assert_eq!(status, 403);
+    let text = server.log_text();
+    drop(server);
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "gateway privileges dropped"),
+        "{text}"
+    );
+    let denied = events
+        .iter()
+        .find(|e| e["message"] == "authorization denied")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        denied["principal"].as_str().unwrap().starts_with("eve"),
+        "{denied}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("{\"level\":\"INFO\"}")));
+}

@@ -57,6 +57,24 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
     pub signing: SigningConfig,
+    pub log: LogConfig,
+}
+
+/// The operational log (stderr; the audit log is separate).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (one human-readable line per event) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The network-facing listeners.
