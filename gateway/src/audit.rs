@@ -879,10 +879,15 @@ pub fn preflight(cfg: &AuditConfig, run_as: (u32, u32), create: bool) -> Result<
                 cfg.path.display()
             ));
         }
-        Ok(m) if !permits(&m, uid, gid, 2) => out.warnings.push(format!(
-            "the audit log {} is not writable by uid {uid}: it is opened before the privilege drop, but fix its owner",
-            cfg.path.display()
-        )),
+        Ok(m) if !permits(&m, uid, gid, 6) => {
+            return Err(format!(
+                "the audit log {} cannot be read and appended to by uid {uid} (mode {:o}, owner {}:{}); chown it to the gateway's uid",
+                cfg.path.display(),
+                m.permissions().mode() & 0o7777,
+                m.uid(),
+                m.gid()
+            ));
+        }
         _ => {}
     }
     let st = nix::sys::statvfs::statvfs(&dir)

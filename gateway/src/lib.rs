@@ -178,8 +178,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for w in &audit_check.warnings {
         tracing::warn!("audit log: {w}");
     }
-    let audit = audit::AuditLog::open(&config.audit)
-        .with_context(|| format!("cannot open the audit log {}", config.audit.path.display()))?;
     if config.audit.fail_open {
         tracing::warn!(
             "AUDIT FAIL-OPEN: requests are served even when their audit record cannot be written"
@@ -216,6 +214,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         config.backend.insecure_allow_unenforced_sandbox,
     )
     .map_err(|e| anyhow::anyhow!("the gateway could not restrict itself with landlock: {e}"))?;
+    // Opened as the gateway's own uid: it creates every audit file itself (the live
+    // one and each one rotation starts), so they are all its own, whatever capabilities
+    // root had (without CAP_DAC_OVERRIDE root cannot open a file in the gateway's 0750
+    // folder).
+    let audit = audit::AuditLog::open(&config.audit)
+        .with_context(|| format!("cannot open the audit log {}", config.audit.path.display()))?;
     tracing::info!(
         uid = nix::unistd::getuid().as_raw(),
         was_root,
