@@ -1277,3 +1277,63 @@ async fn a_tls_key_the_gateway_could_not_reload_is_refused_at_start() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A JWKS rewritten in place is re-read on SIGHUP even when its modification time says
+/// nothing changed: the withdrawn key is refused from then on, the new one accepted.
+#[tokio::test]
+async fn a_jwks_is_reloaded_on_sighup() {
+    let tmp = TempDir::new("jwks-hup");
+    let (k1, jwk1) = ec_jwk("k1");
+    let (k2, jwk2) = ec_jwk("k2");
+    let jwks = tmp.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [jwk1]}).to_string()).unwrap();
+    let cfg = tmp.path().join("warden.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[auth.issuers]]\nissuer = \"{JWKS_ISS}\"\naudiences = [\"{AUDIENCE}\"]\nkeys = [\"{}\"]\n",
+            jwks.display()
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(&addn_flags(), &["--config", cfg.to_str().unwrap()]);
+    server.wait_ready().await;
+    let token = |der: &[u8], kid: &str| {
+        let mut c = claims("alice", 600);
+        c["iss"] = JWKS_ISS.into();
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(&h, &c, &EncodingKey::from_ec_der(der)).unwrap()
+    };
+    let (t1, t2) = (token(&k1, "k1"), token(&k2, "k2"));
+    assert_eq!(ready_with(&server, &t1).await, 200);
+    let mtime = std::fs::metadata(&jwks).unwrap().modified().unwrap();
+    std::fs::write(&jwks, serde_json::json!({"keys": [jwk2]}).to_string()).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&jwks)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        ready_with(&server, &t1).await,
+        200,
+        "no reload without a signal or a change (the test's premise)"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ready_with(&server, &t1).await != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP never withdrew k1:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(ready_with(&server, &t2).await, 200);
+}
