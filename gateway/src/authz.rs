@@ -555,7 +555,15 @@ mod tests {
             Method::Mtls,
         );
         // (what, principal, model, version, operation, the rule that allows it)
-        let table: Vec<(&str, Principal, &str, Option<u64>, Operation, Option<&str>)> = vec![
+        type Case<'a> = (
+            &'a str,
+            Principal,
+            &'a str,
+            Option<u64>,
+            Operation,
+            Option<&'a str>,
+        );
+        let table: Vec<Case> = vec![
             (
                 "A's admin",
                 from("admin", A, &[]),
