@@ -15,7 +15,12 @@ mkdir -p .demo
 RUNTIME="$PWD/.runtime/openvino"
 MODELS="$PWD/.models"
 SOCKDIR="$PWD/.demo/sock"
+CERTS="$PWD/.demo/certs"
+POLICY="$PWD/policies/demo.toml"
 if [ "$(id -u)" = 0 ]; then
+  # The gateway re-reads its key, JWT key and policy after dropping to uid 5001
+  # (reload on SIGHUP or change) and refuses to start if it could not.
+  chgrp 5001 "$CERTS/server.key" && chmod 0640 "$CERTS/server.key"
   # The backend drops to uid 5000: it must be able to enter the model and runtime
   # folders. A checkout under a private home directory cannot, so stage a copy.
   p="$PWD"; reachable=1
@@ -24,7 +29,8 @@ if [ "$(id -u)" = 0 ]; then
     STAGE=/var/tmp/warden-demo
     mkdir -p "$STAGE" && chmod 755 "$STAGE"
     cp -a "$RUNTIME" "$STAGE/" && cp -a "$MODELS" "$STAGE/models"
-    RUNTIME="$STAGE/openvino"; MODELS="$STAGE/models"
+    rm -rf "$STAGE/certs" && cp -a "$CERTS" "$STAGE/certs" && cp "$POLICY" "$STAGE/demo.toml"
+    RUNTIME="$STAGE/openvino"; MODELS="$STAGE/models"; CERTS="$STAGE/certs"; POLICY="$STAGE/demo.toml"
   fi
   SOCKDIR=/run/warden
   # The gateway drops to uid 5001 and rotates the audit log in its folder: the folder
@@ -40,9 +46,9 @@ fi
   --model-path "$MODELS/nsfw" --model-name nsfw \
   --plugin-config '{"INFERENCE_PRECISION_HINT":"f32"}' \
   --bind-address 127.0.0.1 --rest-port "$PORT" --grpc-port $((PORT + 1)) \
-  --tls-cert .demo/certs/server.pem --tls-key .demo/certs/server.key \
-  --jwt-key .demo/certs/jwt.pub.pem --jwt-issuer warden-demo --jwt-audience warden \
-  --authz-policy policies/demo.toml --audit-log "$AUDITDIR/audit.log" \
+  --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key" \
+  --jwt-key "$CERTS/jwt.pub.pem" --jwt-issuer warden-demo --jwt-audience warden \
+  --authz-policy "$POLICY" --audit-log "$AUDITDIR/audit.log" \
   --socket-dir "$SOCKDIR" --openvino-dir "$RUNTIME" &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER' INT TERM EXIT

@@ -957,14 +957,18 @@ pub struct Intact {
 pub fn expand(args: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = Vec::new();
     for a in args {
+        let mut rotated = Vec::new();
         if seq_in_name(a).is_none() {
-            for (_, p) in rotated_files(a)? {
-                if !out.contains(&p) {
-                    out.push(p);
+            rotated = rotated_files(a)?;
+            for (_, p) in &rotated {
+                if !out.contains(p) {
+                    out.push(p.clone());
                 }
             }
         }
-        if !out.contains(a) {
+        // A live file not (yet) there after a rotation: the rotated files are the set.
+        let keep = rotated.is_empty() || a.symlink_metadata().is_ok();
+        if keep && !out.contains(a) {
             out.push(a.clone());
         }
     }
