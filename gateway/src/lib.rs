@@ -85,7 +85,9 @@ pub fn settings(config: &Config, policy: &authz::Policy) -> serde_json::Value {
                  "issuers": config.auth.all_issuers().iter().map(|i| i.issuer.clone()).collect::<Vec<_>>(),
                  "policy": if policy.open { "NONE (every authenticated caller allowed)".to_string() } else { format!("{} rules", policy.rules.len()) }},
         "limits": l,
-        "audit": {"fsync": config.audit.fsync, "fail_open": config.audit.fail_open},
+        "audit": {"fsync": config.audit.fsync, "fail_open": config.audit.fail_open,
+                  "max_file_bytes": config.audit.max_file_bytes, "max_file_age_secs": config.audit.max_file_age_secs,
+                  "max_files": config.audit.max_files, "max_total_bytes": config.audit.max_total_bytes},
         "gateway_uid": config.gateway.uid,
     })
 }
