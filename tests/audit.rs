@@ -50,7 +50,7 @@ async fn one_record_per_decision_a_verifiable_chain_and_no_secrets() {
         "[limits]\nrate_per_principal_rps = 3\nrate_burst_seconds = 1\nquota_per_principal_bytes = 2048\nrequest_timeout_secs = 2\n",
     );
     let policy = write(tmp.path(), "policy.toml", POLICY);
-    let audit = tmp.path().join("audit.log");
+    let audit = audit_dir(tmp.path()).join("audit.log");
     let mut server = Server::start(
         &addn(),
         &[
@@ -333,66 +333,415 @@ async fn one_record_per_decision_a_verifiable_chain_and_no_secrets() {
     assert!(!haystack.contains("PRIVATE KEY"), "a key is logged");
 }
 
+/// Skips (or, with WARDEN_REQUIRE_ROOT=1, fails) a test that needs root.
+fn needs_root(why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("WARDEN_REQUIRE_ROOT").is_none_or(|v| v != "1"),
+        "WARDEN_REQUIRE_ROOT=1 but not root: {why}"
+    );
+    eprintln!("SKIPPED: needs root: {why}");
+    false
+}
+
+/// The demo layout that used to give 503 for good once the log rotated: the audit
+/// folder is root's while the gateway runs as uid 5001. Now it is refused at start, and
+/// `warden check` says so, before any request is served.
 #[tokio::test]
-async fn an_unwritable_audit_log_refuses_requests_with_503() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED: needs root so that the gateway runs as another uid than the log's folder owner"
-        );
+async fn an_audit_folder_the_gateway_cannot_write_is_refused_at_start() {
+    if !needs_root("the gateway must run as another uid than the folder's owner") {
         return;
     }
-    let tmp = TempDir::new("audit-fail");
-    // The log rotates at 4 KB; the folder is root's 0755, so the gateway (uid 5001)
-    // cannot create the next file: from then on every write fails.
-    let cfg = write(
-        tmp.path(),
-        "warden.toml",
-        "[audit]\nmax_file_bytes = 4000\n",
-    );
+    let tmp = TempDir::new("audit-owner");
     let dir = tmp.path().join("log");
     std::fs::create_dir(&dir).unwrap();
     let audit = dir.join("audit.log");
+    let mut server = Server::start(&addn(), &["--audit-log", audit.to_str().unwrap()]);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let log = server.log_text();
+    assert!(
+        log.contains("cannot rotate the audit log") && log.contains("uid 5001"),
+        "{log}"
+    );
+    // `warden check` refuses the same configuration with the same reason.
+    let certs = &server.certs;
+    let out = Command::new(warden_bin())
+        .arg("check")
+        .args(addn())
+        .arg("--tls-cert")
+        .arg(certs.join("server.pem"))
+        .arg("--tls-key")
+        .arg(certs.join("server.key"))
+        .arg("--jwt-key")
+        .arg(certs.join("jwt.pub.pem"))
+        .args(["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE])
+        .arg("--openvino-dir")
+        .arg(runtime_dir())
+        .args(["--audit-log", audit.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("cannot rotate the audit log"), "{text}");
+}
+
+async fn ready(server: &Server) -> u16 {
+    let none: &[(&str, &str)] = &[];
+    server
+        .request("GET", "/v2/health/ready", none, Bytes::new())
+        .await
+        .unwrap()
+        .status
+}
+
+/// Unmounts on drop.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn every_line_whole(files: &[PathBuf]) -> usize {
+    let mut n = 0;
+    for f in files {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(
+            bytes.is_empty() || bytes.ends_with(b"\n"),
+            "{} ends in half a record",
+            f.display()
+        );
+        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap_or_else(|e| {
+                panic!(
+                    "torn record in {}: {e}: {}",
+                    f.display(),
+                    String::from_utf8_lossy(line)
+                )
+            });
+            assert!(v["seq"].is_u64() && v["prev"].is_string());
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A full audit file system under load: requests are refused (503) while it is full,
+/// no record is ever left half-written, the server recovers by itself once space is
+/// freed (readiness first, with no request to trigger it), and the whole rotated set
+/// verifies, with the outage recorded in the chain.
+#[tokio::test]
+async fn a_full_audit_disk_refuses_requests_leaves_no_torn_record_and_recovers() {
+    if !needs_root("mounts a size-limited tmpfs") {
+        return;
+    }
+    let tmp = TempDir::new("audit-full");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=2m,mode=0750,uid=5001,gid=5001",
+            "tmpfs",
+        ])
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cannot mount a tmpfs");
+    let _mount = Mount(mnt.clone());
+    let cfg = write(
+        tmp.path(),
+        "warden.toml",
+        "[audit]\nmax_file_bytes = 8192\nmax_files = 0\nmax_total_bytes = 0\nmin_free_bytes = 0\n[limits]\nrate_per_principal_rps = 0\n",
+    );
+    let audit = mnt.join("audit.log");
     let mut server = Server::start(
         &addn(),
         &["--config", &cfg, "--audit-log", audit.to_str().unwrap()],
     );
     server.wait_ready().await;
-    let mut served = 0;
-    let mut refused = 0;
-    for _ in 0..40 {
-        let r = server.call("POST", "/v2/models/addn/infer", ADD).await;
-        match r.status {
-            200 => served += 1,
-            503 => {
-                refused += 1;
-                assert_eq!(r.json()["error"], "audit log unavailable; request refused");
+    // Fill the file system, then give back a little: a few dozen records' worth.
+    let filler = mnt.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        loop {
+            match std::io::Write::write(&mut f, &chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                Err(e) => panic!("{e}"),
             }
-            s => panic!("unexpected {s}"),
         }
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(24 * 1024)).unwrap();
     }
+    // Load: 8 clients until at least 40 requests were refused.
+    let (served, refused) = {
+        let server = &server;
+        let client = || async move {
+            let (mut served, mut refused) = (0u32, 0u32);
+            for _ in 0..400 {
+                let r = server.call("POST", "/v2/models/addn/infer", ADD).await;
+                match r.status {
+                    200 => served += 1,
+                    503 => {
+                        assert_eq!(r.json()["error"], "audit log unavailable; request refused");
+                        refused += 1;
+                        if refused >= 5 {
+                            break;
+                        }
+                    }
+                    s => panic!("unexpected status {s}"),
+                }
+            }
+            (served, refused)
+        };
+        let r = tokio::join!(
+            client(),
+            client(),
+            client(),
+            client(),
+            client(),
+            client(),
+            client(),
+            client()
+        );
+        [r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7]
+            .iter()
+            .fold((0, 0), |(a, b), (s, f)| (a + s, b + f))
+    };
     assert!(
-        served > 0 && refused > 0,
+        served > 0 && refused >= 40,
         "served {served}, refused {refused}"
     );
-    // Every answer that served a request has its record.
-    let allowed = audit_records(&audit)
+    // While full: not ready, the state gauge says why, and no record is torn.
+    assert_eq!(ready(&server).await, 503);
+    let m = plain_get(server.admin_port, "/metrics").await.unwrap();
+    assert_eq!(metric(&m, "warden_audit_healthy"), 0.0, "{m}");
+    assert!(metric(&m, "warden_audit_write_failures_total") >= refused as f64);
+    let files = |audit: &Path| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ls {}*", audit.display()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(PathBuf::from)
+            .collect::<Vec<_>>()
+    };
+    let during = files(&audit);
+    assert!(during.len() >= 2, "rotated meanwhile: {during:?}");
+    let allowed_before = every_line_whole(&during);
+    assert!(allowed_before > 0);
+    // Every served request has its record.
+    let allowed = during
         .iter()
+        .flat_map(|f| audit_records(f))
         .filter(|r| r["event"] == "request" && r["decision"] == "allowed")
         .count();
-    assert_eq!(allowed, served, "no request served without its record");
-    // Readiness reports it, and the metric counts it.
-    let none: &[(&str, &str)] = &[];
+    assert_eq!(
+        allowed, served as usize,
+        "no request served without its record"
+    );
+    assert!(
+        server.log_text().contains("AUDIT LOG WRITE FAILED"),
+        "a loud log line"
+    );
+
+    // Space back: the server recovers by itself, readiness first (nobody sends a
+    // request to a server that is not ready).
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ready(&server).await != 200 {
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     assert_eq!(
         server
-            .request("GET", "/v2/health/ready", none, Bytes::new())
+            .call("POST", "/v2/models/addn/infer", ADD)
             .await
-            .unwrap()
             .status,
-        503
+        200
     );
     let m = plain_get(server.admin_port, "/metrics").await.unwrap();
+    assert_eq!(metric(&m, "warden_audit_healthy"), 1.0);
+    assert!(server.log_text().contains("AUDIT LOG WRITABLE AGAIN"));
+    drop(server);
+
+    // The whole set: every line whole, the chain intact across the rotated files, the
+    // outage in the chain.
+    let all = files(&audit);
+    every_line_whole(&all);
+    let (ok, out) = verify(std::slice::from_ref(&audit));
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("in {} file(s)", all.len())), "{out}");
+    let outage = all
+        .iter()
+        .flat_map(|f| audit_records(f))
+        .find(|r| r["event"] == "audit")
+        .expect("the outage is recorded");
     assert!(
-        metric(&m, "warden_audit_write_failures_total") >= refused as f64,
-        "{m}"
+        outage["reason"].as_str().unwrap().contains("refused"),
+        "{outage}"
     );
+}
+
+/// Log injection through the real server: a token whose `sub` carries a line break, a
+/// forged log line, terminal escapes and kilobytes of padding, and one with a 64 KiB
+/// `sub`. Every log line and every audit record stays one line, escaped and bounded.
+#[tokio::test]
+async fn hostile_subjects_cannot_forge_or_flood_log_and_audit_lines() {
+    let tmp = TempDir::new("inject");
+    let policy = write(
+        tmp.path(),
+        "policy.toml",
+        "[[rule]]\nname = \"alice\"\nsubjects = [\"alice\"]\nmodels = [\"addn\"]\noperations = [\"ready\"]\n",
+    );
+    let audit = audit_dir(tmp.path()).join("audit.log");
+    let mut server = Server::start(
+        &addn(),
+        &[
+            "--authz-policy",
+            &policy,
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+    );
+    server.wait_ready().await;
+    let forged = "2026-01-01T00:00:00.000000Z  INFO FORGED admin logged in";
+    let hostile = format!(
+        "mallory\n{forged}\r\n\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\u{202e}{}",
+        "A".repeat(10_000)
+    );
+    let huge = "B".repeat(64 * 1024);
+    for sub in [&hostile, &huge] {
+        let token = server.token(claims(sub, 600));
+        let auth = format!("Bearer {token}");
+        let status = server
+            .request(
+                "GET",
+                "/v2/models/addn/ready",
+                &[("authorization", &auth)],
+                Bytes::new(),
+            )
+            .await
+            .unwrap()
+            .status;
+        // The hostile subject is authenticated and denied; the 64 KiB one is too long
+        // to be a token at all (or even a header).
+        if sub == &hostile {
+            assert_eq!(status, 403);
+        } else {
+            assert!(status == 401 || status == 431, "{status}");
+        }
+    }
+    let log = std::fs::read(&server.log).unwrap();
+    drop(server);
+
+    // The server log: no raw escape or C1 control, no line that starts with the forged
+    // text, every line bounded.
+    assert!(!log.contains(&0x1b), "a raw ESC reached the log");
+    let text = String::from_utf8_lossy(&log);
+    assert!(!text.contains('\u{9b}') && !text.contains('\u{202e}'));
+    assert!(
+        text.contains("mallory\\n2026-01-01"),
+        "the denial is logged, escaped:\n{}",
+        &text[..text.len().min(4000)]
+    );
+    for line in text.lines() {
+        assert!(
+            !line.starts_with(forged),
+            "a forged line in the log: {line}"
+        );
+        assert!(
+            line.len() <= 16 * 1024 + 64,
+            "a log line of {} bytes",
+            line.len()
+        );
+    }
+
+    // The audit log: one record per line, fields escaped and bounded.
+    let bytes = std::fs::read(&audit).unwrap();
+    assert!(!bytes.contains(&0x1b));
+    let records = audit_records(&audit);
+    let denied = records
+        .iter()
+        .find(|r| r["decision"] == "denied" && r["status"] == 403)
+        .expect("the denial is audited");
+    let p = denied["principal"].as_str().unwrap();
+    assert!(p.starts_with("mallory\\n2026-01-01"), "{p}");
+    assert!(p.contains("\\u{1b}[2J") && p.contains("\\u{9b}") && p.contains("\\u{202e}"));
+    assert!(p.len() <= 256 + 32, "principal of {} bytes", p.len());
+    assert!(p.ends_with("bytes]"));
+    for line in String::from_utf8(bytes).unwrap().lines() {
+        assert!(line.len() < 4096, "an audit line of {} bytes", line.len());
+    }
+    let (ok, out) = verify(std::slice::from_ref(&audit));
+    assert!(ok, "{out}");
+}
+
+/// `--log-format json`: every event is one JSON object per line, client text escaped.
+#[tokio::test]
+async fn json_log_format_writes_one_object_per_event() {
+    let tmp = TempDir::new("jsonlog");
+    let policy = write(
+        tmp.path(),
+        "policy.toml",
+        "[[rule]]\nname = \"alice\"\nsubjects = [\"alice\"]\nmodels = [\"addn\"]\noperations = [\"ready\"]\n",
+    );
+    let mut server = Server::start(
+        &addn(),
+        &["--authz-policy", &policy, "--log-format", "json"],
+    );
+    server.wait_ready().await;
+    let token = server.token(claims("eve\n{\"level\":\"INFO\"}", 600));
+    let auth = format!("Bearer {token}");
+    let status = server
+        .request(
+            "GET",
+            "/v2/models/addn/ready",
+            &[("authorization", &auth)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap()
+        .status;
+    assert_eq!(status, 403);
+    let text = server.log_text();
+    drop(server);
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "gateway privileges dropped"),
+        "{text}"
+    );
+    let denied = events
+        .iter()
+        .find(|e| e["message"] == "authorization denied")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        denied["principal"].as_str().unwrap().starts_with("eve"),
+        "{denied}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("{\"level\":\"INFO\"}")));
 }

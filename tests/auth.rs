@@ -143,15 +143,24 @@ operations = ["infer", "metadata", "ready"]
 [[rule]]
 name = "ml group reads metadata"
 groups = ["ml"]
+issuers = ["https://issuer.test"]
 models = ["addn"]
 operations = ["metadata"]
 
 [[rule]]
 name = "scope infer v1 only"
 scopes = ["addn:infer"]
+issuers = ["https://issuer.test"]
 models = ["addn"]
 versions = [1]
 operations = ["infer"]
+
+[[rule]]
+name = "the RSA issuer's admin checks nsfw"
+subjects = ["root-admin"]
+issuers = ["https://rsa.test"]
+models = ["nsfw"]
+operations = ["ready"]
 
 [[rule]]
 name = "service certificates check readiness"
@@ -569,6 +578,89 @@ async fn attack_table_of_hostile_credentials() {
             "/v2/models/addn/versions/2/ready",
             403,
         ),
+        // Claims are bound to their issuer: another configured issuer that mints the
+        // same group or scope gets nothing from rules bound to the first.
+        (
+            "another issuer minting the ml group",
+            Some(rsa(
+                Header::new(Algorithm::RS256),
+                &with(&|c| {
+                    c["iss"] = RSA_ISS.into();
+                    c["sub"] = "bob".into();
+                    c["groups"] = serde_json::json!(["ml"]);
+                }),
+            )),
+            "/v2/models/addn/versions/1",
+            403,
+        ),
+        (
+            "another issuer minting the infer scope",
+            Some(jwks_signed(
+                "k1",
+                &with(&|c| {
+                    c["iss"] = JWKS_ISS.into();
+                    c["sub"] = "carol".into();
+                    c["scope"] = "addn:infer".into();
+                }),
+            )),
+            "/v2/models/addn/versions/1/ready",
+            403,
+        ),
+        (
+            "another issuer minting the RSA issuer's admin subject",
+            Some(jwks_signed(
+                "k1",
+                &with(&|c| {
+                    c["iss"] = JWKS_ISS.into();
+                    c["sub"] = "root-admin".into();
+                }),
+            )),
+            "/v2/models/nsfw/ready",
+            403,
+        ),
+        (
+            "the default issuer minting the RSA issuer's admin subject",
+            Some(es(es256(), &with(&|c| c["sub"] = "root-admin".into()))),
+            "/v2/models/nsfw/ready",
+            403,
+        ),
+        // Confirmation methods Warden cannot check are refused, not ignored.
+        (
+            "cnf jkt (DPoP-bound) used as a bearer token",
+            Some(es(
+                es256(),
+                &with(&|c| {
+                    c["cnf"] =
+                        serde_json::json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
+                }),
+            )),
+            infer_path,
+            401,
+        ),
+        (
+            "cnf x5t#S256 as an array",
+            Some(es(
+                es256(),
+                &with(&|c| c["cnf"] = serde_json::json!({"x5t#S256": [thumbprint(&bound_cert)]})),
+            )),
+            infer_path,
+            401,
+        ),
+        (
+            "cnf not an object",
+            Some(es(es256(), &with(&|c| c["cnf"] = "x5t#S256".into()))),
+            infer_path,
+            401,
+        ),
+        (
+            "cnf x5t#S256 plus an unknown method",
+            Some(es(
+                es256(),
+                &with(&|c| c["cnf"] = serde_json::json!({"x5t#S256": "abc", "jwk": {"kty": "EC"}})),
+            )),
+            infer_path,
+            401,
+        ),
     ];
     assert!(cases.len() >= 30);
     for (what, auth, path, want) in &cases {
@@ -669,6 +761,18 @@ async fn attack_table_of_hostile_credentials() {
             ),
             None,
             "/v2/models/addn/versions/1/infer",
+        ),
+        (
+            "the RSA issuer's admin on its own rule",
+            rsa(
+                Header::new(Algorithm::RS256),
+                &with(&|c| {
+                    c["iss"] = RSA_ISS.into();
+                    c["sub"] = "root-admin".into();
+                }),
+            ),
+            None,
+            "/v2/models/nsfw/ready",
         ),
         (
             "group rule",
@@ -994,4 +1098,242 @@ async fn jwks_rotation_is_picked_up_without_a_restart() {
         200,
         "old keys stay after a bad reload"
     );
+}
+
+async fn ready_with(server: &Server, token: &str) -> u16 {
+    let auth = format!("Bearer {token}");
+    server
+        .request(
+            "GET",
+            "/v2/models/addn/ready",
+            &[("authorization", &auth)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap()
+        .status
+}
+
+fn addn_flags() -> Vec<String> {
+    vec![
+        "--model-path".into(),
+        model_dir("addn").display().to_string(),
+        "--model-name".into(),
+        "addn".into(),
+    ]
+}
+
+/// A PEM key replaced on disk is re-read on SIGHUP (even when its modification time
+/// says nothing changed) and on change: a token of the removed key is refused from the
+/// reload on, one of the new key accepted.
+#[tokio::test]
+async fn a_replaced_pem_key_is_reloaded_on_sighup_and_on_change() {
+    let mut server = Server::start(&addn_flags(), &[]);
+    server.wait_ready().await;
+    let pem = server.certs.join("jwt.pub.pem");
+    let other = make_certs(&server.dir.path().join("other"));
+    let old_token = server.token(claims("alice", 600));
+    let new_token = sign(&other.join("jwt.key"), claims("alice", 600));
+    assert_eq!(ready_with(&server, &old_token).await, 200);
+    assert_eq!(ready_with(&server, &new_token).await, 401);
+
+    // Swap the key in place and put the old modification time back, so that only the
+    // SIGHUP can make the gateway notice.
+    let mtime = std::fs::metadata(&pem).unwrap().modified().unwrap();
+    std::fs::write(&pem, std::fs::read(other.join("jwt.pub.pem")).unwrap()).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&pem)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        ready_with(&server, &old_token).await,
+        200,
+        "no reload without a signal or a change (the test's premise)"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ready_with(&server, &new_token).await != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP never loaded the new key:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        ready_with(&server, &old_token).await,
+        401,
+        "the removed key is refused after the SIGHUP reload (even for a token it verified before)"
+    );
+
+    // A change on disk alone reloads too: the old key back, by rename.
+    let next = pem.with_extension("new");
+    std::fs::write(&next, sign_key_pub(&server)).unwrap();
+    std::fs::rename(&next, &pem).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ready_with(&server, &old_token).await != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the changed file was never reloaded:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(ready_with(&server, &new_token).await, 401);
+}
+
+/// The public PEM of the server's development signing key.
+fn sign_key_pub(server: &Server) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(server.certs.join("jwt.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// A TLS private key only root can read would load at start and then never again
+/// after the privilege drop: refused at start and by `warden check`, never a silently
+/// stale key.
+#[tokio::test]
+async fn a_tls_key_the_gateway_could_not_reload_is_refused_at_start() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("WARDEN_REQUIRE_ROOT").is_none_or(|v| v != "1"),
+            "WARDEN_REQUIRE_ROOT=1 but not root"
+        );
+        eprintln!("SKIPPED: needs root (the gateway drops to another uid)");
+        return;
+    }
+    let tmp = TempDir::new("rootkey");
+    let certs = make_certs(tmp.path());
+    let key = certs.join("server.key");
+    std::os::unix::fs::chown(&key, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let audit = audit_dir(tmp.path()).join("audit.log");
+    let flags = |cmd: &mut Command| {
+        cmd.args(addn_flags())
+            .arg("--tls-cert")
+            .arg(certs.join("server.pem"))
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--jwt-key")
+            .arg(certs.join("jwt.pub.pem"))
+            .args(["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE])
+            .arg("--openvino-dir")
+            .arg(runtime_dir())
+            .arg("--audit-log")
+            .arg(&audit);
+    };
+    let mut check = Command::new(warden_bin());
+    check.arg("check");
+    flags(&mut check);
+    let out = check.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        text.contains("TLS private key")
+            && text.contains("cannot be re-read after the privilege drop"),
+        "{text}"
+    );
+    let mut serve = Command::new(warden_bin());
+    serve
+        .arg("serve")
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--rest-port",
+            &free_port().to_string(),
+        ])
+        .args(["--grpc-port", "0", "--admin-port", "0"])
+        .arg("--socket-dir")
+        .arg(tmp.path().join("sock"));
+    flags(&mut serve);
+    let out = serve.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("cannot be re-read after the privilege drop"),
+        "{text}"
+    );
+    // Readable by the gateway's group: starts (checked by `warden check`).
+    std::os::unix::fs::chown(&key, Some(0), Some(GATEWAY_UID)).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let mut check = Command::new(warden_bin());
+    check.arg("check");
+    flags(&mut check);
+    let out = check.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A JWKS rewritten in place is re-read on SIGHUP even when its modification time says
+/// nothing changed: the withdrawn key is refused from then on, the new one accepted.
+#[tokio::test]
+async fn a_jwks_is_reloaded_on_sighup() {
+    let tmp = TempDir::new("jwks-hup");
+    let (k1, jwk1) = ec_jwk("k1");
+    let (k2, jwk2) = ec_jwk("k2");
+    let jwks = tmp.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [jwk1]}).to_string()).unwrap();
+    let cfg = tmp.path().join("warden.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[auth.issuers]]\nissuer = \"{JWKS_ISS}\"\naudiences = [\"{AUDIENCE}\"]\nkeys = [\"{}\"]\n",
+            jwks.display()
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(&addn_flags(), &["--config", cfg.to_str().unwrap()]);
+    server.wait_ready().await;
+    let token = |der: &[u8], kid: &str| {
+        let mut c = claims("alice", 600);
+        c["iss"] = JWKS_ISS.into();
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(&h, &c, &EncodingKey::from_ec_der(der)).unwrap()
+    };
+    let (t1, t2) = (token(&k1, "k1"), token(&k2, "k2"));
+    assert_eq!(ready_with(&server, &t1).await, 200);
+    let mtime = std::fs::metadata(&jwks).unwrap().modified().unwrap();
+    std::fs::write(&jwks, serde_json::json!({"keys": [jwk2]}).to_string()).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&jwks)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        ready_with(&server, &t1).await,
+        200,
+        "no reload without a signal or a change (the test's premise)"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ready_with(&server, &t1).await != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP never withdrew k1:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(ready_with(&server, &t2).await, 200);
 }

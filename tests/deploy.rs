@@ -218,6 +218,8 @@ async fn serve_works_under_the_systemd_units_capability_bounding_set() {
         .args(["--inh-caps=-all", "--no-new-privs"])
         .arg(warden_bin())
         .arg("serve")
+        .arg("--audit-log")
+        .arg(audit_dir(dir.path()).join("audit.log"))
         .arg("--model-path")
         .arg(model_dir("identity"))
         .args(["--model-name", "identity", "--bind-address", "127.0.0.1"])

@@ -542,6 +542,7 @@ async fn gateway_and_backend_as_separate_non_root_users() {
     let toml = dir.path().join("warden.toml");
     std::fs::write(&toml, "[backend]\ngateway_uid = 5001\n").unwrap();
     let port = free_port();
+    let audit = audit_dir(dir.path()).join("audit.log");
     let args = |role: &str| {
         let mut c = std::process::Command::new(warden_bin());
         c.arg(role)
@@ -574,6 +575,8 @@ async fn gateway_and_backend_as_separate_non_root_users() {
             .arg(&sock)
             .arg("--openvino-dir")
             .arg(runtime_dir())
+            .arg("--audit-log")
+            .arg(&audit)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         c

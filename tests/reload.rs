@@ -104,7 +104,7 @@ async fn a_rotated_certificate_is_used_by_new_handshakes_while_old_connections_g
 async fn an_invalid_policy_keeps_the_old_one_and_a_valid_one_takes_over() {
     let tmp = TempDir::new("policy-reload");
     let policy = tmp.path().join("policy.toml");
-    let audit = tmp.path().join("audit.log");
+    let audit = audit_dir(tmp.path()).join("audit.log");
     let allow = "[[rule]]\nname = \"alice\"\nsubjects = [\"alice\"]\nmodels = [\"addn\"]\noperations = [\"ready\"]\n";
     std::fs::write(&policy, allow).unwrap();
     let mut server = Server::start(

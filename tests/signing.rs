@@ -681,7 +681,7 @@ async fn probe_and_audit_record_show_the_verified_digest() {
     );
     assert!(text.contains("probe OK"));
     // The audit record of each inference names the digest that answered.
-    let audit = d.join("audit.log");
+    let audit = audit_dir(d).join("audit.log");
     let mut server = Server::start(
         &[
             "--model-path".into(),

@@ -44,6 +44,11 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, token: 
                                 state
                                     .metrics
                                     .add("warden_audit_write_failures_total", &[], 0);
+                                state.metrics.set_gauge(
+                                    "warden_audit_healthy",
+                                    &[],
+                                    i64::from(state.audit.healthy()),
+                                );
                                 *resp.body_mut() = Full::new(Bytes::from(state.metrics.render()));
                                 resp.headers_mut().insert(
                                     http::header::CONTENT_TYPE,

@@ -5,6 +5,13 @@
 //! Within a rule every principal matcher that is given must match (each list matches
 //! when any of its entries does); a rule with no principal matcher is refused unless it
 //! says `any_authenticated = true`, so "everyone" is never an accident.
+//!
+//! Token claims mean something only together with their issuer: `sub = "admin"` from
+//! one issuer is not `sub = "admin"` from another. So a rule on `subjects`, `scopes` or
+//! `groups` is bound to issuers: those it lists in `issuers`, or, when it lists none,
+//! the only configured issuer; with several issuers configured such a rule must say
+//! which (`issuers = ["*"]` explicitly means any, and `warden check` warns about it).
+//! Rate overrides are bound the same way.
 
 use crate::auth::Principal;
 use serde::Deserialize;
@@ -38,7 +45,7 @@ pub struct Rule {
     /// Token `sub` globs.
     #[serde(default)]
     pub subjects: Vec<String>,
-    /// Token `iss` values (exact).
+    /// Token `iss` values (exact); `*` means any issuer.
     #[serde(default)]
     pub issuers: Vec<String>,
     /// Scopes, any of which the token must carry.
@@ -68,8 +75,16 @@ pub struct Rule {
 pub struct RateOverride {
     /// Token `sub` (or certificate identity) glob.
     pub subject: String,
+    /// Token `iss` values the override applies to (`*`: any); empty: the only
+    /// configured issuer (required when there are several).
+    #[serde(default)]
+    pub issuers: Vec<String>,
     /// Requests per second for matching principals.
     pub rps: u32,
+}
+
+fn issuer_matches(list: &[String], issuer: &str) -> bool {
+    list.is_empty() || list.iter().any(|i| i == "*" || i == issuer)
 }
 
 /// The whole policy file.
@@ -116,12 +131,17 @@ impl Rule {
         };
         let token_based = p.method != crate::auth::Method::Mtls;
         any(&self.subjects, &|g| token_based && glob(g, &p.subject))
-            && any(&self.issuers, &|i| token_based && i == p.issuer)
+            && (self.issuers.is_empty() || token_based && issuer_matches(&self.issuers, &p.issuer))
             && any(&self.scopes, &|s| p.scopes.iter().any(|x| x == s))
             && any(&self.groups, &|g| p.groups.iter().any(|x| x == g))
             && any(&self.certificates, &|g| {
                 p.certificate.as_deref().is_some_and(|c| glob(g, c))
             })
+    }
+
+    /// Whether the rule matches on token claims (which mean something per issuer).
+    fn uses_claims(&self) -> bool {
+        !(self.subjects.is_empty() && self.scopes.is_empty() && self.groups.is_empty())
     }
 
     fn has_principal_matcher(&self) -> bool {
@@ -163,6 +183,66 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Binds the rules and rate overrides that name no issuer to the configured ones
+    /// (see the module docs); an error names a rule that would match across issuers
+    /// without saying so.
+    pub fn bind_issuers(&mut self, configured: &[String]) -> anyhow::Result<()> {
+        let bind = |what: &str, name: &str, list: &mut Vec<String>| -> anyhow::Result<()> {
+            if !list.is_empty() {
+                return Ok(());
+            }
+            match configured {
+                [] => Ok(()),
+                [only] => {
+                    list.push(only.clone());
+                    Ok(())
+                }
+                _ => anyhow::bail!(
+                    "{what} {name:?} matches token claims but names no issuers while {} issuers are configured: a token of one issuer could match what another issuer's claims mean; set issuers = [\"<iss>\", ...] (or [\"*\"] for any issuer)",
+                    configured.len()
+                ),
+            }
+        };
+        for r in &mut self.rules {
+            if r.uses_claims() {
+                bind("rule", &r.name, &mut r.issuers)?;
+            }
+        }
+        for r in &mut self.rates {
+            bind("rate override for subject", &r.subject, &mut r.issuers)?;
+        }
+        Ok(())
+    }
+
+    /// Rules that match token claims across issuers, for `warden check`.
+    pub fn cross_issuer_warnings(&self, configured: &[String]) -> Vec<String> {
+        if configured.len() < 2 {
+            return Vec::new();
+        }
+        let mut out: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|r| r.uses_claims() && r.issuers.iter().any(|i| i == "*"))
+            .map(|r| format!(
+                "rule {:?} matches subjects/scopes/groups of ANY issuer (issuers = [\"*\"]): each of the {} issuers can mint claims it grants",
+                r.name,
+                configured.len()
+            ))
+            .collect();
+        out.extend(
+            self.rates
+                .iter()
+                .filter(|r| r.issuers.iter().any(|i| i == "*"))
+                .map(|r| {
+                    format!(
+                        "rate override for subject {:?} applies to ANY issuer",
+                        r.subject
+                    )
+                }),
+        );
+        out
+    }
+
     /// The policy used when none is configured.
     pub fn open() -> Policy {
         Policy {
@@ -192,7 +272,7 @@ impl Policy {
     pub fn rate_override(&self, p: &Principal) -> Option<u32> {
         self.rates
             .iter()
-            .find(|r| glob(&r.subject, &p.subject))
+            .find(|r| glob(&r.subject, &p.subject) && issuer_matches(&r.issuers, &p.issuer))
             .map(|r| r.rps)
     }
 
@@ -249,12 +329,32 @@ impl Policy {
     }
 }
 
-/// The policy named by the configuration, or the open one (loudly).
+/// The policy named by the configuration, or the open one (loudly), its rules bound to
+/// the configured issuers.
 pub fn load_policy(config: &warden_shared::config::Config) -> anyhow::Result<Policy> {
     match &config.auth.policy {
-        Some(path) => Policy::from_file(path),
+        Some(path) => {
+            let mut policy = Policy::from_file(path)?;
+            policy
+                .bind_issuers(&issuer_names(config))
+                .map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?;
+            Ok(policy)
+        }
         None => Ok(Policy::open()),
     }
+}
+
+/// The `iss` of every configured token issuer.
+pub fn issuer_names(config: &warden_shared::config::Config) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .auth
+        .all_issuers()
+        .into_iter()
+        .map(|i| i.issuer)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 #[cfg(test)]
@@ -423,5 +523,251 @@ mod tests {
             empty.allows(&a, "m", None, Operation::Infer).is_none(),
             "default deny"
         );
+    }
+
+    fn from(sub: &str, iss: &str, scopes: &[&str]) -> Principal {
+        let mut p = principal(sub, scopes, &[], None, Method::Jwt);
+        p.issuer = iss.into();
+        p
+    }
+
+    const A: &str = "https://a.example";
+    const B: &str = "https://b.example";
+
+    #[test]
+    fn claim_rules_are_bound_to_issuers() {
+        let text = r#"
+            [[rule]]
+            name = "admin of A"
+            subjects = ["admin"]
+            issuers = ["https://a.example"]
+            models = ["*"]
+            operations = ["infer", "metadata", "ready"]
+
+            [[rule]]
+            name = "scope of B"
+            scopes = ["models:infer"]
+            issuers = ["https://b.example"]
+            models = ["resnet"]
+            operations = ["infer"]
+
+            [[rule]]
+            name = "readers of any issuer"
+            groups = ["readers"]
+            issuers = ["*"]
+            models = ["public*"]
+            operations = ["metadata"]
+
+            [[rule]]
+            name = "service cert"
+            certificates = ["spiffe://warden.dev/svc/*"]
+            models = ["*"]
+            operations = ["ready"]
+
+            [[rate]]
+            subject = "bulk-*"
+            issuers = ["https://a.example"]
+            rps = 5000
+        "#;
+        let mut p = Policy::from_toml(text).unwrap();
+        p.bind_issuers(&[A.into(), B.into()]).unwrap();
+        let mut reader_b = from("r", B, &[]);
+        reader_b.groups = vec!["readers".into()];
+        let mut reader_x509 = principal("r", &[], &["readers"], Some("r"), Method::Mtls);
+        reader_x509.issuer = "x509".into();
+        let svc = principal(
+            "spiffe://warden.dev/svc/a",
+            &[],
+            &[],
+            Some("spiffe://warden.dev/svc/a"),
+            Method::Mtls,
+        );
+        // (what, principal, model, version, operation, the rule that allows it)
+        type Case<'a> = (
+            &'a str,
+            Principal,
+            &'a str,
+            Option<u64>,
+            Operation,
+            Option<&'a str>,
+        );
+        let table: Vec<Case> = vec![
+            (
+                "A's admin",
+                from("admin", A, &[]),
+                "resnet",
+                None,
+                Operation::Infer,
+                Some("admin of A"),
+            ),
+            (
+                "A's admin, any version",
+                from("admin", A, &[]),
+                "resnet",
+                Some(7),
+                Operation::Metadata,
+                Some("admin of A"),
+            ),
+            (
+                "B minting A's admin sub",
+                from("admin", B, &[]),
+                "resnet",
+                None,
+                Operation::Infer,
+                None,
+            ),
+            (
+                "an unconfigured issuer minting admin",
+                from("admin", "https://evil", &[]),
+                "resnet",
+                None,
+                Operation::Ready,
+                None,
+            ),
+            (
+                "admin sub with different case",
+                from("Admin", A, &[]),
+                "resnet",
+                None,
+                Operation::Infer,
+                None,
+            ),
+            (
+                "B's scope",
+                from("x", B, &["models:infer"]),
+                "resnet",
+                None,
+                Operation::Infer,
+                Some("scope of B"),
+            ),
+            (
+                "A minting B's scope",
+                from("x", A, &["models:infer"]),
+                "resnet",
+                None,
+                Operation::Infer,
+                None,
+            ),
+            (
+                "B's scope, other model",
+                from("x", B, &["models:infer"]),
+                "nsfw",
+                None,
+                Operation::Infer,
+                None,
+            ),
+            (
+                "B's scope, other operation",
+                from("x", B, &["models:infer"]),
+                "resnet",
+                None,
+                Operation::Metadata,
+                None,
+            ),
+            (
+                "readers of B (any issuer)",
+                reader_b.clone(),
+                "public-1",
+                None,
+                Operation::Metadata,
+                Some("readers of any issuer"),
+            ),
+            (
+                "readers: not infer",
+                reader_b,
+                "public-1",
+                None,
+                Operation::Infer,
+                None,
+            ),
+            (
+                "a certificate is not an issuer's token",
+                reader_x509,
+                "public-1",
+                None,
+                Operation::Metadata,
+                None,
+            ),
+            (
+                "service cert",
+                svc.clone(),
+                "anything",
+                None,
+                Operation::Ready,
+                Some("service cert"),
+            ),
+            (
+                "service cert: not infer",
+                svc,
+                "anything",
+                None,
+                Operation::Infer,
+                None,
+            ),
+        ];
+        for (what, who, model, version, op, want) in table {
+            assert_eq!(p.allows(&who, model, version, op), want, "{what}");
+        }
+        assert_eq!(p.rate_override(&from("bulk-1", A, &[])), Some(5000));
+        assert_eq!(
+            p.rate_override(&from("bulk-1", B, &[])),
+            None,
+            "B cannot mint A's rate"
+        );
+        let warnings = p.cross_issuer_warnings(&[A.into(), B.into()]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("readers of any issuer"));
+        assert!(p.cross_issuer_warnings(&[A.into()]).is_empty());
+    }
+
+    #[test]
+    fn unbound_claim_rules_bind_to_the_only_issuer_and_are_refused_with_several() {
+        let text =
+            "[[rule]]\nname='alice'\nsubjects=['alice']\nmodels=['m']\noperations=['infer']\n";
+        let mut one = Policy::from_toml(text).unwrap();
+        one.bind_issuers(&[A.into()]).unwrap();
+        assert_eq!(one.rules[0].issuers, vec![A.to_string()]);
+        assert!(
+            one.allows(&from("alice", A, &[]), "m", None, Operation::Infer)
+                .is_some()
+        );
+        assert!(
+            one.allows(&from("alice", B, &[]), "m", None, Operation::Infer)
+                .is_none()
+        );
+        let mut two = Policy::from_toml(text).unwrap();
+        let e = two
+            .bind_issuers(&[A.into(), B.into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"alice\"") && e.contains("names no issuers"),
+            "{e}"
+        );
+        // An explicit `*` is accepted (and warned about by `warden check`).
+        let star = text.replace("subjects=['alice']", "subjects=['alice']\nissuers=['*']");
+        let mut any = Policy::from_toml(&star).unwrap();
+        any.bind_issuers(&[A.into(), B.into()]).unwrap();
+        assert!(
+            any.allows(&from("alice", B, &[]), "m", None, Operation::Infer)
+                .is_some()
+        );
+        // Rules on certificates only, or any_authenticated, need no issuer.
+        let cert = "[[rule]]\nname='c'\ncertificates=['x']\nmodels=['m']\noperations=['infer']\n[[rule]]\nname='all'\nany_authenticated=true\nmodels=['m']\noperations=['ready']\n";
+        Policy::from_toml(cert)
+            .unwrap()
+            .bind_issuers(&[A.into(), B.into()])
+            .unwrap();
+        // Rate overrides are bound the same way.
+        let rate = "[[rate]]\nsubject='bulk-*'\nrps=10\n";
+        assert!(
+            Policy::from_toml(rate)
+                .unwrap()
+                .bind_issuers(&[A.into(), B.into()])
+                .is_err()
+        );
+        let mut r = Policy::from_toml(rate).unwrap();
+        r.bind_issuers(&[A.into()]).unwrap();
+        assert_eq!(r.rate_override(&from("bulk-1", B, &[])), None);
     }
 }

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod conn;
 pub mod front;
 pub mod limits;
+pub mod logsafe;
 pub mod metrics;
 pub mod peer;
 pub mod pipeline;
@@ -23,7 +24,7 @@ pub mod reload;
 pub mod state;
 pub mod tls;
 
-pub use authz::load_policy;
+pub use authz::{issuer_names, load_policy};
 use tls::{GRPC_ALPN, REST_ALPN};
 
 use anyhow::Context;
@@ -54,7 +55,9 @@ pub fn settings(config: &Config, policy: &authz::Policy) -> serde_json::Value {
                  "issuers": config.auth.all_issuers().iter().map(|i| i.issuer.clone()).collect::<Vec<_>>(),
                  "policy": if policy.open { "NONE (every authenticated caller allowed)".to_string() } else { format!("{} rules", policy.rules.len()) }},
         "limits": l,
-        "audit": {"fsync": config.audit.fsync, "fail_open": config.audit.fail_open},
+        "audit": {"fsync": config.audit.fsync, "fail_open": config.audit.fail_open,
+                  "max_file_bytes": config.audit.max_file_bytes, "max_file_age_secs": config.audit.max_file_age_secs,
+                  "max_files": config.audit.max_files, "max_total_bytes": config.audit.max_total_bytes},
         "gateway_uid": config.gateway.uid,
     })
 }
@@ -99,6 +102,19 @@ fn landlock_paths(config: &Config) -> (Vec<std::path::PathBuf>, Vec<std::path::P
     (read, write)
 }
 
+/// The uid:gid the gateway runs as once it serves: the configured one when started
+/// as root (it drops to it), else its own.
+pub fn run_as(config: &Config) -> (u32, u32) {
+    if nix::unistd::getuid().is_root() {
+        (config.gateway.uid, config.gateway.gid)
+    } else {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    }
+}
+
 /// Runs the gateway until SIGTERM/SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
@@ -126,8 +142,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             "NO AUTHORIZATION POLICY (auth.policy): every authenticated caller may use every model"
         );
     }
-    let audit = audit::AuditLog::open(&config.audit)
-        .with_context(|| format!("cannot open the audit log {}", config.audit.path.display()))?;
+    let run_as = run_as(&config);
+    // Fail at start, not at the first rotation or key rotation after the privilege drop.
+    reload::preflight(&config, run_as).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let audit_check = audit::preflight(&config.audit, run_as, true)
+        .map_err(|e| anyhow::anyhow!("audit log: {e}"))?;
+    for w in &audit_check.warnings {
+        tracing::warn!("audit log: {w}");
+    }
     if config.audit.fail_open {
         tracing::warn!(
             "AUDIT FAIL-OPEN: requests are served even when their audit record cannot be written"
@@ -164,6 +186,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         config.backend.insecure_allow_unenforced_sandbox,
     )
     .map_err(|e| anyhow::anyhow!("the gateway could not restrict itself with landlock: {e}"))?;
+    // Opened as the gateway's own uid: it creates every audit file itself (the live
+    // one and each one rotation starts), so they are all its own, whatever capabilities
+    // root had (without CAP_DAC_OVERRIDE root cannot open a file in the gateway's 0750
+    // folder).
+    let audit = audit::AuditLog::open(&config.audit)
+        .with_context(|| format!("cannot open the audit log {}", config.audit.path.display()))?;
     tracing::info!(
         uid = nix::unistd::getuid().as_raw(),
         was_root,
@@ -244,6 +272,9 @@ async fn housekeeping(state: Arc<state::State>) {
             _ = tick.tick() => false,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
+        // A log that could not be written retries on its own, so that a server that is
+        // not ready (and so gets no traffic) still recovers once the disk has room.
+        state.audit.retry();
         let now = reload::fingerprint(&files);
         if sighup || now != seen {
             seen = now;
@@ -259,14 +290,14 @@ async fn housekeeping(state: Arc<state::State>) {
                 .inc("warden_config_reloads_total", &[("result", label)]);
             let reason = result.err().map(|e| e.to_string());
             if ok {
-                tracing::info!(%issuer, "JWKS reloaded");
+                tracing::info!(issuer = %logsafe::log_safe(&issuer), "JWT keys reloaded (a key file changed)");
             } else {
-                tracing::warn!(%issuer, error = ?reason, "JWKS reload failed; old keys stay in force");
+                tracing::warn!(issuer = %logsafe::log_safe(&issuer), error = ?reason, "JWT key reload failed; old keys stay in force");
             }
             let rec = audit::Record {
                 event: "reload",
                 reason: Some(format!(
-                    "jwks {issuer}: {}",
+                    "jwt keys {issuer}: {}",
                     reason.unwrap_or_else(|| "ok".into())
                 )),
                 decision: Some(if ok { "allowed" } else { "failed" }),

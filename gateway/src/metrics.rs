@@ -114,6 +114,11 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
         "Audit records that could not be written.",
     ),
     (
+        "warden_audit_healthy",
+        "gauge",
+        "1 while audit records can be written, 0 while they cannot (requests are refused).",
+    ),
+    (
         "warden_config_reloads_total",
         "counter",
         "Configuration reloads, by result.",

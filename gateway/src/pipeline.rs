@@ -590,7 +590,7 @@ impl State {
                 let label = call.model.as_deref().unwrap_or(UNKNOWN_MODEL_LABEL);
                 self.metrics
                     .inc("warden_authz_denied_total", &[("model", label)]);
-                tracing::info!(request_id = %call.id, principal = %p.display_name(), model = label, op = operation.as_str(), "authorization denied");
+                tracing::info!(request_id = %call.id, principal = %p.log_name(), model = label, op = operation.as_str(), "authorization denied");
                 return Err(Refusal::Forbidden);
             }
         }

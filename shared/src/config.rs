@@ -57,6 +57,24 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
     pub signing: SigningConfig,
+    pub log: LogConfig,
+}
+
+/// The operational log (stderr; the audit log is separate).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (one human-readable line per event) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The network-facing listeners.
@@ -186,6 +204,10 @@ pub struct AuthConfig {
     /// The authorization policy file (see policies/). Unset: every authenticated
     /// caller may use every model, which the start log and `warden check` say loudly.
     pub policy: Option<PathBuf>,
+    /// Token confirmation (`cnf`) members accepted without being checked (the token is
+    /// then a bearer token as far as they go). Warden checks `x5t#S256` (RFC 8705); a
+    /// token with any other member (`jkt`, `jwk`, ...) is refused unless listed here.
+    pub ignore_cnf_methods: Vec<String>,
     /// How the REST listener authenticates.
     pub rest_mode: AuthMode,
     /// How the gRPC listener authenticates.
@@ -206,6 +228,7 @@ impl Default for AuthConfig {
             issuers: Vec::new(),
             jwks_refresh_secs: DEFAULT_JWKS_REFRESH_SECS,
             policy: None,
+            ignore_cnf_methods: Vec::new(),
             rest_mode: AuthMode::Jwt,
             grpc_mode: AuthMode::Jwt,
         }
@@ -392,14 +415,27 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The default audit log: its own file, never mixed with process output.
+pub const DEFAULT_AUDIT_PATH: &str = "/var/log/warden/audit.log";
+
 /// The audit log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
-    /// File to append records to; `-` for standard output.
+    /// File to append records to; `-` for standard output (shared with whatever else
+    /// the process writes there, so only when a collector parses it).
     pub path: PathBuf,
-    /// Size at which the file is rotated (renamed `.1`, `.2`, ...); 0: never.
+    /// Size at which the file is rotated (renamed `<path>.<first seq>`); 0: never.
     pub max_file_bytes: u64,
+    /// Age of the file's first record at which it is rotated, in seconds; 0: never.
+    pub max_file_age_secs: u64,
+    /// Rotated files kept; the oldest are deleted beyond it. 0: no limit.
+    pub max_files: u32,
+    /// Bytes kept across the live and rotated files; the oldest rotated files are
+    /// deleted beyond it. 0: no limit.
+    pub max_total_bytes: u64,
+    /// Least free space on the audit file system for the gateway to start.
+    pub min_free_bytes: u64,
     /// `always`: fsync after every record; `never`: leave it to the kernel.
     pub fsync: FsyncPolicy,
     /// Serve requests even when their record cannot be written (logged loudly).
@@ -418,8 +454,12 @@ pub enum FsyncPolicy {
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
-            path: "-".into(),
+            path: DEFAULT_AUDIT_PATH.into(),
             max_file_bytes: 100 << 20,
+            max_file_age_secs: 24 * 3600,
+            max_files: 20,
+            max_total_bytes: 2 << 30,
+            min_free_bytes: 64 << 20,
             fsync: FsyncPolicy::Never,
             fail_open: false,
         }

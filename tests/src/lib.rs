@@ -137,6 +137,21 @@ impl Drop for TempDir {
     }
 }
 
+/// The uid:gid the gateway drops to when the tests run as root (the default).
+pub const GATEWAY_UID: u32 = 5001;
+
+/// A folder for an audit log inside `parent`: 0750 and owned by the gateway's uid when
+/// running as root, as the gateway's pre-flight check requires (it rotates there).
+pub fn audit_dir(parent: &Path) -> PathBuf {
+    let dir = parent.join("audit");
+    std::fs::create_dir_all(&dir).expect("audit dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    if is_root() {
+        std::os::unix::fs::chown(&dir, Some(GATEWAY_UID), Some(GATEWAY_UID)).expect("chown");
+    }
+    dir
+}
+
 /// Runs `warden certs-dev --out DIR`.
 pub fn make_certs(dir: &Path) -> PathBuf {
     let out = dir.join("certs");
@@ -210,6 +225,10 @@ impl Server {
             .env("WARDEN_LOG", "info")
             .stdout(logf.try_clone().expect("dup"))
             .stderr(logf);
+        if !extra.contains(&"--audit-log") {
+            cmd.arg("--audit-log")
+                .arg(audit_dir(dir.path()).join("audit.log"));
+        }
         let child = cmd.spawn().expect("warden serve starts");
         Server {
             child,

@@ -24,6 +24,13 @@ impl From<ClientCertMode> for warden_shared::config::ClientCertMode {
     }
 }
 
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// `--rest-auth` and `--grpc-auth`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum AuthMode {
@@ -130,7 +137,10 @@ pub struct RunArgs {
     /// The authorization policy file (see policies/).
     #[arg(long = "authz-policy", value_name = "FILE")]
     pub authz_policy: Option<PathBuf>,
-    /// The audit log file, or `-` for standard output.
+    /// Log format on stderr: text or json (config key log.format).
+    #[arg(long = "log-format", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// The audit log file (default /var/log/warden/audit.log), or `-` for standard output.
     #[arg(long = "audit-log", value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
     /// Port of the admin (metrics) listener; 0 disables it.
@@ -221,6 +231,12 @@ impl RunArgs {
         }
         set!(self.authz_policy => c.auth.policy);
         set!(self.audit_log => c.audit.path);
+        if let Some(f) = self.log_format {
+            c.log.format = match f {
+                LogFormat::Text => warden_shared::config::LogFormat::Text,
+                LogFormat::Json => warden_shared::config::LogFormat::Json,
+            };
+        }
         set!(self.admin_port => c.gateway.admin_port);
         set!(self.rate_per_principal => c.limits.rate_per_principal_rps);
         set!(self.quota_bytes => c.limits.quota_bytes);

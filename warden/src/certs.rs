@@ -90,7 +90,17 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         &format!("{}{}", server_cert.pem(), ca_cert.pem()),
         0o644,
     )?;
-    write(out, "server.key", &server_key.serialize_pem(), 0o600)?;
+    write(out, "server.key", &server_key.serialize_pem(), 0o640)?;
+    // The gateway re-reads its key on rotation after dropping to its uid, and refuses
+    // to start with a key it could not re-read: when made as root, the key's group is
+    // the gateway's.
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(
+            out.join("server.key"),
+            None,
+            Some(warden_shared::config::DEFAULT_GATEWAY_UID),
+        )?;
+    }
     write(out, "client.pem", &client_cert.pem(), 0o644)?;
     write(out, "client.key", &client_key.serialize_pem(), 0o600)?;
     write(out, "jwt.key", &jwt_key.serialize_pem(), 0o600)?;

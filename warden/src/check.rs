@@ -72,18 +72,36 @@ pub fn run(config: &Config) -> anyhow::Result<String> {
     for line in policy.describe() {
         writeln!(out, "  {line}")?;
     }
+    for w in policy.cross_issuer_warnings(&warden_gateway::issuer_names(config)) {
+        writeln!(out, "  WARNING: {w}")?;
+    }
+    let a = &config.audit;
     writeln!(
         out,
-        "audit:   {} (rotate at {} bytes, fsync {:?}, {})",
-        config.audit.path.display(),
-        config.audit.max_file_bytes,
-        config.audit.fsync,
-        if config.audit.fail_open {
+        "audit:   {} (rotate at {} bytes or {}s, keep {} files / {} bytes, fsync {:?}, {})",
+        a.path.display(),
+        a.max_file_bytes,
+        a.max_file_age_secs,
+        a.max_files,
+        a.max_total_bytes,
+        a.fsync,
+        if a.fail_open {
             "FAIL-OPEN"
         } else {
             "fail closed"
         }
     )?;
+    // The same pre-flight checks the gateway runs at start, for the uid it runs as.
+    let run_as = warden_gateway::run_as(config);
+    let audit = warden_gateway::audit::preflight(a, run_as, false)
+        .map_err(|e| anyhow::anyhow!("audit log: {e}"))?;
+    for n in &audit.notes {
+        writeln!(out, "         {n}")?;
+    }
+    for w in &audit.warnings {
+        writeln!(out, "         WARNING: {w}")?;
+    }
+    warden_gateway::reload::preflight(config, run_as).map_err(|e| anyhow::anyhow!("{e}"))?;
     let runtime = warden_backend::runtime::locate(
         config.backend.openvino_dir.as_deref(),
         std::env::var_os(OPENVINO_DIR_ENV).map(Into::into),

@@ -11,6 +11,7 @@ mod token;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use warden_shared::config::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -57,22 +58,52 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain of audit files, oldest first; names the first broken record.
+    /// Verify the hash chain of audit files, oldest first; names the first broken file
+    /// and record. A live log's path stands for it and all its rotated files.
     Verify {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
 }
 
-fn init_logging() {
+/// Longest operational log line, in bytes; longer events are cut (and say so).
+const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
+
+/// Stderr, one event per line whatever a logged value contains: every line break but
+/// the last and every control character is escaped, and the line is bounded (see
+/// `warden_gateway::logsafe::one_line`). Under the per-value `log_safe` at the call
+/// sites, so that a value logged without it still cannot forge a line or steer a
+/// terminal.
+struct OneLineStderr;
+
+impl std::io::Write for OneLineStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = warden_gateway::logsafe::one_line(buf, MAX_LOG_LINE_BYTES);
+        std::io::stderr().lock().write_all(&line)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_writer(|| OneLineStderr)
+        // Colour codes would be escaped by the writer: never emitted.
+        .with_ansi(false)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 fn main() {
@@ -90,47 +121,71 @@ fn main() {
 fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Serve(a) => {
-            init_logging();
             let config = a.load()?;
+            init_logging(config.log.format);
             // The children parse the same flags: everything after `serve`.
             let child_args = std::env::args_os().skip(2).collect();
             serve::run(&config, child_args)
         }
         Command::Gateway(a) => {
-            init_logging();
-            warden_gateway::run(a.load()?)?;
+            let config = a.load()?;
+            init_logging(config.log.format);
+            warden_gateway::run(config)?;
             Ok(0)
         }
         Command::Backend(a) => {
-            init_logging();
+            let config = a.load()?;
+            init_logging(config.log.format);
             let options = warden_backend::BackendOptions {
                 insecure_allow_unenforced_sandbox: a.insecure_allow_unenforced_sandbox,
                 gateway_uid: None,
                 probe: a.probe,
             };
-            warden_backend::run(&a.load()?, &options)?;
+            warden_backend::run(&config, &options)?;
             Ok(0)
         }
         Command::CertsDev { out } => certs::run(&out).map(|()| 0),
         Command::Token(t) => token::run(&t).map(|()| 0),
         Command::Audit {
             command: AuditCommand::Verify { files },
-        } => match warden_gateway::audit::verify(&files)? {
-            Ok(n) => {
-                println!("audit chain intact: {n} records in {} file(s)", files.len());
-                Ok(0)
+        } => {
+            let files = warden_gateway::audit::expand(&files)?;
+            match warden_gateway::audit::verify(&files)? {
+                Ok(intact) => {
+                    println!(
+                        "audit chain intact: {} records in {} file(s), from seq {}",
+                        intact.records,
+                        files.len(),
+                        intact.first_seq
+                    );
+                    if intact.first_seq > 0 {
+                        if intact.starts_at_file_start {
+                            println!(
+                                "records before seq {} are not in the set: older files were pruned by retention (expected)",
+                                intact.first_seq
+                            );
+                        } else {
+                            println!(
+                                "WARNING: the set starts at seq {} in the middle of a file: records before it were cut out",
+                                intact.first_seq
+                            );
+                            return Ok(1);
+                        }
+                    }
+                    Ok(0)
+                }
+                Err(b) => {
+                    println!(
+                        "audit chain BROKEN at {} line {} (seq {}): {}",
+                        b.file,
+                        b.line,
+                        b.seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                        b.why
+                    );
+                    Ok(1)
+                }
             }
-            Err(b) => {
-                println!(
-                    "audit chain BROKEN at {} line {} (seq {}): {}",
-                    b.file,
-                    b.line,
-                    b.seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
-                    b.why
-                );
-                Ok(1)
-            }
-        },
+        }
         Command::Models { command } => models::run(&command),
         Command::Check(a) => {
             let report = check::run(&a.load()?)?;

@@ -9,8 +9,10 @@
 //! and `aud` are required; `nbf` and `iat` are checked with a leeway; a token may not
 //! live longer than the configured maximum.
 //!
-//! JWKS files are re-read when they change (checked by [`JwtAuthority::refresh`]) and,
-//! on a `kid` no key has, at most once per `jwks_refresh_secs`.
+//! Every key file (PEM public keys, JWKS files, the HS256 secret) is re-read when it
+//! changes (checked by [`JwtAuthority::refresh`]) and on SIGHUP
+//! ([`JwtAuthority::reload_all`]); a JWKS also on a `kid` no key has, at most once per
+//! `jwks_refresh_secs`. A key removed from its file is refused from the reload on.
 //!
 //! A signature check costs tens of microseconds (ES256 verify is the largest CPU cost of
 //! a small request), and clients send the same token on every call. So a token that
@@ -101,6 +103,8 @@ pub enum TokenError {
     LifetimeTooLong,
     #[error("token has no subject")]
     NoSubject,
+    #[error("token confirmation (cnf) cannot be checked: {0}")]
+    Confirmation(String),
 }
 
 impl TokenError {
@@ -121,6 +125,7 @@ impl TokenError {
             TokenError::IssuedInFuture => "token_iat_future",
             TokenError::LifetimeTooLong => "token_lifetime",
             TokenError::NoSubject => "token_no_subject",
+            TokenError::Confirmation(_) => "token_cnf_unsupported",
         }
     }
 }
@@ -150,15 +155,17 @@ struct KeySet {
     by_kid: HashMap<String, Key>,
     /// PEM keys have no kid: a token without `kid` is tried against these.
     anonymous: Vec<Key>,
+    /// The HS256 shared secret, for an issuer configured with one.
+    hmac: Option<Key>,
 }
 
 struct Issuer {
     name: String,
     audiences: Vec<String>,
     sources: Vec<PathBuf>,
-    hmac: Option<Key>,
+    hs256_secret: Option<PathBuf>,
     keys: RwLock<Arc<KeySet>>,
-    /// When the sources were last read, and each JWKS file's modification time then.
+    /// When the sources were last read, and each key file's modification time then.
     last_read: Mutex<(Instant, HashMap<PathBuf, SystemTime>)>,
 }
 
@@ -169,6 +176,8 @@ pub struct JwtAuthority {
     max_lifetime: u64,
     refresh_every: Duration,
     verified: Mutex<HashMap<[u8; 32], Verified>>,
+    /// `cnf` members accepted unchecked (`auth.ignore_cnf_methods`).
+    ignore_cnf: Vec<String>,
 }
 
 /// What a token that verified said, remembered by the token's SHA-256.
@@ -223,15 +232,43 @@ fn jwks_keys(text: &str, into: &mut KeySet) -> Result<(), String> {
     Ok(())
 }
 
-fn read_sources(sources: &[PathBuf]) -> Result<(KeySet, HashMap<PathBuf, SystemTime>), KeyError> {
+/// Reads every key source (PEM files, JWKS files) and the HS256 secret, with each
+/// file's modification time, so that a change to any of them is noticed.
+fn read_sources(
+    sources: &[PathBuf],
+    hs256_secret: Option<&Path>,
+) -> Result<(KeySet, HashMap<PathBuf, SystemTime>), KeyError> {
     let mut set = KeySet::default();
     let mut mtimes = HashMap::new();
+    if let Some(path) = hs256_secret {
+        let secret = std::fs::read(path).map_err(|source| KeyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let secret = secret.trim_ascii();
+        if secret.len() < 32 {
+            return Err(KeyError::Parse {
+                path: path.display().to_string(),
+                message: "HS256 secret shorter than 32 bytes".into(),
+            });
+        }
+        set.hmac = Some(Key {
+            key: DecodingKey::from_secret(secret),
+            algorithms: HMAC_ALGS,
+        });
+        if let Ok(m) = std::fs::metadata(path).and_then(|m| m.modified()) {
+            mtimes.insert(path.to_path_buf(), m);
+        }
+    }
     for path in sources {
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
             path: shown.clone(),
             source,
         })?;
+        if let Ok(m) = std::fs::metadata(path).and_then(|m| m.modified()) {
+            mtimes.insert(path.clone(), m);
+        }
         if bytes.trim_ascii_start().starts_with(b"{") {
             jwks_keys(&String::from_utf8_lossy(&bytes), &mut set).map_err(|message| {
                 KeyError::Parse {
@@ -239,9 +276,6 @@ fn read_sources(sources: &[PathBuf]) -> Result<(KeySet, HashMap<PathBuf, SystemT
                     message,
                 }
             })?;
-            if let Ok(m) = std::fs::metadata(path).and_then(|m| m.modified()) {
-                mtimes.insert(path.clone(), m);
-            }
         } else {
             set.anonymous
                 .push(pem_key(&bytes).map_err(|message| KeyError::Parse {
@@ -278,27 +312,7 @@ fn segments(token: &str) -> Result<[&str; 3], TokenError> {
 
 impl Issuer {
     fn load(cfg: &IssuerConfig) -> Result<Issuer, KeyError> {
-        let (set, mtimes) = read_sources(&cfg.keys)?;
-        let hmac = match &cfg.hs256_secret {
-            None => None,
-            Some(path) => {
-                let secret = std::fs::read(path).map_err(|source| KeyError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                let secret = secret.trim_ascii();
-                if secret.len() < 32 {
-                    return Err(KeyError::Parse {
-                        path: path.display().to_string(),
-                        message: "HS256 secret shorter than 32 bytes".into(),
-                    });
-                }
-                Some(Key {
-                    key: DecodingKey::from_secret(secret),
-                    algorithms: HMAC_ALGS,
-                })
-            }
-        };
+        let (set, mtimes) = read_sources(&cfg.keys, cfg.hs256_secret.as_deref())?;
         Ok(Issuer {
             name: cfg.issuer.clone(),
             audiences: cfg
@@ -308,7 +322,7 @@ impl Issuer {
                 .cloned()
                 .collect(),
             sources: cfg.keys.clone(),
-            hmac,
+            hs256_secret: cfg.hs256_secret.clone(),
             keys: RwLock::new(Arc::new(set)),
             last_read: Mutex::new((Instant::now(), mtimes)),
         })
@@ -320,12 +334,14 @@ impl Issuer {
 
     /// Re-reads the sources; on failure the old keys stay in force.
     fn reload(&self) -> Result<(), KeyError> {
-        let (set, mtimes) = read_sources(&self.sources)?;
+        let (set, mtimes) = read_sources(&self.sources, self.hs256_secret.as_deref())?;
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         *self.last_read.lock().unwrap_or_else(|e| e.into_inner()) = (Instant::now(), mtimes);
         Ok(())
     }
 
+    /// Whether a key file has another modification time than when it was read (a
+    /// file being replaced, briefly absent, is not a change until it is back).
     fn changed_on_disk(&self) -> bool {
         let last = self.last_read.lock().unwrap_or_else(|e| e.into_inner());
         last.1.iter().any(|(path, seen)| {
@@ -350,6 +366,7 @@ impl JwtAuthority {
             max_lifetime: auth.max_lifetime_secs,
             refresh_every: Duration::from_secs(auth.jwks_refresh_secs),
             verified: Mutex::new(HashMap::new()),
+            ignore_cnf: auth.ignore_cnf_methods.clone(),
         })
     }
 
@@ -361,8 +378,22 @@ impl JwtAuthority {
             .clear();
     }
 
-    /// Re-reads JWKS files that changed on disk. Called periodically; a file that no
-    /// longer parses leaves the old keys in force and is reported.
+    /// Re-reads every issuer's keys (SIGHUP). An issuer whose files do not load keeps
+    /// its old keys, and is reported.
+    pub fn reload_all(&self) -> Vec<(String, Result<(), KeyError>)> {
+        let mut out: Vec<_> = self
+            .issuers
+            .values()
+            .map(|i| (i.name.clone(), i.reload()))
+            .collect();
+        self.forget_verified();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Re-reads the keys (PEM, JWKS, HS256 secret) of issuers whose files changed on
+    /// disk. Called periodically; a file that no longer parses leaves the old keys in
+    /// force and is reported.
     pub fn refresh(&self) -> Vec<(String, Result<(), KeyError>)> {
         let reloaded: Vec<_> = self
             .issuers
@@ -400,11 +431,10 @@ impl JwtAuthority {
         // The claims the signature covers: `cnf.x5t#S256` (the certificate the token is
         // bound to) and `exp` (how long it may be remembered).
         let claims = b64_json(segments(token)?[1])?;
-        let thumbprint = claims
-            .get("cnf")
-            .and_then(|c| c.get("x5t#S256"))
-            .and_then(|t| t.as_str())
-            .map(str::to_owned);
+        let thumbprint = match claims.get("cnf") {
+            None => None,
+            Some(cnf) => confirmation(cnf, &self.ignore_cnf)?,
+        };
         let exp = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
         self.remember(
             digest,
@@ -457,7 +487,8 @@ impl JwtAuthority {
             .map(str::to_owned)
             .ok_or(TokenError::UnknownIssuer)?;
         let issuer = self.issuers.get(&iss).ok_or(TokenError::UnknownIssuer)?;
-        let keys: Vec<Key> = if let Some(h) = &issuer.hmac {
+        let current = issuer.current();
+        let keys: Vec<Key> = if let Some(h) = &current.hmac {
             vec![h.clone()]
         } else if let Some(kid) = &header.kid {
             let mut set = issuer.current();
@@ -583,7 +614,7 @@ impl JwtAuthority {
                     i.audiences,
                     set.by_kid.len(),
                     set.anonymous.len(),
-                    if i.hmac.is_some() {
+                    if set.hmac.is_some() {
                         ", HS256 shared secret"
                     } else {
                         ""
@@ -596,11 +627,81 @@ impl JwtAuthority {
     }
 }
 
+/// The certificate thumbprint a token's `cnf` binds it to. A confirmation Warden
+/// cannot check is refused, not ignored: a token its issuer bound to a key (`jkt`,
+/// `jwk`, ...) must not work as a plain bearer token because the binding is unknown
+/// here. Members listed in `ignore` are let through unchecked.
+fn confirmation(cnf: &serde_json::Value, ignore: &[String]) -> Result<Option<String>, TokenError> {
+    let obj = cnf
+        .as_object()
+        .ok_or_else(|| TokenError::Confirmation("cnf is not an object".into()))?;
+    let mut thumbprint = None;
+    for (method, value) in obj {
+        if method == "x5t#S256" {
+            match value.as_str() {
+                Some(t) if !t.is_empty() => thumbprint = Some(t.to_owned()),
+                _ => {
+                    return Err(TokenError::Confirmation(
+                        "x5t#S256 is not a single thumbprint string".into(),
+                    ));
+                }
+            }
+        } else if !ignore.iter().any(|m| m == method) {
+            return Err(TokenError::Confirmation(format!(
+                "unsupported method {:?}",
+                crate::logsafe::log_safe_bounded(method, 64)
+            )));
+        }
+    }
+    Ok(thumbprint)
+}
+
 /// For callers that only want to know whether a path is a JWKS.
 pub fn is_jwks(path: &Path) -> bool {
     std::fs::read(path)
         .map(|b| b.trim_ascii_start().starts_with(b"{"))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod cnf_tests {
+    use super::confirmation;
+    use serde_json::json;
+
+    #[test]
+    fn confirmation_methods() {
+        let none: Vec<String> = Vec::new();
+        assert_eq!(
+            confirmation(&json!({"x5t#S256": "abc"}), &none),
+            Ok(Some("abc".into()))
+        );
+        assert_eq!(confirmation(&json!({}), &none), Ok(None));
+        for refused in [
+            json!({"jkt": "abc"}),
+            json!({"x5t#S256": ["abc"]}),
+            json!({"x5t#S256": ""}),
+            json!({"x5t#S256": "abc", "jkt": "def"}),
+            json!({"jwk": {"kty": "EC"}}),
+            json!("x5t#S256"),
+            json!(["abc"]),
+            json!(null),
+        ] {
+            assert!(
+                matches!(
+                    confirmation(&refused, &none),
+                    Err(super::TokenError::Confirmation(_))
+                ),
+                "{refused}"
+            );
+        }
+        let ignore = vec!["jkt".to_string()];
+        assert_eq!(confirmation(&json!({"jkt": "abc"}), &ignore), Ok(None));
+        assert_eq!(
+            confirmation(&json!({"jkt": "abc", "x5t#S256": "t"}), &ignore),
+            Ok(Some("t".into()))
+        );
+        assert!(confirmation(&json!({"jwk": {}}), &ignore).is_err());
+    }
 }
 
 #[cfg(test)]

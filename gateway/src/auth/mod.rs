@@ -53,6 +53,12 @@ impl Principal {
     pub fn display_name(&self) -> String {
         format!("{} ({})", self.subject, self.issuer)
     }
+
+    /// [`Principal::display_name`] bounded and escaped for a log line (the subject is
+    /// whatever the token's issuer put there).
+    pub fn log_name(&self) -> String {
+        crate::logsafe::log_safe(&self.display_name()).into_owned()
+    }
 }
 
 /// Why a call was not authenticated.
