@@ -83,7 +83,7 @@ fn start(tag: &str, extra_limits: &str) -> (Server, PathBuf, TempDir) {
         "warden.toml",
         &format!("[limits]\n{}\n{extra_limits}", limits.join("\n")),
     );
-    let audit = service_readable(tmp.path()).join("audit.log");
+    let audit = audit_dir(tmp.path()).join("audit.log");
     let server = Server::start(
         &[
             "--model-path".into(),
@@ -866,28 +866,6 @@ async fn json_bodies_are_charged_for_what_they_decode_to() {
     body.extend_from_slice(b"]}]}");
     let body = Bytes::from(body);
     let ca = server.certs.join("ca.pem");
-    let mut tasks = Vec::new();
-    for who in ["u1", "u2", "u3"] {
-        let token = format!("Bearer {}", server.token(claims(who, 600)));
-        let (port, ca, body) = (server.rest_port, ca.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            https_request(
-                port,
-                &ca,
-                "POST",
-                "/v2/models/addn/infer",
-                &[("authorization", &token)],
-                body,
-            )
-            .await
-            .unwrap()
-        }));
-    }
-    for t in tasks {
-        let r = t.await.unwrap();
-        // u1..u3 are not in the policy: refused before a byte of the body is read.
-        assert_eq!(r.status, 403);
-    }
     let alice = format!("Bearer {}", server.token(claims("alice", 600)));
     let r = https_request(
         server.rest_port,
