@@ -9,7 +9,6 @@ pub mod model;
 pub mod runtime;
 pub mod sandbox;
 pub mod service;
-mod sys;
 pub mod validate;
 
 use anyhow::Context;
@@ -98,25 +97,23 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
     let mut read_only: Vec<PathBuf> = vec![runtime_dir.clone()];
     read_only.extend(specs.iter().map(|s| s.base_path.clone()));
     read_only.extend(extra_files);
-    let spec = sandbox::policy::SandboxSpec::embedded().map_err(anyhow::Error::msg)?;
-    read_only.extend(spec.read_only.iter().map(|r| r.path.clone()));
-    let policy = sandbox::SandboxPolicy {
-        uid: config.backend.uid,
-        gid: config.backend.gid,
-        read_only,
-        deny_syscalls: spec.deny_syscalls.iter().map(|d| d.name.clone()).collect(),
-        insecure_allow_unenforced: options.insecure_allow_unenforced_sandbox,
+    let enforcement = if options.insecure_allow_unenforced_sandbox {
+        sandbox::Enforcement::BestEffort
+    } else {
+        sandbox::Enforcement::Required
     };
-    if policy.insecure_allow_unenforced {
+    let plan = sandbox::plan(config.backend.uid, config.backend.gid, read_only, enforcement)
+        .map_err(anyhow::Error::msg)?;
+    if enforcement == sandbox::Enforcement::BestEffort {
         tracing::warn!(
-            "INSECURE: --insecure-allow-unenforced-sandbox is set; the backend may run without Landlock"
+            "INSECURE: --insecure-allow-unenforced-sandbox is set; the backend may run without Landlock or seccomp"
         );
     }
 
     let socket_path = config.socket_path();
     let mut listener = None;
     // INVARIANT: no thread exists yet and no model byte has been read.
-    let report = sandbox::enter(&policy, || {
+    let report = sandbox::enter(&plan, || {
         if !options.probe {
             listener = Some(bind_socket(&socket_path)?);
         }
@@ -129,6 +126,7 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
     tracing::info!(
         uid = report.uid,
         gid = report.gid,
+        limits = %report.limits,
         landlock = %report.landlock,
         seccomp = %report.seccomp,
         bounding_set_cleared = report.bounding_set_cleared,
