@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Reads `strace -f` logs of `warden serve` runs and reports, per process (backend,
-gateway), the system calls made AFTER the process entered its sandbox (from its
-landlock_restrict_self call on, and in every thread it created afterwards), with the
-arguments the seccomp policy filters on. Then diffs them against the allow-lists in
+gateway), the system calls made AFTER the process entered its sandbox (from its first
+seccomp(2) call on, and in every thread it created afterwards; the sandbox's own set-up
+calls, seccomp and landlock_*, are left out), with the arguments the seccomp policy
+filters on. Then diffs them against the allow-lists in
 policies/. Exit status 1 if a measured call is not allowed by the policy.
 
 Usage: syscalls.py TRACE... --policy backend=policies/sandbox.toml \
@@ -19,7 +20,9 @@ LINE = re.compile(r"^(\d+)\s+(.*)$")
 CALL = re.compile(r"^([a-z_0-9]+)\((.*)$")
 RESUMED = re.compile(r"^<\.\.\. ([a-z_0-9]+) resumed>(.*)$")
 RESULT = re.compile(r"\)\s+=\s+(-?\d+|\?)")
-ROLE = re.compile(r'^execve\("[^"]*", \["[^"]*", "([a-z-]+)"')
+ROLE = re.compile(r'^execve\("[^"]*", \["[^"]*"(?:\.\.\.)?, "([a-z-]+)"')
+# The sandbox's own set-up, made while entering it.
+SETUP = {"seccomp", "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"}
 # Arguments the policies filter on: call -> (argument index, how to show it).
 FILTERED = {"socket": 0, "clone": 0, "ioctl": 1, "mmap": 2, "mprotect": 2, "prctl": 0,
             "madvise": 2, "fcntl": 1, "socketpair": 0, "futex": 1, "arch_prctl": 0}
@@ -77,7 +80,7 @@ def parse(paths):
                     rm = ROLE.match(rest)
                     if rm:
                         role[pid] = rm.group(1)
-                if name in ("landlock_restrict_self", "seccomp") and c:
+                if name == "seccomp" and c:
                     boxed.add(pid)
                 if name in ("clone", "clone3", "fork", "vfork"):
                     res = RESULT.search(rest)
@@ -88,11 +91,14 @@ def parse(paths):
                             role[child] = role[pid]
                         if pid in boxed:
                             boxed.add(child)
-                if c and pid in boxed and pid in role:
+                if c and pid in boxed and pid in role and name not in SETUP:
                     calls[role[pid]][name] += 1
                     if name in FILTERED:
                         a = split_args(body)
                         i = FILTERED[name]
+                        if name == "clone":
+                            a = [x for x in a if x.startswith("flags=")] or a
+                            i = 0
                         if len(a) > i:
                             args[role[pid]][name].add(a[i].replace(" <unfinished ...>", ""))
     return calls, args

@@ -335,10 +335,7 @@ async fn one_record_per_decision_a_verifiable_chain_and_no_secrets() {
 
 #[tokio::test]
 async fn an_unwritable_audit_log_refuses_requests_with_503() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED: needs root so that the gateway runs as another uid than the log's folder owner"
-        );
+    if !require_root("the gateway must run as another uid than the log's folder owner") {
         return;
     }
     let tmp = TempDir::new("audit-fail");

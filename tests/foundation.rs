@@ -344,8 +344,7 @@ async fn an_oversized_body_is_refused_with_413() {
 
 #[tokio::test]
 async fn the_processes_run_without_privilege() {
-    if !is_root() {
-        eprintln!("SKIPPED: dropping to uid 5000 needs root");
+    if !require_root("dropping to uid 5000") {
         return;
     }
     let server = nsfw_server().await;
@@ -526,8 +525,7 @@ fn check_reports_what_it_would_serve_and_refuses_bad_configs() {
 async fn gateway_and_backend_as_separate_non_root_users() {
     // The two-container layout: each side started on its own, already unprivileged
     // (as Kubernetes' runAsUser does), sharing only the socket folder.
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to start the two sides as uids 5000 and 5001");
+    if !require_root("starting the two sides as uids 5000 and 5001") {
         return;
     }
     use std::os::unix::fs::{PermissionsExt, chown};
