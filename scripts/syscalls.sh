@@ -29,8 +29,19 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 cat > "$OUT/warden-traced" <<WRAP
 #!/bin/sh
 # -f: every process and thread; -qq: no attach/exit noise; -s 24: enough for argv[1]
-# (the role), little of any buffer.
-exec strace -f -qq -s 24 -o "$OUT/trace.\$\$" "$REAL" "\$@"
+# (the role), little of any buffer. A signal for this wrapper (the tests stop their
+# server with SIGTERM) goes to the traced warden, so it stops as it would untraced
+# (strace itself would only detach and leave it running).
+strace -f -qq -s 24 -o "$OUT/trace.\$\$" "$REAL" "\$@" &
+st=\$!
+fwd() { for c in \$(cat /proc/\$st/task/*/children 2>/dev/null); do kill -"\$1" "\$c"; done; }
+trap 'fwd TERM' TERM
+trap 'fwd INT' INT
+trap 'fwd HUP' HUP
+wait \$st
+rc=\$?
+while kill -0 \$st 2>/dev/null; do wait \$st; rc=\$?; done
+exit \$rc
 WRAP
 chmod 755 "$OUT/warden-traced"
 status=0

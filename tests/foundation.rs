@@ -634,12 +634,29 @@ async fn gateway_and_backend_as_separate_non_root_users() {
             "the backend answered a peer that is not the gateway"
         );
     }
-    for c in [&mut gateway, &mut backend] {
+    // Each side stops on SIGTERM from inside its sandbox (the signal handler's wake-up
+    // must be on the seccomp allow-list); a side that ignores it is a failure, not a hang.
+    for (name, c) in [("gateway", &mut gateway), ("backend", &mut backend)] {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(c.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
-        let _ = c.wait();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                break Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                break None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the {name} did not stop cleanly on SIGTERM: {status:?}"
+        );
     }
 }
 
