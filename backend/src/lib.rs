@@ -137,8 +137,13 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
     } else {
         sandbox::Enforcement::Required
     };
-    let plan = sandbox::plan(config.backend.uid, config.backend.gid, read_only, enforcement)
-        .map_err(anyhow::Error::msg)?;
+    let plan = sandbox::plan(
+        config.backend.uid,
+        config.backend.gid,
+        read_only,
+        enforcement,
+    )
+    .map_err(anyhow::Error::msg)?;
     if enforcement == sandbox::Enforcement::BestEffort {
         tracing::warn!(
             "INSECURE: --insecure-allow-unenforced-sandbox is set; the backend may run without Landlock or seccomp"
@@ -153,7 +158,10 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
             listener = Some(bind_socket(&socket_path).map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
-                    format!("binding the backend socket {} failed: {e}", socket_path.display()),
+                    format!(
+                        "binding the backend socket {} failed: {e}",
+                        socket_path.display()
+                    ),
                 )
             })?);
         }

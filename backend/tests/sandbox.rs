@@ -79,9 +79,15 @@ fn writing_into_the_repository_or_tmp_is_denied() {
             Err(e) => e.raw_os_error().unwrap_or(255),
         }
     };
-    assert_eq!(in_child(full_sandbox, write(planted.clone())), errno(libc::EACCES));
+    assert_eq!(
+        in_child(full_sandbox, write(planted.clone())),
+        errno(libc::EACCES)
+    );
     assert_eq!(in_child(full_sandbox, write(existing)), errno(libc::EACCES));
     let tmp = std::env::temp_dir().join(format!("warden-sandbox-write-{}", std::process::id()));
-    assert_eq!(in_child(full_sandbox, write(tmp.clone())), errno(libc::EACCES));
+    assert_eq!(
+        in_child(full_sandbox, write(tmp.clone())),
+        errno(libc::EACCES)
+    );
     assert!(!tmp.exists() && !planted.exists());
 }

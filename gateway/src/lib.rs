@@ -131,7 +131,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // calling thread and the threads it starts later, so they are set here, once, for
     // the whole process.
     let was_root = nix::unistd::getuid().is_root();
-    let report = privilege::enter(&sandbox_plan).context("the gateway could not enter its sandbox")?;
+    let report =
+        privilege::enter(&sandbox_plan).context("the gateway could not enter its sandbox")?;
     for w in &report.warnings {
         tracing::warn!("sandbox: {w}");
     }

@@ -91,11 +91,12 @@ fn a_new_listening_socket_is_refused() {
     // bind(2) is not on the gateway's allow-list: its listeners exist before the
     // sandbox; a compromised gateway cannot open another, even a Unix one.
     let sock = std::env::temp_dir().join(format!("warden-gw-listen-{}", std::process::id()));
-    let code = in_child(full_sandbox, move || {
-        match std::os::unix::net::UnixListener::bind(&sock) {
+    let code = in_child(
+        full_sandbox,
+        move || match std::os::unix::net::UnixListener::bind(&sock) {
             Ok(_) => 0,
             Err(e) => e.raw_os_error().unwrap_or(255),
-        }
-    });
+        },
+    );
     assert_eq!(code, errno(libc::EPERM));
 }

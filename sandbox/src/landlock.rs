@@ -43,11 +43,8 @@ pub(crate) fn restrict(
         .map_err(e)?;
     let read = AccessFs::from_read(abi);
     // Appending to and rotating files in a folder: no folders, devices, links or sockets.
-    let write = read
-        | AccessFs::WriteFile
-        | AccessFs::MakeReg
-        | AccessFs::RemoveFile
-        | AccessFs::Truncate;
+    let write =
+        read | AccessFs::WriteFile | AccessFs::MakeReg | AccessFs::RemoveFile | AccessFs::Truncate;
     for (paths, access) in [(read_only, read), (write_dirs, write)] {
         for path in paths {
             // A path that does not exist on this host (say /lib64) grants nothing.

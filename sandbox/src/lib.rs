@@ -13,8 +13,8 @@
 
 mod landlock;
 mod seccomp;
-mod syscalls;
 pub mod sys;
+mod syscalls;
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::unistd::{Gid, Uid};

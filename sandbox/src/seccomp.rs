@@ -110,8 +110,16 @@ impl Policy {
             .allow
             .iter()
             .map(|a| ("allow", a.name.as_str(), a.why.as_str()))
-            .chain(p.errno.iter().map(|e| ("errno", e.name.as_str(), e.why.as_str())))
-            .chain(p.kill.iter().map(|k| ("kill", k.name.as_str(), k.why.as_str())));
+            .chain(
+                p.errno
+                    .iter()
+                    .map(|e| ("errno", e.name.as_str(), e.why.as_str())),
+            )
+            .chain(
+                p.kill
+                    .iter()
+                    .map(|k| ("kill", k.name.as_str(), k.why.as_str())),
+            );
         for (list, name, why) in entries {
             if why.trim().is_empty() {
                 return Err(format!("{list} {name}: needs a reason (why)"));
@@ -160,7 +168,11 @@ impl Policy {
         let filtered = self.allow.iter().filter(|a| a.arg.is_some()).count();
         format!(
             "allow-list of {} calls ({} with argument filters), {} answered with a fixed errno, {} kill the process, x32 and foreign architectures kill, everything else EPERM",
-            self.allow.iter().map(|a| a.name.as_str()).collect::<std::collections::BTreeSet<_>>().len(),
+            self.allow
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
             filtered,
             self.errno.len(),
             self.kill.len()
@@ -234,13 +246,9 @@ impl Policy {
                     for b in &a.clear {
                         mask |= constant(b).ok_or("constant")?;
                     }
-                    let c = SeccompCondition::new(
-                        i,
-                        arg_len(&a.name),
-                        SeccompCmpOp::MaskedEq(mask),
-                        0,
-                    )
-                    .map_err(e)?;
+                    let c =
+                        SeccompCondition::new(i, arg_len(&a.name), SeccompCmpOp::MaskedEq(mask), 0)
+                            .map_err(e)?;
                     rules.push(SeccompRule::new(vec![c]).map_err(e)?);
                 }
             }
@@ -302,9 +310,24 @@ fn insert_x32_check(program: &mut BpfProgram) -> Result<(), String> {
         return Err("unexpected seccompiler program layout; x32 check not inserted".into());
     }
     let check = [
-        sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: 0 },
-        sock_filter { code: BPF_JMP_JGE_K, jt: 0, jf: 1, k: X32_SYSCALL_BIT },
-        sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: libc::SECCOMP_RET_KILL_PROCESS },
+        sock_filter {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        sock_filter {
+            code: BPF_JMP_JGE_K,
+            jt: 0,
+            jf: 1,
+            k: X32_SYSCALL_BIT,
+        },
+        sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_KILL_PROCESS,
+        },
     ];
     program.splice(3..3, check);
     Ok(())

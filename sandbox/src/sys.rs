@@ -19,7 +19,11 @@ pub fn close_fds_from_3() -> io::Result<()> {
 
 /// Closes every file descriptor from 3 upwards except those in `keep`.
 pub fn close_fds_except(keep: &[i32]) -> io::Result<()> {
-    let mut keep: Vec<u32> = keep.iter().filter(|&&fd| fd >= 3).map(|&fd| fd as u32).collect();
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|&&fd| fd >= 3)
+        .map(|&fd| fd as u32)
+        .collect();
     keep.sort_unstable();
     keep.dedup();
     let mut from = 3u32;

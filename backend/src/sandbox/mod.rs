@@ -103,10 +103,19 @@ mod tests {
         let socket = p.allow.iter().find(|a| a.name == "socket").expect("socket");
         assert_eq!(socket.values, ["AF_UNIX"]);
         let clone = p.allow.iter().find(|a| a.name == "clone").expect("clone");
-        for ns in ["CLONE_NEWUSER", "CLONE_NEWNET", "CLONE_NEWNS", "CLONE_NEWPID"] {
+        for ns in [
+            "CLONE_NEWUSER",
+            "CLONE_NEWNET",
+            "CLONE_NEWNS",
+            "CLONE_NEWPID",
+        ] {
             assert!(clone.clear.iter().any(|c| c == ns), "{ns}");
         }
-        assert!(p.read_only.iter().all(|r| !r.path.starts_with("/etc/shadow")));
+        assert!(
+            p.read_only
+                .iter()
+                .all(|r| !r.path.starts_with("/etc/shadow"))
+        );
         p.compile().unwrap_or_else(|e| panic!("{e}"));
     }
 }

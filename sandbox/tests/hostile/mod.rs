@@ -27,7 +27,10 @@ pub fn errno(e: i32) -> Outcome {
 }
 
 /// Runs `action` in a forked child after `enter` succeeded.
-pub fn in_child(enter: impl FnOnce() -> Result<(), String>, action: impl FnOnce() -> i32) -> Outcome {
+pub fn in_child(
+    enter: impl FnOnce() -> Result<(), String>,
+    action: impl FnOnce() -> i32,
+) -> Outcome {
     // SAFETY: the child only enters the sandbox and runs one action, then _exits;
     // glibc's fork handlers keep malloc usable in the child.
     match unsafe { fork() }.expect("fork") {
@@ -51,7 +54,9 @@ pub fn in_child(enter: impl FnOnce() -> Result<(), String>, action: impl FnOnce(
 }
 
 fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(255)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(255)
 }
 
 /// Result of a raw system call as an exit code: 0 on success, else the errno.
@@ -293,19 +298,34 @@ macro_rules! hostile_battery {
             $enter(Layers::NONE)
         }
         fn only_seccomp() -> Result<(), String> {
-            $enter(Layers { seccomp: true, ..Layers::NONE })
+            $enter(Layers {
+                seccomp: true,
+                ..Layers::NONE
+            })
         }
         fn only_landlock() -> Result<(), String> {
-            $enter(Layers { landlock: true, ..Layers::NONE })
+            $enter(Layers {
+                landlock: true,
+                ..Layers::NONE
+            })
         }
         fn only_identity() -> Result<(), String> {
-            $enter(Layers { identity: true, ..Layers::NONE })
+            $enter(Layers {
+                identity: true,
+                ..Layers::NONE
+            })
         }
         fn only_rlimits() -> Result<(), String> {
-            $enter(Layers { rlimits: true, ..Layers::NONE })
+            $enter(Layers {
+                rlimits: true,
+                ..Layers::NONE
+            })
         }
         fn only_dumpable() -> Result<(), String> {
-            $enter(Layers { dumpable: true, ..Layers::NONE })
+            $enter(Layers {
+                dumpable: true,
+                ..Layers::NONE
+            })
         }
 
         #[test]
@@ -325,16 +345,33 @@ macro_rules! hostile_battery {
         fn every_namespace_flag_is_refused_for_unshare_clone_and_clone3() {
             for (name, flag) in NAMESPACES {
                 assert_eq!(in_child(full, || unshare(*flag)), SIGSYS, "unshare({name})");
-                assert_eq!(in_child(full, || clone_with(*flag)), errno(libc::EPERM), "clone({name})");
-                assert_eq!(in_child(full, || clone3_with(*flag)), errno(libc::ENOSYS), "clone3({name})");
+                assert_eq!(
+                    in_child(full, || clone_with(*flag)),
+                    errno(libc::EPERM),
+                    "clone({name})"
+                );
+                assert_eq!(
+                    in_child(full, || clone3_with(*flag)),
+                    errno(libc::ENOSYS),
+                    "clone3({name})"
+                );
                 // The seccomp layer alone refuses each.
-                assert_eq!(in_child(only_seccomp, || clone_with(*flag)), errno(libc::EPERM), "clone({name}) seccomp only");
+                assert_eq!(
+                    in_child(only_seccomp, || clone_with(*flag)),
+                    errno(libc::EPERM),
+                    "clone({name}) seccomp only"
+                );
             }
             // A plain fork-like clone (threads use the same call) still works.
             assert_eq!(in_child(full, || clone_with(0)), errno(0));
             if require_root() {
                 // Control: as root without seccomp, a new user + network namespace is made.
-                assert_eq!(in_child(none, || clone_with(libc::CLONE_NEWUSER | libc::CLONE_NEWNET)), errno(0));
+                assert_eq!(
+                    in_child(none, || clone_with(
+                        libc::CLONE_NEWUSER | libc::CLONE_NEWNET
+                    )),
+                    errno(0)
+                );
             }
         }
 
@@ -356,7 +393,10 @@ macro_rules! hostile_battery {
             assert_eq!(in_child(only_seccomp, move || ptrace_attach(pid)), SIGSYS);
             if require_root() {
                 // Identity alone: uid 5000 without CAP_SYS_PTRACE may not trace root's process.
-                assert_eq!(in_child(only_identity, move || ptrace_attach(pid)), errno(libc::EPERM));
+                assert_eq!(
+                    in_child(only_identity, move || ptrace_attach(pid)),
+                    errno(libc::EPERM)
+                );
                 // Control: root without the sandbox can.
                 assert_eq!(in_child(none, move || ptrace_attach(pid)), errno(0));
             }
@@ -366,9 +406,15 @@ macro_rules! hostile_battery {
         fn opening_a_file_outside_the_landlock_paths_is_refused_by_landlock_alone() {
             let p = std::path::Path::new("/etc/hostname");
             assert_eq!(in_child(full, || read_file(p)), errno(libc::EACCES));
-            assert_eq!(in_child(only_landlock, || read_file(p)), errno(libc::EACCES));
+            assert_eq!(
+                in_child(only_landlock, || read_file(p)),
+                errno(libc::EACCES)
+            );
             assert_eq!(in_child(none, || read_file(p)), errno(0));
-            assert_eq!(in_child(full, || read_file(std::path::Path::new("/etc/shadow"))), errno(libc::EACCES));
+            assert_eq!(
+                in_child(full, || read_file(std::path::Path::new("/etc/shadow"))),
+                errno(libc::EACCES)
+            );
         }
 
         #[test]
@@ -419,12 +465,29 @@ macro_rules! hostile_battery {
                 (libc::AF_NETLINK, libc::SOCK_RAW),
                 (libc::AF_PACKET, libc::SOCK_DGRAM),
             ] {
-                assert_eq!(in_child(full, move || socket(family, kind)), errno(libc::EPERM), "family {family}");
-                assert_eq!(in_child(only_seccomp, move || socket(family, kind)), errno(libc::EPERM), "family {family}");
+                assert_eq!(
+                    in_child(full, move || socket(family, kind)),
+                    errno(libc::EPERM),
+                    "family {family}"
+                );
+                assert_eq!(
+                    in_child(only_seccomp, move || socket(family, kind)),
+                    errno(libc::EPERM),
+                    "family {family}"
+                );
             }
-            assert_eq!(in_child(full, || socket(libc::AF_UNIX, libc::SOCK_STREAM)), errno(0));
-            assert_eq!(in_child(none, || socket(libc::AF_INET, libc::SOCK_DGRAM)), errno(0));
-            assert_eq!(in_child(none, || socket(libc::AF_NETLINK, libc::SOCK_RAW)), errno(0));
+            assert_eq!(
+                in_child(full, || socket(libc::AF_UNIX, libc::SOCK_STREAM)),
+                errno(0)
+            );
+            assert_eq!(
+                in_child(none, || socket(libc::AF_INET, libc::SOCK_DGRAM)),
+                errno(0)
+            );
+            assert_eq!(
+                in_child(none, || socket(libc::AF_NETLINK, libc::SOCK_RAW)),
+                errno(0)
+            );
         }
 
         #[test]
@@ -443,7 +506,10 @@ macro_rules! hostile_battery {
             assert_eq!(in_child(only_rlimits, move || crash_in(&d)), abrt(false));
             let d = dir.clone();
             assert_eq!(in_child(only_dumpable, move || crash_in(&d)), abrt(false));
-            assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "a core file was written");
+            assert!(
+                std::fs::read_dir(&dir).unwrap().next().is_none(),
+                "a core file was written"
+            );
             // Control: with neither, and RLIMIT_CORE raised, the kernel dumps core.
             let unlimited = || {
                 nix::sys::resource::setrlimit(
@@ -455,7 +521,8 @@ macro_rules! hostile_battery {
                 none()
             };
             let d = dir.clone();
-            let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
+            let pattern =
+                std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
             if pattern.trim_start().starts_with("core") {
                 assert_eq!(in_child(unlimited, move || crash_in(&d)), abrt(true));
             }
@@ -485,18 +552,28 @@ macro_rules! hostile_battery {
             // From /proc/self/status: capget(2) itself is not on the allow-lists.
             let caps = || {
                 let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-                let held = ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"].iter().all(|k| {
-                    status.lines().any(|l| l.starts_with(k) && l.ends_with("0000000000000000"))
-                });
+                let held = ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"]
+                    .iter()
+                    .all(|k| {
+                        status
+                            .lines()
+                            .any(|l| l.starts_with(k) && l.ends_with("0000000000000000"))
+                    });
                 if held { 0 } else { 1 }
             };
             assert_eq!(in_child(full, caps), errno(0));
             if require_root() {
                 assert_eq!(in_child(only_identity, caps), errno(0));
-                assert_ne!(in_child(none, caps), errno(0), "control: root holds capabilities");
+                assert_ne!(
+                    in_child(none, caps),
+                    errno(0),
+                    "control: root holds capabilities"
+                );
                 let bounding = || {
                     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-                    let empty = status.lines().any(|l| l.starts_with("CapBnd:") && l.ends_with("0000000000000000"));
+                    let empty = status
+                        .lines()
+                        .any(|l| l.starts_with("CapBnd:") && l.ends_with("0000000000000000"));
                     if empty { 0 } else { 1 }
                 };
                 assert_eq!(in_child(only_identity, bounding), errno(0));
