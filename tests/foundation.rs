@@ -501,6 +501,26 @@ fn check_reports_what_it_would_serve_and_refuses_bad_configs() {
         text.contains("nsfw") && text.contains("version 1") && text.contains("configuration OK"),
         "{text}"
     );
+    // What each process's sandbox will be, with the kernel's Landlock ABI as reported
+    // by the kernel itself.
+    let kernel_abi = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .map(|l| l.contains("landlock"))
+        .unwrap_or(true);
+    assert!(
+        text.contains("Landlock ABI 6 required, kernel offers "),
+        "{text}"
+    );
+    if kernel_abi {
+        assert!(!text.contains("kernel offers none"), "{text}");
+    }
+    for (role, model) in [("gateway", None), ("backend", Some(model_dir("nsfw")))] {
+        let section = text.split(&format!("  {role}: ")).nth(1).unwrap_or("");
+        assert!(section.contains("rlimits: core 0"), "{role}: {text}");
+        assert!(section.contains("seccomp: allow-list of"), "{role}: {text}");
+        if let Some(m) = model {
+            assert!(section.contains(&m.display().to_string()), "{text}");
+        }
+    }
     // A flag overrides the file; a typo in the file is refused.
     let out = std::process::Command::new(warden_bin())
         .arg("check")
