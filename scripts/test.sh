@@ -20,6 +20,13 @@ fi
 if [ "${WARDEN_CONTAINER_TEST:-1}" != "0" ]; then
   bash scripts/container-test.sh
 fi
+# The system calls real inferences make inside the sandbox, diffed against the seccomp
+# allow-lists in policies/ (scripts/syscalls.sh): fails if a call the processes make is
+# not allowed, so a new OpenVINO, tokio or glibc shows its needs here rather than in
+# production. WARDEN_SYSCALLS=0 skips it.
+if [ "${WARDEN_SYSCALLS:-1}" != "0" ]; then
+  bash scripts/syscalls.sh
+fi
 # Time-boxed fuzzing of every parser that sees untrusted input (fuzz/run.sh): fails on
 # any crash. WARDEN_FUZZ_SECONDS=0 skips it; a release check runs it longer.
 if [ "${WARDEN_FUZZ_SECONDS:-10}" != "0" ]; then

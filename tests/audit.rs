@@ -333,25 +333,12 @@ async fn one_record_per_decision_a_verifiable_chain_and_no_secrets() {
     assert!(!haystack.contains("PRIVATE KEY"), "a key is logged");
 }
 
-/// Skips (or, with WARDEN_REQUIRE_ROOT=1, fails) a test that needs root.
-fn needs_root(why: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("WARDEN_REQUIRE_ROOT").is_none_or(|v| v != "1"),
-        "WARDEN_REQUIRE_ROOT=1 but not root: {why}"
-    );
-    eprintln!("SKIPPED: needs root: {why}");
-    false
-}
-
 /// The demo layout that used to give 503 for good once the log rotated: the audit
 /// folder is root's while the gateway runs as uid 5001. Now it is refused at start, and
 /// `warden check` says so, before any request is served.
 #[tokio::test]
 async fn an_audit_folder_the_gateway_cannot_write_is_refused_at_start() {
-    if !needs_root("the gateway must run as another uid than the folder's owner") {
+    if !require_root("the gateway must run as another uid than the folder's owner") {
         return;
     }
     let tmp = TempDir::new("audit-owner");
@@ -442,7 +429,7 @@ fn every_line_whole(files: &[PathBuf]) -> usize {
 /// verifies, with the outage recorded in the chain.
 #[tokio::test]
 async fn a_full_audit_disk_refuses_requests_leaves_no_torn_record_and_recovers() {
-    if !needs_root("mounts a size-limited tmpfs") {
+    if !require_root("mounts a size-limited tmpfs") {
         return;
     }
     let tmp = TempDir::new("audit-full");

@@ -193,8 +193,7 @@ fn unit_bounding_set() -> String {
 
 #[tokio::test]
 async fn serve_works_under_the_systemd_units_capability_bounding_set() {
-    if !is_root() {
-        eprintln!("skipped: needs root (the supervisor switches uids)");
+    if !require_root("the supervisor switches uids") {
         return;
     }
     if Command::new("setpriv")

@@ -344,8 +344,7 @@ async fn an_oversized_body_is_refused_with_413() {
 
 #[tokio::test]
 async fn the_processes_run_without_privilege() {
-    if !is_root() {
-        eprintln!("SKIPPED: dropping to uid 5000 needs root");
+    if !require_root("dropping to uid 5000") {
         return;
     }
     let server = nsfw_server().await;
@@ -502,6 +501,26 @@ fn check_reports_what_it_would_serve_and_refuses_bad_configs() {
         text.contains("nsfw") && text.contains("version 1") && text.contains("configuration OK"),
         "{text}"
     );
+    // What each process's sandbox will be, with the kernel's Landlock ABI as reported
+    // by the kernel itself.
+    let kernel_abi = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .map(|l| l.contains("landlock"))
+        .unwrap_or(true);
+    assert!(
+        text.contains("Landlock ABI 6 required, kernel offers "),
+        "{text}"
+    );
+    if kernel_abi {
+        assert!(!text.contains("kernel offers none"), "{text}");
+    }
+    for (role, model) in [("gateway", None), ("backend", Some(model_dir("nsfw")))] {
+        let section = text.split(&format!("  {role}: ")).nth(1).unwrap_or("");
+        assert!(section.contains("rlimits: core 0"), "{role}: {text}");
+        assert!(section.contains("seccomp: allow-list of"), "{role}: {text}");
+        if let Some(m) = model {
+            assert!(section.contains(&m.display().to_string()), "{text}");
+        }
+    }
     // A flag overrides the file; a typo in the file is refused.
     let out = std::process::Command::new(warden_bin())
         .arg("check")
@@ -526,8 +545,7 @@ fn check_reports_what_it_would_serve_and_refuses_bad_configs() {
 async fn gateway_and_backend_as_separate_non_root_users() {
     // The two-container layout: each side started on its own, already unprivileged
     // (as Kubernetes' runAsUser does), sharing only the socket folder.
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to start the two sides as uids 5000 and 5001");
+    if !require_root("starting the two sides as uids 5000 and 5001") {
         return;
     }
     use std::os::unix::fs::{PermissionsExt, chown};
@@ -639,12 +657,29 @@ async fn gateway_and_backend_as_separate_non_root_users() {
             "the backend answered a peer that is not the gateway"
         );
     }
-    for c in [&mut gateway, &mut backend] {
+    // Each side stops on SIGTERM from inside its sandbox (the signal handler's wake-up
+    // must be on the seccomp allow-list); a side that ignores it is a failure, not a hang.
+    for (name, c) in [("gateway", &mut gateway), ("backend", &mut backend)] {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(c.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
-        let _ = c.wait();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                break Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                break None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the {name} did not stop cleanly on SIGTERM: {status:?}"
+        );
     }
 }
 

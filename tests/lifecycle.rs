@@ -154,7 +154,7 @@ async fn a_killed_backend_is_restarted_and_no_answer_is_wrong() {
     );
     let second = server.child_pid("backend");
     assert_ne!(first, second, "a new backend process");
-    if is_root() {
+    if require_root("the restarted backend's uid drop") {
         assert_eq!(
             proc_status(second)["Uid"].split_whitespace().next(),
             Some("5000"),

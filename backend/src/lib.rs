@@ -9,7 +9,6 @@ pub mod model;
 pub mod runtime;
 pub mod sandbox;
 pub mod service;
-mod sys;
 pub mod validate;
 
 use anyhow::Context;
@@ -61,6 +60,7 @@ fn model_specs(config: &Config) -> anyhow::Result<(Vec<ModelSpec>, Vec<PathBuf>)
 /// Binds the socket with a umask that makes it 0660 from the start: no window in which
 /// another user could connect before a chmod.
 fn bind_socket(path: &Path) -> std::io::Result<StdUnixListener> {
+    check_socket_dir(path)?;
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -73,6 +73,40 @@ fn bind_socket(path: &Path) -> std::io::Result<StdUnixListener> {
     debug_assert_eq!(std::fs::metadata(path)?.permissions().mode() & 0o777, 0o660);
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// The folder the socket goes in must be a real folder (not a symlink, which would let
+/// whoever planted it choose where the socket lands) owned by this uid or root, and
+/// nobody else may create files in it (they could replace the socket between our bind
+/// and the gateway's connect). `warden serve` creates it so (02750, backend:gateway).
+fn check_socket_dir(socket: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+    let dir = socket.parent().unwrap_or(Path::new("/"));
+    let m = std::fs::symlink_metadata(dir)?;
+    if m.file_type().is_symlink() || !m.is_dir() {
+        return Err(refuse(format!(
+            "socket directory {} is a symlink or not a directory; refused",
+            dir.display()
+        )));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if m.uid() != me && m.uid() != 0 {
+        return Err(refuse(format!(
+            "socket directory {} belongs to uid {}, not to this process (uid {me}) or root; refused",
+            dir.display(),
+            m.uid()
+        )));
+    }
+    // Writable by others without the sticky bit: anyone could unlink our socket.
+    if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 {
+        return Err(refuse(format!(
+            "socket directory {} is writable by other users (mode {:o}); refused",
+            dir.display(),
+            m.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// Runs the backend until SIGTERM/SIGINT.
@@ -98,27 +132,38 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
     let mut read_only: Vec<PathBuf> = vec![runtime_dir.clone()];
     read_only.extend(specs.iter().map(|s| s.base_path.clone()));
     read_only.extend(extra_files);
-    let spec = sandbox::policy::SandboxSpec::embedded().map_err(anyhow::Error::msg)?;
-    read_only.extend(spec.read_only.iter().map(|r| r.path.clone()));
-    let policy = sandbox::SandboxPolicy {
-        uid: config.backend.uid,
-        gid: config.backend.gid,
-        read_only,
-        deny_syscalls: spec.deny_syscalls.iter().map(|d| d.name.clone()).collect(),
-        insecure_allow_unenforced: options.insecure_allow_unenforced_sandbox,
+    let enforcement = if options.insecure_allow_unenforced_sandbox {
+        sandbox::Enforcement::BestEffort
+    } else {
+        sandbox::Enforcement::Required
     };
-    if policy.insecure_allow_unenforced {
+    let plan = sandbox::plan(
+        config.backend.uid,
+        config.backend.gid,
+        read_only,
+        enforcement,
+    )
+    .map_err(anyhow::Error::msg)?;
+    if enforcement == sandbox::Enforcement::BestEffort {
         tracing::warn!(
-            "INSECURE: --insecure-allow-unenforced-sandbox is set; the backend may run without Landlock"
+            "INSECURE: --insecure-allow-unenforced-sandbox is set; the backend may run without Landlock or seccomp"
         );
     }
 
     let socket_path = config.socket_path();
     let mut listener = None;
     // INVARIANT: no thread exists yet and no model byte has been read.
-    let report = sandbox::enter(&policy, || {
+    let report = sandbox::enter(&plan, || {
         if !options.probe {
-            listener = Some(bind_socket(&socket_path)?);
+            listener = Some(bind_socket(&socket_path).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "binding the backend socket {} failed: {e}",
+                        socket_path.display()
+                    ),
+                )
+            })?);
         }
         Ok(())
     })
@@ -129,6 +174,7 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
     tracing::info!(
         uid = report.uid,
         gid = report.gid,
+        limits = %report.limits,
         landlock = %report.landlock,
         seccomp = %report.seccomp,
         bounding_set_cleared = report.bounding_set_cleared,

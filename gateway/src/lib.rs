@@ -62,46 +62,6 @@ pub fn settings(config: &Config, policy: &authz::Policy) -> serde_json::Value {
     })
 }
 
-/// What the gateway may still touch once it serves: read the folders of its
-/// certificates, keys, JWKS and policy (their files are replaced by rename on rotation,
-/// so the folder is granted), the CPU information tokio sizes its pool from, and write
-/// the audit log's folder (for rotation).
-fn landlock_paths(config: &Config) -> (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>) {
-    let parent = |p: &std::path::Path| {
-        p.parent()
-            .map(|d| d.to_owned())
-            .unwrap_or_else(|| p.to_owned())
-    };
-    let mut read: Vec<std::path::PathBuf> = Vec::new();
-    let mut files: Vec<&std::path::Path> = Vec::new();
-    files.extend(config.tls.cert.as_deref());
-    files.extend(config.tls.key.as_deref());
-    files.extend(config.tls.client_ca.as_deref());
-    files.extend(config.auth.policy.as_deref());
-    files.extend(config.gateway.admin_token.as_deref());
-    let issuers = config.auth.all_issuers();
-    for i in &issuers {
-        files.extend(i.keys.iter().map(|k| k.as_path()));
-        files.extend(i.hs256_secret.as_deref());
-    }
-    read.extend(files.into_iter().map(parent));
-    read.extend(
-        [
-            "/proc/self",
-            "/sys/fs/cgroup",
-            "/sys/devices/system/cpu",
-            "/etc/localtime",
-        ]
-        .map(std::path::PathBuf::from),
-    );
-    let write = if config.audit.path == std::path::Path::new("-") {
-        vec![]
-    } else {
-        vec![parent(&config.audit.path)]
-    };
-    (read, write)
-}
-
 /// The uid:gid the gateway runs as once it serves: the configured one when started
 /// as root (it drops to it), else its own.
 pub fn run_as(config: &Config) -> (u32, u32) {
@@ -117,7 +77,10 @@ pub fn run_as(config: &Config) -> (u32, u32) {
 
 /// Runs the gateway until SIGTERM/SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    // Sandbox step 1, before the gateway opens anything itself.
+    privilege::close_inherited_fds()?;
     config.validate()?;
+    let sandbox_plan = privilege::plan(&config).map_err(anyhow::Error::msg)?;
     let (cert, key) = (
         config.tls.cert.clone().unwrap_or_default(),
         config.tls.key.clone().unwrap_or_default(),
@@ -175,17 +138,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
-    // INVARIANT: no thread exists yet; capabilities are per thread, so they are cleared
-    // here, once, for the whole process.
-    let was_root = privilege::drop_privileges(config.gateway.uid, config.gateway.gid)
-        .context("the gateway could not drop its privileges")?;
-    let (read, write) = landlock_paths(&config);
-    let landlock = privilege::restrict(
-        &read,
-        &write,
-        config.backend.insecure_allow_unenforced_sandbox,
-    )
-    .map_err(|e| anyhow::anyhow!("the gateway could not restrict itself with landlock: {e}"))?;
+    // INVARIANT: no thread exists yet: capabilities, Landlock and seccomp apply to the
+    // calling thread and the threads it starts later, so they are set here, once, for
+    // the whole process.
+    let was_root = nix::unistd::getuid().is_root();
+    let report =
+        privilege::enter(&sandbox_plan).context("the gateway could not enter its sandbox")?;
+    for w in &report.warnings {
+        tracing::warn!("sandbox: {w}");
+    }
     // Opened as the gateway's own uid: it creates every audit file itself (the live
     // one and each one rotation starts), so they are all its own, whatever capabilities
     // root had (without CAP_DAC_OVERRIDE root cannot open a file in the gateway's 0750
@@ -193,10 +154,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let audit = audit::AuditLog::open(&config.audit)
         .with_context(|| format!("cannot open the audit log {}", config.audit.path.display()))?;
     tracing::info!(
-        uid = nix::unistd::getuid().as_raw(),
+        uid = report.uid,
+        gid = report.gid,
         was_root,
-        %landlock,
-        "gateway privileges dropped"
+        limits = %report.limits,
+        landlock = %report.landlock,
+        seccomp = %report.seccomp,
+        "gateway sandboxed"
     );
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1,104 +1,94 @@
-//! The gateway gives up root once its ports are bound and its keys are read: it runs
-//! as its own uid with no capabilities and no_new_privs, so a compromise of the
-//! network-facing process gains nothing beyond what that uid may do.
+//! The gateway's sandbox: once its ports are bound and its keys, certificates and
+//! policy are read, it enters [`warden_sandbox::enter`] — its own uid, no capability,
+//! not dumpable, no_new_privs, bounded descriptors and threads, no core dumps, a
+//! Landlock view limited to the files it reloads and the audit folder, and a seccomp
+//! allow-list (`policies/gateway-sandbox.toml`) — before any thread starts. A
+//! compromise of the network-facing process gains nothing beyond that.
 
-use nix::unistd::{Gid, Uid};
+use std::path::{Path, PathBuf};
+use warden_sandbox::{Enforcement, Fds, Limits, Plan, Policy, Report, SandboxError};
+use warden_shared::config::Config;
 
-/// Why dropping privileges failed; the gateway refuses to serve in that case.
-#[derive(Debug, thiserror::Error)]
-pub enum PrivilegeError {
-    #[error("dropping the capability bounding set failed: {0}")]
-    BoundingSet(caps::errors::CapsError),
-    #[error("dropping supplementary groups failed: {0}")]
-    Groups(nix::Error),
-    #[error("switching to gid {0} failed: {1}")]
-    Gid(u32, nix::Error),
-    #[error("switching to uid {0} failed: {1}")]
-    Uid(u32, nix::Error),
-    #[error("clearing capabilities failed: {0}")]
-    Caps(caps::errors::CapsError),
-    #[error("PR_SET_NO_NEW_PRIVS failed: {0}")]
-    NoNewPrivs(nix::Error),
+/// The policy text shipped with this build.
+pub const EMBEDDED: &str = include_str!("../../policies/gateway-sandbox.toml");
+
+/// Descriptors beyond the connection limit: listeners, the audit log, backend
+/// connections, files being reloaded, tokio's own.
+pub const SPARE_FILES: u64 = 1024;
+/// Threads of the gateway's uid: tokio's workers and its blocking pool (512 at most).
+pub const MAX_PROCESSES: u64 = 1024;
+
+/// The policy compiled into this binary.
+pub fn policy() -> Result<Policy, String> {
+    Policy::parse(EMBEDDED).map_err(|e| format!("policies/gateway-sandbox.toml: {e}"))
 }
 
-/// Drops to `uid:gid` when root; in every case clears capabilities and sets
-/// no_new_privs. Must run before any thread is started: capabilities are per thread.
-pub fn drop_privileges(uid: u32, gid: u32) -> Result<bool, PrivilegeError> {
-    let root = nix::unistd::getuid().is_root();
-    if root {
-        caps::clear(None, caps::CapSet::Bounding).map_err(PrivilegeError::BoundingSet)?;
-        nix::unistd::setgroups(&[]).map_err(PrivilegeError::Groups)?;
-        let g = Gid::from_raw(gid);
-        nix::unistd::setresgid(g, g, g).map_err(|e| PrivilegeError::Gid(gid, e))?;
-        let u = Uid::from_raw(uid);
-        nix::unistd::setresuid(u, u, u).map_err(|e| PrivilegeError::Uid(uid, e))?;
-    }
-    for set in [
-        caps::CapSet::Ambient,
-        caps::CapSet::Inheritable,
-        caps::CapSet::Effective,
-        caps::CapSet::Permitted,
-    ] {
-        caps::clear(None, set).map_err(PrivilegeError::Caps)?;
-    }
-    nix::sys::prctl::set_no_new_privs().map_err(PrivilegeError::NoNewPrivs)?;
-    Ok(root)
-}
-
-/// What the gateway still needs after start-up: to read its certificates, keys and
-/// policy again (for reloads) and to append to the audit log. Everything else on the
-/// file system is closed to it, it cannot connect or bind any TCP port (so a bug cannot
-/// be turned into a request to an internal service), and it can signal or reach
-/// abstract sockets only inside its own sandbox. Runs before any thread is started.
-pub fn restrict(
-    read: &[std::path::PathBuf],
-    write_dirs: &[std::path::PathBuf],
-    insecure: bool,
-) -> Result<String, String> {
-    use landlock::{
-        ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-        RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+/// What the gateway may still touch once it serves: read the folders of its
+/// certificates, keys, JWKS, admin token and policy (their files are replaced by rename
+/// on rotation, so the folder is granted) plus the policy's system paths, and write the
+/// audit log's folder (appends and rotation).
+pub fn landlock_paths(config: &Config, policy: &Policy) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let parent = |p: &Path| {
+        p.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(|d| d.to_owned())
+            .unwrap_or_else(|| p.to_owned())
     };
-    let abi = ABI::V6;
-    let level = if insecure {
-        CompatLevel::BestEffort
+    let mut files: Vec<&Path> = Vec::new();
+    files.extend(config.tls.cert.as_deref());
+    files.extend(config.tls.key.as_deref());
+    files.extend(config.tls.client_ca.as_deref());
+    files.extend(config.auth.policy.as_deref());
+    files.extend(config.gateway.admin_token.as_deref());
+    let issuers = config.auth.all_issuers();
+    for i in &issuers {
+        files.extend(i.keys.iter().map(|k| k.as_path()));
+        files.extend(i.hs256_secret.as_deref());
+    }
+    let mut read: Vec<PathBuf> = files.into_iter().map(parent).collect();
+    read.extend(policy.read_only.iter().map(|r| r.path.clone()));
+    read.sort();
+    read.dedup();
+    let write = if config.audit.path == Path::new("-") {
+        vec![]
     } else {
-        CompatLevel::HardRequirement
+        vec![parent(&config.audit.path)]
     };
-    let e = |e: landlock::RulesetError| e.to_string();
-    let mut ruleset = Ruleset::default()
-        .set_compatibility(level)
-        .handle_access(AccessFs::from_all(abi))
-        .map_err(e)?
-        .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
-        .map_err(e)?
-        .scope(Scope::from_all(abi))
-        .map_err(e)?
-        .create()
-        .map_err(e)?;
-    let read_access = AccessFs::from_read(abi);
-    let write_access = read_access
-        | AccessFs::WriteFile
-        | AccessFs::MakeReg
-        | AccessFs::RemoveFile
-        | AccessFs::Truncate;
-    for (paths, access) in [(read, read_access), (write_dirs, write_access)] {
-        for p in paths {
-            let Ok(fd) = PathFd::new(p) else { continue };
-            let a = if p.is_dir() {
-                access
-            } else {
-                access & AccessFs::from_file(abi)
-            };
-            ruleset = ruleset.add_rule(PathBeneath::new(fd, a)).map_err(e)?;
-        }
-    }
-    let status = ruleset.restrict_self().map_err(e)?;
-    match status.ruleset {
-        RulesetStatus::FullyEnforced => Ok("enforced (ABI 6)".into()),
-        other if insecure => Ok(format!("{other:?} (--insecure-allow-unenforced-sandbox)")),
-        other => Err(format!(
-            "kernel enforces the gateway's ruleset only as {other:?}; refusing to start"
-        )),
-    }
+    (read, write)
+}
+
+/// The gateway's plan. Its descriptors were closed when it started
+/// ([`close_inherited_fds`]); those open now (listeners, audit log) are its own.
+pub fn plan(config: &Config) -> Result<Plan, String> {
+    let policy = policy()?;
+    let (read_only, write_dirs) = landlock_paths(config, &policy);
+    Ok(Plan {
+        uid: config.gateway.uid,
+        gid: config.gateway.gid,
+        fds: Fds::ClosedAtStart,
+        limits: Limits {
+            open_files: config.limits.max_connections as u64 + SPARE_FILES,
+            processes: MAX_PROCESSES,
+            file_size: None,
+        },
+        read_only,
+        write_dirs,
+        policy,
+        enforcement: if config.backend.insecure_allow_unenforced_sandbox {
+            Enforcement::BestEffort
+        } else {
+            Enforcement::Required
+        },
+    })
+}
+
+/// Step 1 of the sandbox, done first thing: no descriptor inherited from whoever
+/// started the gateway survives.
+pub fn close_inherited_fds() -> Result<(), SandboxError> {
+    warden_sandbox::close_inherited_fds()
+}
+
+/// Enters the sandbox. INVARIANT: no thread exists yet.
+pub fn enter(plan: &Plan) -> Result<Report, SandboxError> {
+    warden_sandbox::enter(plan, || Ok(()))
 }

@@ -107,6 +107,22 @@ pub fn is_root() -> bool {
     nix::unistd::getuid().is_root()
 }
 
+/// For a test that needs root: true when running as root. Otherwise the test is
+/// skipped (returns false, with a note on stderr) — unless WARDEN_REQUIRE_ROOT=1 (CI
+/// sets it), where it FAILS, so no root-only check passes silently because CI stopped
+/// running as root. `why` says what needs root.
+pub fn require_root(why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("WARDEN_REQUIRE_ROOT").as_deref() != Ok("1"),
+        "needs root ({why}) and WARDEN_REQUIRE_ROOT=1 is set"
+    );
+    eprintln!("SKIPPED: needs root ({why}); WARDEN_REQUIRE_ROOT=1 makes this a failure");
+    false
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh 0755 folder for one test, removed on drop.

@@ -6,6 +6,7 @@ mod certs;
 mod check;
 mod health;
 mod models;
+mod sandbox_report;
 mod serve;
 mod token;
 
@@ -188,8 +189,10 @@ fn run(command: Command) -> anyhow::Result<i32> {
         }
         Command::Models { command } => models::run(&command),
         Command::Check(a) => {
-            let report = check::run(&a.load()?)?;
+            let config = a.load()?;
+            let report = check::run(&config)?;
             print!("{report}");
+            print!("{}", sandbox_report::describe(&config)?);
             println!("configuration OK");
             if !a.probe {
                 return Ok(0);

@@ -25,27 +25,54 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// Creates the socket directory so that only the two service users can enter it:
 /// owner = backend uid (it creates the socket), group = gateway gid with the setgid bit
-/// (the socket inherits that group, so the gateway may connect), mode 02750.
+/// (the socket inherits that group, so the gateway may connect), mode 02750; 0700 when
+/// not started as root.
+///
+/// Safely: the last component is opened with O_NOFOLLOW|O_DIRECTORY (a symlink planted
+/// there is refused, not followed), ownership and mode are checked and changed through
+/// that descriptor (fstat/fchown/fchmod: no window in which the path can be swapped),
+/// and a directory that already belongs to another unprivileged user is refused.
 pub fn prepare_socket_dir(config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = &config.backend.socket_dir;
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_symlink() => {
-            anyhow::bail!("socket directory {} is a symlink; refused", dir.display())
-        }
-        Ok(m) if !m.is_dir() => {
-            anyhow::bail!("socket directory {} is not a directory", dir.display())
-        }
-        Ok(_) => {}
-        Err(_) => std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?,
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+    }
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_DIRECTORY | nix::libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => {
+                anyhow::anyhow!("socket directory {} is a symlink; refused", dir.display())
+            }
+            Some(nix::libc::ENOTDIR) => {
+                anyhow::anyhow!("socket directory {} is not a directory", dir.display())
+            }
+            _ => anyhow::Error::new(e).context(format!("cannot open {}", dir.display())),
+        })?;
+    let m = handle.metadata()?;
+    let me = nix::unistd::geteuid().as_raw();
+    if ![0, me, config.backend.uid].contains(&m.uid()) {
+        anyhow::bail!(
+            "socket directory {} belongs to uid {}, not to root or the backend; refused",
+            dir.display(),
+            m.uid()
+        );
     }
     if nix::unistd::getuid().is_root() {
-        std::os::unix::fs::chown(dir, Some(config.backend.uid), Some(config.gateway.gid))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o2750))?;
+        std::os::unix::fs::fchown(&handle, Some(config.backend.uid), Some(config.gateway.gid))?;
+        handle.set_permissions(std::fs::Permissions::from_mode(0o2750))?;
     } else {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        handle.set_permissions(std::fs::Permissions::from_mode(0o700))?;
     }
-    let m = std::fs::metadata(dir)?;
+    let m = handle.metadata()?;
     tracing::info!(dir = %dir.display(), mode = format!("{:o}", m.mode() & 0o7777), uid = m.uid(), gid = m.gid(), "socket directory ready");
     Ok(())
 }
