@@ -6,6 +6,7 @@ mod certs;
 mod check;
 mod health;
 mod models;
+mod ovms;
 mod serve;
 mod token;
 
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 #[command(
     name = "warden",
     version,
+    propagate_version = true,
     about = "A security-first model server for OpenVINO models"
 )]
 struct Cli {
@@ -64,9 +66,13 @@ enum AuditCommand {
     },
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// `--log_level` (OVMS) wins over `WARDEN_LOG`, which wins over `info`.
+fn init_logging(level: Option<&str>) {
+    let filter = match level {
+        Some(l) => tracing_subscriber::EnvFilter::new(l),
+        None => tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -76,6 +82,17 @@ fn init_logging() {
 }
 
 fn main() {
+    // OVMS flags Warden refuses are named with the reason, before clap would only say
+    // "unexpected argument".
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if matches!(
+        args.get(1).and_then(|a| a.to_str()),
+        Some("serve" | "gateway" | "backend" | "check")
+    ) && let Err(e) = ovms::refuse_unsupported(&args[2..])
+    {
+        eprintln!("warden: error: {e:#}");
+        std::process::exit(1);
+    }
     let cli = Cli::parse();
     let code = match run(cli.command) {
         Ok(code) => code,
@@ -90,19 +107,19 @@ fn main() {
 fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Serve(a) => {
-            init_logging();
+            init_logging(a.log_filter()?);
             let config = a.load()?;
             // The children parse the same flags: everything after `serve`.
             let child_args = std::env::args_os().skip(2).collect();
             serve::run(&config, child_args)
         }
         Command::Gateway(a) => {
-            init_logging();
+            init_logging(a.log_filter()?);
             warden_gateway::run(a.load()?)?;
             Ok(0)
         }
         Command::Backend(a) => {
-            init_logging();
+            init_logging(a.log_filter()?);
             let options = warden_backend::BackendOptions {
                 insecure_allow_unenforced_sandbox: a.insecure_allow_unenforced_sandbox,
                 gateway_uid: None,
@@ -133,7 +150,8 @@ fn run(command: Command) -> anyhow::Result<i32> {
         },
         Command::Models { command } => models::run(&command),
         Command::Check(a) => {
-            let report = check::run(&a.load()?)?;
+            let (config, mapping) = a.load_with_mapping()?;
+            let report = check::run(&config, &mapping)?;
             print!("{report}");
             println!("configuration OK");
             if !a.probe {
