@@ -87,7 +87,10 @@ const ACCEPTED: &[(&[&str], &[&str])] = &[
     (&["--nireq", "0"], &["settings: as the model declares"]),
     (&["--shape", "(2,4)"], &["settings: shape (2,4)"]),
     (&["--shape", "(-1,4)"], &["settings: shape (-1,4)"]),
-    (&["--shape", "{\"x\":\"(1:8,4)\"}"], &["settings: shape x=(1:8,4)"]),
+    (
+        &["--shape", "{\"x\":\"(1:8,4)\"}"],
+        &["settings: shape x=(1:8,4)"],
+    ),
     (&["--layout", "CN:NC"], &["settings: layout CN:NC"]),
     (&["--layout", "NC"], &["settings: layout NC"]),
     (&["--batch_size", "3"], &["settings: batch_size 3"]),
@@ -111,7 +114,10 @@ const ACCEPTED: &[(&[&str], &[&str])] = &[
     ),
     (&["--metrics_enable=false"], &["metrics OFF"]),
     (
-        &["--metrics_list", "ovms_requests_success,ovms_infer_req_active"],
+        &[
+            "--metrics_list",
+            "ovms_requests_success,ovms_infer_req_active",
+        ],
         &["/metrics (ovms_requests_success, ovms_infer_req_active)"],
     ),
     (
@@ -139,13 +145,22 @@ const ACCEPTED: &[(&[&str], &[&str])] = &[
 
 /// Flags refused: the flags, then text the error must hold (the flag's name).
 const REFUSED: &[(&[&str], &str)] = &[
-    (&["--cpu_extension", "/lib/x.so"], "--cpu_extension is refused"),
+    (
+        &["--cpu_extension", "/lib/x.so"],
+        "--cpu_extension is refused",
+    ),
     (&["--cache_dir", "/tmp/c"], "--cache_dir is refused"),
     (&["--log_path", "/tmp/l"], "--log_path is refused"),
     (&["--stateful"], "--stateful is refused"),
     (&["--stateful=true"], "--stateful is refused"),
-    (&["--idle_sequence_cleanup"], "--idle_sequence_cleanup is refused"),
-    (&["--max_sequence_number", "4"], "--max_sequence_number is refused"),
+    (
+        &["--idle_sequence_cleanup"],
+        "--idle_sequence_cleanup is refused",
+    ),
+    (
+        &["--max_sequence_number", "4"],
+        "--max_sequence_number is refused",
+    ),
     (
         &["--low_latency_transformation"],
         "--low_latency_transformation is refused",
@@ -208,9 +223,15 @@ const REFUSED: &[(&[&str], &str)] = &[
     (&["--grpc_workers", "4"], "--grpc_workers 4 is refused"),
     (&["--rest_workers", "0"], "--rest_workers 0 is refused"),
     (&["--rest_port", "0"], "--rest_port 0 is refused"),
-    (&["--grpc_max_threads", "0"], "--grpc_max_threads 0 is refused"),
     (
-        &["--grpc_channel_arguments", "grpc.max_connection_age_ms=2000"],
+        &["--grpc_max_threads", "0"],
+        "--grpc_max_threads 0 is refused",
+    ),
+    (
+        &[
+            "--grpc_channel_arguments",
+            "grpc.max_connection_age_ms=2000",
+        ],
         "grpc.max_connection_age_ms is refused",
     ),
     (
@@ -341,8 +362,16 @@ fn every_config_json_key_takes_effect_or_is_refused_by_name() {
         (json!({"batch_size": 3}), None, "settings: batch_size 3"),
         (json!({"batch_size": "3"}), None, "settings: batch_size 3"),
         (json!({"layout": "CN:NC"}), None, "settings: layout CN:NC"),
-        (json!({"layout": {"x": "NC"}}), None, "settings: layout x=NC"),
-        (json!({"shape": {"x": "(2,4)"}}), None, "settings: shape x=(2,4)"),
+        (
+            json!({"layout": {"x": "NC"}}),
+            None,
+            "settings: layout x=NC",
+        ),
+        (
+            json!({"shape": {"x": "(2,4)"}}),
+            None,
+            "settings: shape x=(2,4)",
+        ),
         (json!({"shape": "(2,4)"}), None, "settings: shape (2,4)"),
         (json!({"nireq": 2}), None, "settings: nireq 2"),
         (
@@ -360,7 +389,9 @@ fn every_config_json_key_takes_effect_or_is_refused_by_name() {
         ),
         (
             json!({}),
-            Some(json!({"monitoring": {"metrics": {"enable": true, "metrics_list": ["ovms_streams"]}}})),
+            Some(
+                json!({"monitoring": {"metrics": {"enable": true, "metrics_list": ["ovms_streams"]}}}),
+            ),
             "/metrics (ovms_streams)",
         ),
         (
@@ -386,11 +417,23 @@ fn every_config_json_key_takes_effect_or_is_refused_by_name() {
     let refused: Vec<(serde_json::Value, Option<serde_json::Value>, &str)> = vec![
         (json!({"shape": "auto"}), None, "shape \\\"auto\\\""),
         (json!({"shape": {"x": "auto"}}), None, "auto"),
-        (json!({"batch_size": "auto"}), None, "batch_size \\\"auto\\\""),
+        (
+            json!({"batch_size": "auto"}),
+            None,
+            "batch_size \\\"auto\\\"",
+        ),
         (json!({"layout": "NHWC:NC"}), None, "layout"),
         (json!({"stateful": true}), None, "stateful"),
-        (json!({"idle_sequence_cleanup": true}), None, "idle_sequence_cleanup"),
-        (json!({"max_sequence_number": 8}), None, "max_sequence_number"),
+        (
+            json!({"idle_sequence_cleanup": true}),
+            None,
+            "idle_sequence_cleanup",
+        ),
+        (
+            json!({"max_sequence_number": 8}),
+            None,
+            "max_sequence_number",
+        ),
         (
             json!({"low_latency_transformation": true}),
             None,
@@ -457,8 +500,14 @@ async fn the_backend_reshapes_and_transposes_as_configured() {
         &[
             model("plain", serde_json::json!({})),
             model("batch3", serde_json::json!({"batch_size": 3, "nireq": 3})),
-            model("shape2", serde_json::json!({"shape": {"x": "(2,4)"}, "batch_size": 5})),
-            model("cn", serde_json::json!({"layout": "CN:NC", "batch_size": 3})),
+            model(
+                "shape2",
+                serde_json::json!({"shape": {"x": "(2,4)"}, "batch_size": 5}),
+            ),
+            model(
+                "cn",
+                serde_json::json!({"layout": "CN:NC", "batch_size": 3}),
+            ),
         ],
         None,
     );
@@ -525,7 +574,10 @@ async fn the_backend_reshapes_and_transposes_as_configured() {
         log.contains("model=batch3") && log.contains("nireq=3"),
         "nireq 3 in the load log:\n{log}"
     );
-    assert!(log.contains("DEBUG"), "--log_level DEBUG wins over WARDEN_LOG=info");
+    assert!(
+        log.contains("DEBUG"),
+        "--log_level DEBUG wins over WARDEN_LOG=info"
+    );
     assert!(
         log.contains("poll_seconds=0"),
         "--file_system_poll_wait_seconds 0 reaches the backend"
@@ -554,7 +606,11 @@ async fn settings_the_model_cannot_take_fail_at_load_with_the_reason() {
     // Not ready while a configured model failed: wait for the load log instead.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !server.log_text().contains("model version not served") {
-        assert!(std::time::Instant::now() < deadline, "{}", server.log_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.log_text()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let log = server.log_text();
@@ -562,7 +618,9 @@ async fn settings_the_model_cannot_take_fail_at_load_with_the_reason() {
         log.contains("\"y\", which is not an input of the model"),
         "{log}"
     );
-    let r = server.call("GET", "/v2/models/ok/ready", Bytes::new()).await;
+    let r = server
+        .call("GET", "/v2/models/ok/ready", Bytes::new())
+        .await;
     assert_eq!(r.status, 200);
     let r = server
         .call("GET", "/v2/models/badname/ready", Bytes::new())

@@ -224,7 +224,6 @@ async fn probe(
     Ok(())
 }
 
-
 async fn serve(
     listener: StdUnixListener,
     config: Config,
@@ -328,7 +327,11 @@ async fn watch_repository(
     tracing::info!(
         poll_seconds = poll,
         "model repository watched ({})",
-        if poll == 0 { "on SIGHUP only" } else { "polled and on SIGHUP" }
+        if poll == 0 {
+            "on SIGHUP only"
+        } else {
+            "polled and on SIGHUP"
+        }
     );
     loop {
         tokio::select! {

@@ -169,10 +169,7 @@ fn dimension(d: Dim) -> openvino::Dimension {
 /// Applies the OVMS model settings to a model as read, in OVMS's order: `layout` (a
 /// transposition from the layout requests use to the model's), then `shape`, else
 /// `batch_size` on the batch dimension (`N` of the layout, else the first).
-fn apply_settings(
-    spec: &ModelSpec,
-    model: openvino::Model,
-) -> Result<openvino::Model, String> {
+fn apply_settings(spec: &ModelSpec, model: openvino::Model) -> Result<openvino::Model, String> {
     let mut model = model;
     let input_names = |m: &openvino::Model| -> Result<Vec<String>, String> {
         let n = m.get_inputs_len().map_err(|e| e.to_string())?;
@@ -270,8 +267,8 @@ fn apply_settings(
                 ));
             }
             dims[at] = openvino::Dimension::new(batch, batch);
-            let shape = openvino::PartialShape::new(dims.len() as i64, &dims)
-                .map_err(|e| e.to_string())?;
+            let shape =
+                openvino::PartialShape::new(dims.len() as i64, &dims).map_err(|e| e.to_string())?;
             reshape.push((name.clone(), shape));
         }
     }

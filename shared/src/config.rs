@@ -164,11 +164,15 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     /// The address the REST listener binds to.
     pub fn rest_bind(&self) -> &str {
-        self.rest_bind_address.as_deref().unwrap_or(&self.bind_address)
+        self.rest_bind_address
+            .as_deref()
+            .unwrap_or(&self.bind_address)
     }
     /// The address the gRPC listener binds to.
     pub fn grpc_bind(&self) -> &str {
-        self.grpc_bind_address.as_deref().unwrap_or(&self.bind_address)
+        self.grpc_bind_address
+            .as_deref()
+            .unwrap_or(&self.bind_address)
     }
 }
 
@@ -802,7 +806,10 @@ impl Config {
         for (what, address) in [
             ("REST bind address", self.gateway.rest_bind()),
             ("gRPC bind address", self.gateway.grpc_bind()),
-            ("admin bind address", self.gateway.admin_bind_address.as_str()),
+            (
+                "admin bind address",
+                self.gateway.admin_bind_address.as_str(),
+            ),
         ] {
             if address.parse::<std::net::IpAddr>().is_err() {
                 return Err(ConfigError::Invalid(format!(

@@ -104,7 +104,11 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     /// The spec of the single model of `--model_path`.
-    pub fn single(name: &str, path: &Path, m: &crate::config::ModelsConfig) -> Result<ModelSpec, String> {
+    pub fn single(
+        name: &str,
+        path: &Path,
+        m: &crate::config::ModelsConfig,
+    ) -> Result<ModelSpec, String> {
         let shape = match &m.shape {
             Some(s) => parse_shape_setting(&serde_json::Value::String(s.clone()))
                 .map_err(|e| format!("--shape: {e}"))?,
@@ -135,14 +139,22 @@ impl ModelSpec {
             let dims: Vec<String> = dims.iter().map(Dim::to_string).collect();
             parts.push(format!(
                 "shape {}({})",
-                if input.is_empty() { String::new() } else { format!("{input}=") },
+                if input.is_empty() {
+                    String::new()
+                } else {
+                    format!("{input}=")
+                },
                 dims.join(",")
             ));
         }
         for (input, l) in &self.layout {
             parts.push(format!(
                 "layout {}{}",
-                if input.is_empty() { String::new() } else { format!("{input}=") },
+                if input.is_empty() {
+                    String::new()
+                } else {
+                    format!("{input}=")
+                },
                 l
             ));
         }
@@ -150,7 +162,9 @@ impl ModelSpec {
             if self.shape.is_empty() {
                 parts.push(format!("batch_size {b}"));
             } else {
-                parts.push(format!("batch_size {b} NOT APPLIED: shape is set (as in OVMS)"));
+                parts.push(format!(
+                    "batch_size {b} NOT APPLIED: shape is set (as in OVMS)"
+                ));
             }
         }
         if let Some(n) = self.nireq {
@@ -231,9 +245,7 @@ pub fn parse_shape(text: &str) -> Result<Vec<Dim>, String> {
 
 /// OVMS `shape` as written in config.json or `--shape`: a shape for the only input, or
 /// an object (or JSON text of one) of per-input shapes.
-pub fn parse_shape_setting(
-    v: &serde_json::Value,
-) -> Result<BTreeMap<String, Vec<Dim>>, String> {
+pub fn parse_shape_setting(v: &serde_json::Value) -> Result<BTreeMap<String, Vec<Dim>>, String> {
     per_input(v, "shape", parse_shape)
 }
 
@@ -419,23 +431,56 @@ pub fn parse_plugin_config(json: &str) -> Result<BTreeMap<String, String>, Strin
 /// Top-level config.json lists Warden does not serve; an empty list is accepted.
 const REFUSED_LISTS: &[(&str, &str)] = &[
     ("pipeline_config_list", "DAG pipelines are not supported"),
-    ("mediapipe_config_list", "MediaPipe graphs are not supported"),
-    ("custom_node_library_config_list", "custom node libraries are not loaded (no native code beside OpenVINO in the sandbox)"),
-    ("custom_loader_config_list", "custom model loaders are not loaded (no native code beside OpenVINO in the sandbox)"),
+    (
+        "mediapipe_config_list",
+        "MediaPipe graphs are not supported",
+    ),
+    (
+        "custom_node_library_config_list",
+        "custom node libraries are not loaded (no native code beside OpenVINO in the sandbox)",
+    ),
+    (
+        "custom_loader_config_list",
+        "custom model loaders are not loaded (no native code beside OpenVINO in the sandbox)",
+    ),
 ];
 
 /// Model keys OVMS accepts that Warden refuses, and why.
 const REFUSED_MODEL_KEYS: &[(&str, &str)] = &[
-    ("idle_sequence_cleanup", "stateful (sequence) models are not supported"),
-    ("max_sequence_number", "stateful (sequence) models are not supported"),
-    ("low_latency_transformation", "stateful (sequence) models are not supported"),
-    ("custom_loader_options", "custom model loaders are not loaded (no native code beside OpenVINO in the sandbox)"),
+    (
+        "idle_sequence_cleanup",
+        "stateful (sequence) models are not supported",
+    ),
+    (
+        "max_sequence_number",
+        "stateful (sequence) models are not supported",
+    ),
+    (
+        "low_latency_transformation",
+        "stateful (sequence) models are not supported",
+    ),
+    (
+        "custom_loader_options",
+        "custom model loaders are not loaded (no native code beside OpenVINO in the sandbox)",
+    ),
     ("graph_path", "MediaPipe graphs are not supported"),
     ("subconfig", "MediaPipe graphs are not supported"),
-    ("mean", "input preprocessing (mean) is not supported yet; normalize on the client"),
-    ("scale", "input preprocessing (scale) is not supported yet; normalize on the client"),
-    ("color_format", "input preprocessing (color_format) is not supported yet; convert on the client"),
-    ("precision", "input precision conversion is not supported yet; send the model's own datatype"),
+    (
+        "mean",
+        "input preprocessing (mean) is not supported yet; normalize on the client",
+    ),
+    (
+        "scale",
+        "input preprocessing (scale) is not supported yet; normalize on the client",
+    ),
+    (
+        "color_format",
+        "input preprocessing (color_format) is not supported yet; convert on the client",
+    ),
+    (
+        "precision",
+        "input precision conversion is not supported yet; send the model's own datatype",
+    ),
 ];
 
 fn model_entry(
@@ -512,8 +557,7 @@ fn model_entry(
                 spec.shape = parse_shape_setting(v).map_err(|e| err(format!("shape: {e}")))?;
             }
             "layout" => {
-                spec.layout =
-                    parse_layout_setting(v).map_err(|e| err(format!("layout: {e}")))?;
+                spec.layout = parse_layout_setting(v).map_err(|e| err(format!("layout: {e}")))?;
             }
             "batch_size" => {
                 let n = match v {
@@ -578,7 +622,9 @@ fn monitoring(path: &Path, v: &serde_json::Value) -> Result<Monitoring, Reposito
         if k != "metrics" {
             return Err(bad(format!("unknown key {k:?} (only \"metrics\")")));
         }
-        let m = v.as_object().ok_or_else(|| bad("metrics is not an object".into()))?;
+        let m = v
+            .as_object()
+            .ok_or_else(|| bad("metrics is not an object".into()))?;
         for (k, v) in m {
             match k.as_str() {
                 "enable" => {

@@ -382,17 +382,23 @@ impl RunArgs {
         }
         if let Some(a) = &self.rest_bind_address {
             c.gateway.rest_bind_address = Some(a.clone());
-            map.push(format!("--rest_bind_address {a} -> gateway.rest_bind_address"));
+            map.push(format!(
+                "--rest_bind_address {a} -> gateway.rest_bind_address"
+            ));
         }
         if let Some(a) = &self.grpc_bind_address {
             c.gateway.grpc_bind_address = Some(a.clone());
-            map.push(format!("--grpc_bind_address {a} -> gateway.grpc_bind_address"));
+            map.push(format!(
+                "--grpc_bind_address {a} -> gateway.grpc_bind_address"
+            ));
         }
         if let Some(p) = self.rest_port {
             map.push(format!("--rest_port {p} -> gateway.rest_port (HTTPS)"));
         }
         if let Some(p) = self.grpc_port {
-            map.push(format!("--port {p} -> gateway.grpc_port (gRPC over TLS; 0: off)"));
+            map.push(format!(
+                "--port {p} -> gateway.grpc_port (gRPC over TLS; 0: off)"
+            ));
         }
         if let Some(n) = self.rest_workers {
             if n == 0 {
@@ -468,7 +474,10 @@ impl RunArgs {
                     );
                 }
             }
-            map.push(format!("--metrics_list {list} -> metrics.list = {:?}", c.metrics.list));
+            map.push(format!(
+                "--metrics_list {list} -> metrics.list = {:?}",
+                c.metrics.list
+            ));
         }
         // Model settings of the single model (--model_path).
         if let Some(n) = self.nireq {
@@ -481,7 +490,9 @@ impl RunArgs {
         }
         if let Some(s) = &self.shape {
             c.models.shape = Some(s.clone());
-            map.push(format!("--shape {s} -> the model is reshaped to it before compiling"));
+            map.push(format!(
+                "--shape {s} -> the model is reshaped to it before compiling"
+            ));
         }
         if let Some(l) = &self.layout {
             c.models.layout = Some(l.clone());
@@ -514,10 +525,14 @@ impl RunArgs {
             map.push(format!("--model_version_policy {p} -> the versions served"));
         }
         if let Some(p) = &self.plugin_config {
-            map.push(format!("--plugin_config {p} -> OpenVINO properties of the model"));
+            map.push(format!(
+                "--plugin_config {p} -> OpenVINO properties of the model"
+            ));
         }
         if let Some(d) = &self.target_device {
-            map.push(format!("--target_device {d} -> OpenVINO device of the model"));
+            map.push(format!(
+                "--target_device {d} -> OpenVINO device of the model"
+            ));
         }
         Ok(())
     }

@@ -204,9 +204,9 @@ pub fn log_filter(level: &str) -> anyhow::Result<&'static str> {
         "INFO" => "info",
         "WARNING" | "WARN" => "warn",
         "ERROR" => "error",
-        _ => anyhow::bail!(
-            "--log_level {level:?} is not one of TRACE, DEBUG, INFO, WARNING, ERROR"
-        ),
+        _ => {
+            anyhow::bail!("--log_level {level:?} is not one of TRACE, DEBUG, INFO, WARNING, ERROR")
+        }
     })
 }
 

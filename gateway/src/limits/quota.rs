@@ -139,7 +139,10 @@ mod tests {
     fn a_zero_total_quota_is_off_and_the_principal_quota_still_holds() {
         let q = Quotas::new(0, 4 * 1024);
         let mut a = q.start(Some("a"));
-        assert!(q.grow(&mut a, 4 * 1024).is_ok(), "0 is no total quota (OVMS)");
+        assert!(
+            q.grow(&mut a, 4 * 1024).is_ok(),
+            "0 is no total quota (OVMS)"
+        );
         assert_eq!(q.grow(&mut a, 1), Err(Scope::Principal));
         let mut anon = q.start(None);
         assert!(q.grow(&mut anon, 64 << 20).is_ok());
