@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use warden_shared::config::{Config, ModelsSource, OPENVINO_DIR_ENV};
 use warden_shared::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
-use warden_shared::repository::{ModelSpec, VersionPolicy};
+use warden_shared::repository::ModelSpec;
 
 /// How the backend is started beyond its configuration.
 #[derive(Debug, Clone, Default)]
@@ -39,15 +39,7 @@ pub struct BackendOptions {
 fn model_specs(config: &Config) -> anyhow::Result<(Vec<ModelSpec>, Vec<PathBuf>)> {
     match config.models_source()? {
         ModelsSource::Single { path, name } => Ok((
-            vec![ModelSpec {
-                name: name.to_owned(),
-                base_path: path.to_owned(),
-                target_device: config.models.target_device.clone(),
-                nireq: None,
-                plugin_config: config.models.plugin_config.clone(),
-                version_policy: VersionPolicy::default(),
-                shape: Default::default(),
-            }],
+            vec![ModelSpec::single(name, path, &config.models).map_err(anyhow::Error::msg)?],
             vec![],
         )),
         ModelsSource::OvmsConfig(path) => {
@@ -278,10 +270,6 @@ async fn probe(
     Ok(())
 }
 
-/// How often the model repository is checked for new, removed or replaced versions
-/// (OVMS polls its repository the same way).
-pub const REPOSITORY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
-
 async fn serve(
     listener: StdUnixListener,
     config: Config,
@@ -369,7 +357,8 @@ async fn shutdown_signal() {
 }
 
 /// Keeps the served models in step with the repository: on SIGHUP and every
-/// [`REPOSITORY_POLL`], re-reads the model list (config.json), loads version folders
+/// `models.file_system_poll_wait_seconds` (0: SIGHUP only, as OVMS's 0 turns its
+/// polling off), re-reads the model list (config.json), loads version folders
 /// that appeared (per version policy), drops those that went, and reloads (and so
 /// re-verifies) a version whose files changed. A version that fails is not served; the
 /// others keep serving. Runs inside the sandbox: only allowed folders can be read.
@@ -380,9 +369,25 @@ async fn watch_repository(
     max_queued_inferences: Option<usize>,
 ) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let poll = config.models.file_system_poll_wait_seconds;
+    tracing::info!(
+        poll_seconds = poll,
+        "model repository watched ({})",
+        if poll == 0 {
+            "on SIGHUP only"
+        } else {
+            "polled and on SIGHUP"
+        }
+    );
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(REPOSITORY_POLL) => {}
+            _ = async {
+                if poll == 0 {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep(std::time::Duration::from_secs(poll)).await
+                }
+            } => {}
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 tracing::info!("SIGHUP: rescanning the model repository");
             }
@@ -472,7 +477,7 @@ fn load_models(
                     if let Some(n) = max_queued_inferences {
                         m.max_waiting = n;
                     }
-                    tracing::info!(model = %spec.name, version, nireq = m.nireq, queue = m.max_waiting, inputs = m.inputs.len(), outputs = m.outputs.len(), digest = %m.digest.as_deref().unwrap_or("-"), "model loaded");
+                    tracing::info!(model = %spec.name, version, nireq = m.nireq, settings = %spec.describe_settings(), queue = m.max_waiting, inputs = m.inputs.len(), outputs = m.outputs.len(), digest = %m.digest.as_deref().unwrap_or("-"), "model loaded");
                     registry
                         .models
                         .entry(spec.name.clone())

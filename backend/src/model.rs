@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use warden_shared::datatype::DataType;
-use warden_shared::repository::{ModelFiles, ModelSpec};
+use warden_shared::repository::{Dim, ModelFiles, ModelSpec};
 
 /// A model input or output as clients see it.
 #[derive(Debug, Clone)]
@@ -42,6 +42,12 @@ pub enum LoadError {
     },
     #[error("model {model} version {version}: OpenVINO could not start: {message}")]
     Setup {
+        model: String,
+        version: u64,
+        message: String,
+    },
+    #[error("model {model} version {version}: {message}")]
+    Settings {
         model: String,
         version: u64,
         message: String,
@@ -152,27 +158,128 @@ fn datatype_of(ty: ElementType) -> Option<DataType> {
     })
 }
 
-/// Parses an OVMS shape such as `(1,3,224,224)` or `[1,3,224,224]`. Only fixed
-/// dimensions are taken; OVMS's `auto` (reshape per request) is refused.
-pub fn parse_shape(text: &str) -> Result<Vec<i64>, String> {
-    let t = text.trim();
-    let inner = t
-        .strip_prefix('(')
-        .and_then(|r| r.strip_suffix(')'))
-        .or_else(|| t.strip_prefix('[').and_then(|r| r.strip_suffix(']')))
-        .ok_or_else(|| {
-            format!("shape {t:?} is not of the form (1,3,224,224); \"auto\" is not supported")
-        })?;
-    inner
-        .split(',')
-        .map(|d| {
-            d.trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|&d| d > 0)
-                .ok_or_else(|| format!("shape {t:?}: {d:?} is not a positive dimension"))
-        })
-        .collect()
+fn dimension(d: Dim) -> openvino::Dimension {
+    match d {
+        Dim::Fixed(n) => openvino::Dimension::new(n, n),
+        Dim::Any => openvino::Dimension::new(-1, -1),
+        Dim::Range(a, b) => openvino::Dimension::new(a, b),
+    }
+}
+
+/// Applies the OVMS model settings to a model as read, in OVMS's order: `layout` (a
+/// transposition from the layout requests use to the model's), then `shape`, else
+/// `batch_size` on the batch dimension (`N` of the layout, else the first).
+fn apply_settings(spec: &ModelSpec, model: openvino::Model) -> Result<openvino::Model, String> {
+    let mut model = model;
+    let input_names = |m: &openvino::Model| -> Result<Vec<String>, String> {
+        let n = m.get_inputs_len().map_err(|e| e.to_string())?;
+        (0..n)
+            .map(|i| {
+                m.get_input_by_index(i)
+                    .and_then(|node| node.get_name())
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    };
+    let names = input_names(&model)?;
+    let resolve = |_model: &openvino::Model, key: &str, what: &str| -> Result<String, String> {
+        if key.is_empty() {
+            return match names.as_slice() {
+                [only] => Ok(only.clone()),
+                _ => Err(format!(
+                    "{what} without an input name needs a model with one input; this one has {} ({}): give {what} as {{\"input\": ...}}",
+                    names.len(),
+                    names.join(", ")
+                )),
+            };
+        }
+        if names.iter().any(|n| n == key) {
+            return Ok(key.to_owned());
+        }
+        Err(format!(
+            "{what} names {key:?}, which is not an input of the model (inputs: {}; output layouts are not supported)",
+            names.join(", ")
+        ))
+    };
+    if !spec.layout.is_empty() {
+        let pipeline =
+            openvino::prepostprocess::Pipeline::new(&model).map_err(|e| e.to_string())?;
+        let layout = |t: &str| openvino::Layout::new(t).map_err(|e| format!("layout {t}: {e}"));
+        for (key, l) in &spec.layout {
+            let input = resolve(&model, key, "layout")?;
+            let failed = |e: openvino::InferenceError| format!("layout {l} of {input}: {e}");
+            let info = pipeline
+                .get_input_info_by_name(&input)
+                .map_err(|e| e.to_string())?;
+            info.get_tensor_info()
+                .map_err(failed)?
+                .set_layout(layout(&l.tensor)?)
+                .map_err(failed)?;
+            info.get_model_info()
+                .map_err(failed)?
+                .set_layout(layout(&l.model)?)
+                .map_err(failed)?;
+            if l.tensor != l.model {
+                info.get_steps()
+                    .map_err(failed)?
+                    .convert_layout(layout(&l.model)?)
+                    .map_err(failed)?;
+            }
+        }
+        model = pipeline
+            .build_new_model()
+            .map_err(|e| format!("layout: OpenVINO refused it: {e}"))?;
+    }
+    let mut reshape: Vec<(String, openvino::PartialShape)> = Vec::new();
+    for (key, dims) in &spec.shape {
+        let input = resolve(&model, key, "shape")?;
+        let dims: Vec<openvino::Dimension> = dims.iter().copied().map(dimension).collect();
+        let shape = openvino::PartialShape::new(dims.len() as i64, &dims)
+            .map_err(|e| format!("shape of {input}: {e}"))?;
+        reshape.push((input, shape));
+    }
+    if let (Some(batch), true) = (spec.batch_size, spec.shape.is_empty()) {
+        let batch = i64::try_from(batch).map_err(|_| "batch_size too large".to_string())?;
+        for (i, name) in names.iter().enumerate() {
+            let node = model.get_input_by_index(i).map_err(|e| e.to_string())?;
+            let ps = node.get_partial_shape().map_err(|e| e.to_string())?;
+            if ps.get_rank().is_dynamic() {
+                return Err(format!(
+                    "batch_size: input {name} has a dynamic rank, so it has no batch dimension; use shape"
+                ));
+            }
+            let layout = spec
+                .layout
+                .iter()
+                .find(|(k, _)| k.is_empty() || *k == name)
+                .map(|(_, l)| l);
+            let at = match layout {
+                Some(l) => l.batch_index().ok_or_else(|| {
+                    format!("batch_size: the layout {l} of input {name} has no N (batch) dimension")
+                })?,
+                None => 0,
+            };
+            let mut dims = ps.get_dimensions().to_vec();
+            if at >= dims.len() {
+                return Err(format!(
+                    "batch_size: input {name} has rank {}, no batch dimension at {at}",
+                    dims.len()
+                ));
+            }
+            dims[at] = openvino::Dimension::new(batch, batch);
+            let shape =
+                openvino::PartialShape::new(dims.len() as i64, &dims).map_err(|e| e.to_string())?;
+            reshape.push((name.clone(), shape));
+        }
+    }
+    if !reshape.is_empty() {
+        let refs: Vec<(&str, &openvino::PartialShape)> =
+            reshape.iter().map(|(n, s)| (n.as_str(), s)).collect();
+        model
+            .reshape(&refs)
+            .map_err(|e| format!("OpenVINO cannot reshape the model so: {e}"))?;
+    }
+    Ok(model)
 }
 
 /// (inode, size, mtime, ctime) of every file in a version folder, sorted by path.
@@ -254,24 +361,16 @@ impl ModelVersion {
             ModelFiles::Ir { xml, bin } => (xml.clone(), bin.to_string_lossy().into_owned()),
             ModelFiles::Single(p) => (p.clone(), String::new()),
         };
-        let mut read = core
+        let read = core
             .read_model_from_file(&xml.to_string_lossy(), &bin)
             .map_err(ov)?;
-        // OVMS `shape`: fixed shapes per input (or for the only input), applied before
-        // compiling so OpenVINO optimizes for them.
-        for (input, text) in &spec.shape {
-            let dims = parse_shape(text).map_err(|message| LoadError::Setup {
-                model: model.clone(),
-                version,
-                message,
-            })?;
-            let shape = openvino::PartialShape::new_static(dims.len() as i64, &dims).map_err(ov)?;
-            if input.is_empty() {
-                read.reshape_single_input(&shape).map_err(ov)?;
-            } else {
-                read.reshape_input_by_name(input, &shape).map_err(ov)?;
-            }
-        }
+        // OVMS `layout`, `shape`, `batch_size`: applied before compiling so OpenVINO
+        // optimizes for them; what clients see below is the model after them.
+        let read = apply_settings(spec, read).map_err(|message| LoadError::Settings {
+            model: model.clone(),
+            version,
+            message,
+        })?;
         let mut compiled = core.compile_model(&read, device).map_err(ov)?;
         // OpenVINO has now read (and compiled) the files: make sure they are still the
         // ones that were verified, closing the window between hashing and reading.
@@ -466,19 +565,5 @@ impl ModelVersion {
                 })
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod shape_tests {
-    use super::parse_shape;
-
-    #[test]
-    fn ovms_shapes() {
-        assert_eq!(parse_shape("(1,3,224,224)"), Ok(vec![1, 3, 224, 224]));
-        assert_eq!(parse_shape(" [2, 4] "), Ok(vec![2, 4]));
-        assert!(parse_shape("auto").is_err());
-        assert!(parse_shape("(1,-1)").is_err());
-        assert!(parse_shape("(1,x)").is_err());
     }
 }

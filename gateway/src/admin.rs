@@ -40,7 +40,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, token: 
                             }
                         }
                         match req.uri().path() {
-                            "/metrics" => {
+                            // OVMS `--metrics_enable false`: no metrics at all.
+                            "/metrics" if state.config.metrics.enabled => {
                                 state
                                     .metrics
                                     .add("warden_audit_write_failures_total", &[], 0);
@@ -49,7 +50,11 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, token: 
                                     &[],
                                     i64::from(state.audit.healthy()),
                                 );
-                                *resp.body_mut() = Full::new(Bytes::from(state.metrics.render()));
+                                *resp.body_mut() = Full::new(Bytes::from(
+                                    state
+                                        .metrics
+                                        .render_only(|n| state.config.metrics.exports(n)),
+                                ));
                                 resp.headers_mut().insert(
                                     http::header::CONTENT_TYPE,
                                     http::HeaderValue::from_static("text/plain; version=0.0.4"),

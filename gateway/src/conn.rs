@@ -105,7 +105,14 @@ impl Drop for ConnSlot {
 }
 
 /// The HTTP connection builder with Warden's protocol limits.
-pub fn http_builder(c: &LimitsConfig) -> auto::Builder<TokioExecutor> {
+/// `grpc` selects the gRPC listener's HTTP/2 stream limit (OVMS
+/// `grpc.max_concurrent_streams`).
+pub fn http_builder(c: &LimitsConfig, grpc: bool) -> auto::Builder<TokioExecutor> {
+    let streams = if grpc {
+        c.grpc_h2_streams()
+    } else {
+        c.h2_max_concurrent_streams
+    };
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -114,7 +121,7 @@ pub fn http_builder(c: &LimitsConfig) -> auto::Builder<TokioExecutor> {
         .max_buf_size(c.max_header_bytes.max(8192));
     b.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(c.h2_max_concurrent_streams)
+        .max_concurrent_streams(streams)
         .initial_stream_window_size(c.h2_stream_window_bytes)
         .initial_connection_window_size(c.h2_connection_window_bytes)
         .max_header_list_size(c.max_header_bytes as u32)
@@ -145,7 +152,7 @@ pub async fn accept_loop<F, S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let limits_cfg = state.config.limits.clone();
-    let builder = Arc::new(http_builder(&limits_cfg));
+    let builder = Arc::new(http_builder(&limits_cfg, grpc_tls));
     let make = Arc::new(make);
     let conns = Arc::new(ConnLimits::default());
     let handshake_timeout = Duration::from_secs(limits_cfg.tls_handshake_timeout_secs);

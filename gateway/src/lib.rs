@@ -118,11 +118,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             "AUDIT FAIL-OPEN: requests are served even when their audit record cannot be written"
         );
     }
-    let rest = bind(&config.gateway.bind_address, config.gateway.rest_port)?;
+    let rest = bind(config.gateway.rest_bind(), config.gateway.rest_port)?;
     let rest_addr = rest.local_addr()?;
     let grpc = match config.gateway.grpc_port {
         0 => None,
-        port => Some(bind(&config.gateway.bind_address, port)?),
+        port => Some(bind(config.gateway.grpc_bind(), port)?),
     };
     let admin = match config.gateway.admin_port {
         0 => None,
@@ -163,10 +163,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         "gateway sandboxed"
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("warden-gateway")
-        .build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.gateway.worker_threads {
+        rt.worker_threads(n);
+    }
+    let rt = rt.enable_all().thread_name("warden-gateway").build()?;
     rt.block_on(async move {
         let backend = backend_client::connect_lazy(config.socket_path());
         let start = audit::Record {

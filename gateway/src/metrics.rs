@@ -211,6 +211,12 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        self.render_only(|_| true)
+    }
+
+    /// The text format, with only the metrics `wanted` says yes to (OVMS
+    /// `--metrics_list`).
+    pub fn render_only(&self, wanted: impl Fn(&str) -> bool) -> String {
         let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
         let hists = self.hists.lock().unwrap_or_else(|e| e.into_inner());
@@ -222,7 +228,7 @@ impl Metrics {
                 format!("{{{l}}}")
             }
         };
-        for (name, kind, help) in CATALOG {
+        for (name, kind, help) in CATALOG.iter().filter(|(n, _, _)| wanted(n)) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             match *kind {
                 "counter" => {

@@ -98,6 +98,8 @@ pub enum Refusal {
     BackendNotFound(String),
     /// The backend is busy (its bounded queue is full).
     BackendBusy,
+    /// The front's bound on calls handled at once is reached (`--grpc_max_threads`).
+    Overloaded,
     /// The backend cannot be reached, or is restarting.
     BackendUnavailable,
     /// Anything else: the client learns nothing more.
@@ -124,7 +126,7 @@ impl Refusal {
             Quota(_) => StatusCode::SERVICE_UNAVAILABLE,
             Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Timeout => StatusCode::REQUEST_TIMEOUT,
-            BackendBusy => StatusCode::TOO_MANY_REQUESTS,
+            BackendBusy | Overloaded => StatusCode::TOO_MANY_REQUESTS,
             BackendUnavailable | AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -134,9 +136,8 @@ impl Refusal {
     pub fn grpc_code(&self) -> Code {
         use Refusal::*;
         match self {
-            HeadersTooLarge | TooLarge(_) | Quota(_) | RateLimited(_) | BackendBusy => {
-                Code::ResourceExhausted
-            }
+            HeadersTooLarge | TooLarge(_) | Quota(_) | RateLimited(_) | BackendBusy
+            | Overloaded => Code::ResourceExhausted,
             UrlTooLong | Framing(_) | BadName(_) | Malformed(_) => Code::InvalidArgument,
             NoRoute | Unsupported(_) | MethodNotAllowed => Code::Unimplemented,
             Unauthenticated(_) => Code::Unauthenticated,
@@ -153,7 +154,7 @@ impl Refusal {
         use Refusal::*;
         match self {
             Unauthenticated(_) | Forbidden => Decision::Denied,
-            RateLimited(_) => Decision::RateLimited,
+            RateLimited(_) | Overloaded => Decision::RateLimited,
             Quota(_) => Decision::QuotaExceeded,
             HeadersTooLarge | UrlTooLong | Framing(_) | NoRoute | MethodNotAllowed | BadName(_)
             | UnknownModel | UnknownVersion | TooLarge(_) | Malformed(_) | Unsupported(_)
@@ -187,6 +188,7 @@ impl Refusal {
             Timeout => "timeout",
             BackendNotFound(_) => "backend_not_found",
             BackendBusy => "backend_busy",
+            Overloaded => "overloaded",
             BackendUnavailable => "backend_unavailable",
             Internal => "internal",
             AuditUnavailable => "audit_unavailable",
@@ -213,6 +215,7 @@ impl Refusal {
             Unsupported(m) => (*m).into(),
             Timeout => "request took too long".into(),
             BackendBusy => "the model is busy; retry later".into(),
+            Overloaded => "too many calls in progress; retry later".into(),
             BackendUnavailable => "the inference backend is unavailable; retry later".into(),
             Internal => "inference failed".into(),
             AuditUnavailable => "audit log unavailable; request refused".into(),
@@ -239,6 +242,7 @@ impl Refusal {
             Refusal::RateLimited(l) => Some(l.retry_after_secs.max(1)),
             Refusal::Quota(_)
             | Refusal::BackendBusy
+            | Refusal::Overloaded
             | Refusal::BackendUnavailable
             | Refusal::AuditUnavailable => Some(1),
             _ => None,
@@ -320,6 +324,7 @@ mod tests {
             Refusal::Timeout,
             Refusal::BackendNotFound("x".into()),
             Refusal::BackendBusy,
+            Refusal::Overloaded,
             Refusal::BackendUnavailable,
             Refusal::Internal,
             Refusal::AuditUnavailable,

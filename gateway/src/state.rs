@@ -28,6 +28,8 @@ pub struct State {
     pub backend: BackendClient,
     /// The model names and versions the backend serves.
     pub catalog: Catalog,
+    /// gRPC calls handled at once (OVMS `--grpc_max_threads`); `None`: no bound.
+    pub grpc_calls: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     pub rates: RateLimits,
     pub quotas: Quotas,
     pub audit: AuditLog,
@@ -64,6 +66,10 @@ impl State {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ (u64::from(std::process::id()) << 32);
+        let grpc_calls = config
+            .limits
+            .grpc_max_concurrent_calls
+            .map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n)));
         State {
             rates: RateLimits::new(&config.limits),
             quotas: Quotas::new(
@@ -76,6 +82,7 @@ impl State {
             tls: std::sync::RwLock::new(tls),
             backend,
             catalog: Catalog::default(),
+            grpc_calls,
             audit,
             metrics: Metrics::default(),
             in_flight: Default::default(),

@@ -44,6 +44,31 @@ pub const DEFAULT_OPENVINO_DIR: &str = ".runtime/openvino";
 /// Name of the OMS signature file inside each model version folder (model_signing's
 /// own default).
 pub const DEFAULT_SIGNATURE_FILE: &str = "model.sig";
+/// Seconds between two scans of the model repository (OVMS
+/// `--file_system_poll_wait_seconds`; OVMS's default is 1). 0: no polling, only SIGHUP.
+pub const DEFAULT_FILE_SYSTEM_POLL_WAIT_SECONDS: u64 = 2;
+/// gRPC calls handled at once over all gRPC connections (OVMS `--grpc_max_threads`).
+/// Unset: no bound beyond connections × streams and the byte quotas.
+pub const DEFAULT_GRPC_MAX_CONCURRENT_CALLS: Option<usize> = None;
+/// HTTP/2 streams per connection on the gRPC listener (OVMS `--grpc_channel_arguments
+/// grpc.max_concurrent_streams=N`). Unset: `limits.h2_max_concurrent_streams`.
+pub const DEFAULT_GRPC_H2_MAX_CONCURRENT_STREAMS: Option<u32> = None;
+/// Prometheus metrics on the admin listener.
+pub const DEFAULT_METRICS_ENABLED: bool = true;
+
+/// Every metric name OVMS documents (`--metrics_list`, `monitoring.metrics.metrics_list`).
+/// The first six are OVMS's default set.
+pub const OVMS_METRICS: &[&str] = &[
+    "ovms_requests_success",
+    "ovms_requests_fail",
+    "ovms_request_time_us",
+    "ovms_streams",
+    "ovms_inference_time_us",
+    "ovms_wait_for_infer_req_time_us",
+    "ovms_infer_req_queue_size",
+    "ovms_infer_req_active",
+    "ovms_current_requests",
+];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -58,6 +83,53 @@ pub struct Config {
     pub audit: AuditConfig,
     pub signing: SigningConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics (OVMS `--metrics_enable`, `--metrics_list` and config.json's
+/// `monitoring.metrics`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` on the admin listener. False: the admin listener answers 404
+    /// there and no metric is exported.
+    pub enabled: bool,
+    /// Which OVMS metrics ([`OVMS_METRICS`]) are exported; empty: OVMS's default set.
+    /// Warden's own `warden_*` metrics are always exported while `enabled`.
+    pub list: Vec<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: DEFAULT_METRICS_ENABLED,
+            list: Vec::new(),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// Whether an OVMS metric is exported.
+    pub fn exports(&self, name: &str) -> bool {
+        self.enabled
+            && if self.list.is_empty() {
+                OVMS_METRICS[..6].contains(&name) || !name.starts_with("ovms_")
+            } else {
+                self.list.iter().any(|m| m == name) || !name.starts_with("ovms_")
+            }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for m in &self.list {
+            if !OVMS_METRICS.contains(&m.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "metrics.list: {m:?} is not an OVMS metric (known: {})",
+                    OVMS_METRICS.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The operational log (stderr; the audit log is separate).
@@ -98,6 +170,28 @@ pub struct GatewayConfig {
     /// A file holding a bearer token the admin listener requires; unset: none (keep
     /// the listener on loopback then).
     pub admin_token: Option<PathBuf>,
+    /// Address of the REST listener (OVMS `--rest_bind_address`); unset: `bind_address`.
+    pub rest_bind_address: Option<String>,
+    /// Address of the gRPC listener (OVMS `--grpc_bind_address`); unset: `bind_address`.
+    pub grpc_bind_address: Option<String>,
+    /// Worker threads of the gateway's runtime, which serves both listeners (OVMS
+    /// `--rest_workers`); unset: one per CPU core.
+    pub worker_threads: Option<usize>,
+}
+
+impl GatewayConfig {
+    /// The address the REST listener binds to.
+    pub fn rest_bind(&self) -> &str {
+        self.rest_bind_address
+            .as_deref()
+            .unwrap_or(&self.bind_address)
+    }
+    /// The address the gRPC listener binds to.
+    pub fn grpc_bind(&self) -> &str {
+        self.grpc_bind_address
+            .as_deref()
+            .unwrap_or(&self.bind_address)
+    }
 }
 
 impl Default for GatewayConfig {
@@ -111,6 +205,9 @@ impl Default for GatewayConfig {
             admin_bind_address: "127.0.0.1".into(),
             admin_port: DEFAULT_ADMIN_PORT,
             admin_token: None,
+            rest_bind_address: None,
+            grpc_bind_address: None,
+            worker_threads: None,
         }
     }
 }
@@ -304,6 +401,21 @@ pub struct ModelsConfig {
     pub target_device: String,
     /// OVMS `config.json` with a `model_config_list`; excludes `model_path`.
     pub config_path: Option<PathBuf>,
+    /// OVMS `shape` of the single model: `"(1,3,224,224)"` for its only input, or a
+    /// JSON object `{"input": "(1,3,224,224)"}`. `auto` is refused.
+    pub shape: Option<String>,
+    /// OVMS `layout` of the single model: `"NHWC:NCHW"` (clients send NHWC, the model
+    /// takes NCHW), `"NCHW"`, or a JSON object per input.
+    pub layout: Option<String>,
+    /// OVMS `batch_size` of the single model (ignored when `shape` is set, as in OVMS).
+    pub batch_size: Option<u64>,
+    /// Infer requests of the single model (OVMS `nireq`; 0 or unset: the default).
+    pub nireq: Option<u32>,
+    /// Which versions of the single model are served (OVMS `model_version_policy`).
+    pub model_version_policy: Option<crate::repository::VersionPolicy>,
+    /// Seconds between scans of the repository for new, removed or changed versions
+    /// (and of `config.json`); 0: only on SIGHUP.
+    pub file_system_poll_wait_seconds: u64,
 }
 
 impl Default for ModelsConfig {
@@ -314,6 +426,12 @@ impl Default for ModelsConfig {
             plugin_config: BTreeMap::new(),
             target_device: DEFAULT_TARGET_DEVICE.into(),
             config_path: None,
+            shape: None,
+            layout: None,
+            batch_size: None,
+            nireq: None,
+            model_version_policy: None,
+            file_system_poll_wait_seconds: DEFAULT_FILE_SYSTEM_POLL_WAIT_SECONDS,
         }
     }
 }
@@ -370,7 +488,8 @@ pub struct LimitsConfig {
     pub rate_per_ip_unauthenticated_rps: u32,
     /// Burst allowed above each rate, as a multiple of one second's worth.
     pub rate_burst_seconds: u32,
-    /// Request bytes in flight over all callers.
+    /// Request bytes in flight over all callers (OVMS `--grpc_memory_quota`); 0: no
+    /// total quota, as in OVMS.
     pub quota_bytes: usize,
     /// Request bytes in flight for one principal.
     pub quota_per_principal_bytes: usize,
@@ -379,6 +498,20 @@ pub struct LimitsConfig {
     /// Inferences that may wait for a free infer request, per model version; more are
     /// refused at once (503 / UNAVAILABLE). Unset: `4 × nireq`, at least 16.
     pub max_queued_inferences: Option<usize>,
+    /// gRPC calls handled at once over all gRPC connections (OVMS `--grpc_max_threads`);
+    /// past it a call is refused with RESOURCE_EXHAUSTED. Unset: no such bound.
+    pub grpc_max_concurrent_calls: Option<usize>,
+    /// HTTP/2 streams per connection on the gRPC listener (OVMS
+    /// `grpc.max_concurrent_streams`). Unset: `h2_max_concurrent_streams`.
+    pub grpc_h2_max_concurrent_streams: Option<u32>,
+}
+
+impl LimitsConfig {
+    /// HTTP/2 streams per connection on the gRPC listener.
+    pub fn grpc_h2_streams(&self) -> u32 {
+        self.grpc_h2_max_concurrent_streams
+            .unwrap_or(self.h2_max_concurrent_streams)
+    }
 }
 
 impl Default for LimitsConfig {
@@ -411,6 +544,8 @@ impl Default for LimitsConfig {
             quota_per_principal_bytes: 256 << 20,
             overload_accept_pause_percent: 95,
             max_queued_inferences: None,
+            grpc_max_concurrent_calls: DEFAULT_GRPC_MAX_CONCURRENT_CALLS,
+            grpc_h2_max_concurrent_streams: DEFAULT_GRPC_H2_MAX_CONCURRENT_STREAMS,
         }
     }
 }
@@ -708,6 +843,20 @@ impl Config {
         if self.gateway.rest_port == 0 {
             return Err(ConfigError::Invalid("rest_port must not be 0".into()));
         }
+        for (what, address) in [
+            ("REST bind address", self.gateway.rest_bind()),
+            ("gRPC bind address", self.gateway.grpc_bind()),
+            (
+                "admin bind address",
+                self.gateway.admin_bind_address.as_str(),
+            ),
+        ] {
+            if address.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "{what} {address:?} is not an IP address"
+                )));
+            }
+        }
         if self.gateway.rest_port == self.gateway.grpc_port {
             return Err(ConfigError::Invalid(
                 "rest_port and grpc_port must differ".into(),
@@ -716,6 +865,24 @@ impl Config {
         if self.limits.max_body_bytes == 0 || self.limits.max_grpc_message_bytes == 0 {
             return Err(ConfigError::Invalid("message caps must be above 0".into()));
         }
+        if self.limits.grpc_max_concurrent_calls == Some(0) {
+            return Err(ConfigError::Invalid(
+                "limits.grpc_max_concurrent_calls (--grpc_max_threads) must be at least 1".into(),
+            ));
+        }
+        if self.limits.grpc_h2_max_concurrent_streams == Some(0) {
+            return Err(ConfigError::Invalid(
+                "limits.grpc_h2_max_concurrent_streams (grpc.max_concurrent_streams) must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.gateway.worker_threads == Some(0) {
+            return Err(ConfigError::Invalid(
+                "gateway.worker_threads (--rest_workers) must be at least 1".into(),
+            ));
+        }
+        self.metrics.validate()?;
+        self.single_model_settings()?;
         self.signing.validate()?;
         Ok(())
     }
@@ -738,6 +905,49 @@ impl Config {
                 Ok(ModelsSource::Single { path, name })
             }
         }
+    }
+
+    /// Checks the OVMS model settings given for the single model (`--shape`,
+    /// `--layout`, ...): they belong to `--model_path` and are refused beside
+    /// `--config_path`, whose entries carry their own.
+    fn single_model_settings(&self) -> Result<(), ConfigError> {
+        let m = &self.models;
+        let set: Vec<&str> = [
+            ("shape", m.shape.is_some()),
+            ("layout", m.layout.is_some()),
+            ("batch_size", m.batch_size.is_some()),
+            ("nireq", m.nireq.is_some()),
+            ("model_version_policy", m.model_version_policy.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, on)| on.then_some(k))
+        .collect();
+        if m.config_path.is_some() && !set.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "models.{} (--{}) applies to --model_path only; with --config_path set it in each config.json entry",
+                set[0], set[0]
+            )));
+        }
+        if let Some(path) = &m.model_path {
+            crate::repository::check_local_path(path).map_err(ConfigError::Invalid)?;
+        }
+        if let Some(path) = &m.config_path {
+            crate::repository::check_local_path(path).map_err(ConfigError::Invalid)?;
+        }
+        if let Some(shape) = &m.shape {
+            crate::repository::parse_shape_setting(&serde_json::Value::String(shape.clone()))
+                .map_err(|e| ConfigError::Invalid(format!("models.shape (--shape): {e}")))?;
+        }
+        if let Some(layout) = &m.layout {
+            crate::repository::parse_layout_setting(&serde_json::Value::String(layout.clone()))
+                .map_err(|e| ConfigError::Invalid(format!("models.layout (--layout): {e}")))?;
+        }
+        if m.batch_size == Some(0) {
+            return Err(ConfigError::Invalid(
+                "models.batch_size (--batch_size) must be at least 1".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The socket path inside the socket directory.

@@ -164,6 +164,58 @@ pub struct RunArgs {
     #[arg(long = "signing-mode", value_name = "MODE")]
     pub signing_mode: Option<warden_shared::config::SigningMode>,
 
+    /// OVMS: address of the REST listener (default: --bind-address).
+    #[arg(long = "rest-bind-address", alias = "rest_bind_address")]
+    pub rest_bind_address: Option<String>,
+    /// OVMS: address of the gRPC listener (default: --bind-address).
+    #[arg(long = "grpc-bind-address", alias = "grpc_bind_address")]
+    pub grpc_bind_address: Option<String>,
+    /// OVMS: worker threads of the gateway, which serve REST and gRPC (default: one per core).
+    #[arg(long = "rest-workers", alias = "rest_workers")]
+    pub rest_workers: Option<usize>,
+    /// OVMS: gRPC server instances; Warden runs one (1 is accepted, others refused).
+    #[arg(long = "grpc-workers", alias = "grpc_workers")]
+    pub grpc_workers: Option<u32>,
+    /// OVMS: gRPC calls handled at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long = "grpc-max-threads", alias = "grpc_max_threads")]
+    pub grpc_max_threads: Option<usize>,
+    /// OVMS: gRPC channel arguments, e.g. grpc.max_concurrent_streams=8.
+    #[arg(long = "grpc-channel-arguments", alias = "grpc_channel_arguments")]
+    pub grpc_channel_arguments: Option<String>,
+    /// OVMS: request bytes in flight over all callers (0: no total quota).
+    #[arg(long = "grpc-memory-quota", alias = "grpc_memory_quota")]
+    pub grpc_memory_quota: Option<usize>,
+    /// OVMS: infer requests of the model (0: the default).
+    #[arg(long)]
+    pub nireq: Option<u32>,
+    /// OVMS: input shape, "(1,3,224,224)" or '{"input":"(1,3,224,224)"}'.
+    #[arg(long)]
+    pub shape: Option<String>,
+    /// OVMS: input layout, "NHWC:NCHW" (requests send NHWC) or "NCHW" or a JSON object.
+    #[arg(long)]
+    pub layout: Option<String>,
+    /// OVMS: batch size of every input (ignored when --shape is set, as in OVMS).
+    #[arg(long = "batch-size", alias = "batch_size")]
+    pub batch_size: Option<String>,
+    /// OVMS: which versions are served, e.g. '{"latest":{"num_versions":2}}'.
+    #[arg(long = "model-version-policy", alias = "model_version_policy")]
+    pub model_version_policy: Option<String>,
+    /// OVMS: TRACE, DEBUG, INFO, WARNING or ERROR (overrides WARDEN_LOG).
+    #[arg(long = "log-level", alias = "log_level")]
+    pub log_level: Option<String>,
+    /// OVMS: seconds between repository scans (0: on SIGHUP only).
+    #[arg(
+        long = "file-system-poll-wait-seconds",
+        alias = "file_system_poll_wait_seconds"
+    )]
+    pub file_system_poll_wait_seconds: Option<u64>,
+    /// OVMS: export Prometheus metrics (on the admin listener); `false` turns them off.
+    #[arg(long = "metrics-enable", alias = "metrics_enable", num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_enable: Option<bool>,
+    /// OVMS: comma-separated OVMS metric names to export.
+    #[arg(long = "metrics-list", alias = "metrics_list")]
+    pub metrics_list: Option<String>,
+
     /// `warden check` only: also load every model in the sandbox and run one inference
     /// on zeros of its declared shape.
     #[arg(long)]
@@ -185,6 +237,21 @@ fn user(spec: &str) -> anyhow::Result<(u32, u32)> {
 impl RunArgs {
     /// The effective configuration: the file (if any), then every flag given.
     pub fn load(&self) -> anyhow::Result<Config> {
+        Ok(self.load_with_mapping()?.0)
+    }
+
+    /// The `tracing` filter `--log_level` asks for, if given.
+    pub fn log_filter(&self) -> anyhow::Result<Option<&'static str>> {
+        self.log_level
+            .as_deref()
+            .map(crate::ovms::log_filter)
+            .transpose()
+    }
+
+    /// The effective configuration, and one line per OVMS flag or config.json setting
+    /// saying what it set (for `warden check`).
+    pub fn load_with_mapping(&self) -> anyhow::Result<(Config, Vec<String>)> {
+        let mut map = Vec::new();
         let mut c = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
@@ -195,6 +262,15 @@ impl RunArgs {
                     $field = v.clone().into();
                 }
             };
+        }
+        for (flag, p) in [
+            ("--model_path", &self.model_path),
+            ("--config_path", &self.config_path),
+        ] {
+            if let Some(p) = p {
+                warden_shared::repository::check_local_path(p)
+                    .map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
+            }
         }
         set!(self.model_path => c.models.model_path);
         set!(self.model_name => c.models.model_name);
@@ -247,6 +323,7 @@ impl RunArgs {
         if let Some(mode) = self.signing_mode {
             c.signing.mode = Some(mode);
         }
+        self.apply_ovms(&mut c, &mut map)?;
         if let Some(spec) = &self.backend_user {
             (c.backend.uid, c.backend.gid) = user(spec).context("--backend-user")?;
         }
@@ -283,6 +360,196 @@ impl RunArgs {
             c.backend.socket_dir = cwd.join(&c.backend.socket_dir);
         }
         c.backend.insecure_allow_unenforced_sandbox = self.insecure_allow_unenforced_sandbox;
-        Ok(c)
+        // config.json's `monitoring.metrics` sets metrics where no flag does.
+        if let Some(path) = &c.models.config_path
+            && self.metrics_enable.is_none()
+            && self.metrics_list.is_none()
+            && let Ok(ovms) = warden_shared::repository::read_ovms_config_full(path)
+            && let Some(m) = ovms.monitoring
+        {
+            c.metrics.enabled = m.enable;
+            c.metrics.list = m.metrics_list.clone();
+            map.push(format!(
+                "config.json monitoring.metrics: enable {} -> metrics.enabled = {}, metrics_list {:?} -> metrics.list",
+                m.enable, m.enable, m.metrics_list
+            ));
+        }
+        Ok((c, map))
+    }
+
+    /// Maps the OVMS flags onto Warden's settings, refusing values Warden cannot honour.
+    fn apply_ovms(&self, c: &mut Config, map: &mut Vec<String>) -> anyhow::Result<()> {
+        if self.rest_port == Some(0) {
+            anyhow::bail!(
+                "--rest_port 0 is refused: OVMS turns its REST server off with 0, but Warden always serves REST (KServe v2 and health)"
+            );
+        }
+        for (flag, v) in [
+            ("--rest_bind_address", &self.rest_bind_address),
+            ("--grpc_bind_address", &self.grpc_bind_address),
+        ] {
+            if let Some(v) = v
+                && v.contains(',')
+            {
+                anyhow::bail!(
+                    "{flag} {v:?} is refused: Warden binds each listener to one address, not a list"
+                );
+            }
+        }
+        if let Some(a) = &self.rest_bind_address {
+            c.gateway.rest_bind_address = Some(a.clone());
+            map.push(format!(
+                "--rest_bind_address {a} -> gateway.rest_bind_address"
+            ));
+        }
+        if let Some(a) = &self.grpc_bind_address {
+            c.gateway.grpc_bind_address = Some(a.clone());
+            map.push(format!(
+                "--grpc_bind_address {a} -> gateway.grpc_bind_address"
+            ));
+        }
+        if let Some(p) = self.rest_port {
+            map.push(format!("--rest_port {p} -> gateway.rest_port (HTTPS)"));
+        }
+        if let Some(p) = self.grpc_port {
+            map.push(format!(
+                "--port {p} -> gateway.grpc_port (gRPC over TLS; 0: off)"
+            ));
+        }
+        if let Some(n) = self.rest_workers {
+            if n == 0 {
+                anyhow::bail!("--rest_workers 0 is refused: at least one worker thread is needed");
+            }
+            c.gateway.worker_threads = Some(n);
+            map.push(format!(
+                "--rest_workers {n} -> gateway.worker_threads = {n} (the gateway's threads, serving REST and gRPC)"
+            ));
+        }
+        if let Some(n) = self.grpc_workers {
+            if n != 1 {
+                anyhow::bail!(
+                    "--grpc_workers {n} is refused: Warden serves gRPC from one server on the gateway's shared worker threads; only 1 (OVMS's default) is accepted; size the threads with --rest_workers"
+                );
+            }
+            map.push("--grpc_workers 1 -> one gRPC server (as Warden runs)".into());
+        }
+        if let Some(n) = self.grpc_max_threads {
+            if n == 0 {
+                anyhow::bail!("--grpc_max_threads 0 is refused: it must be at least 1");
+            }
+            c.limits.grpc_max_concurrent_calls = Some(n);
+            map.push(format!(
+                "--grpc_max_threads {n} -> limits.grpc_max_concurrent_calls = {n} (gRPC calls handled at once; more: RESOURCE_EXHAUSTED)"
+            ));
+        }
+        if let Some(args) = &self.grpc_channel_arguments {
+            map.extend(crate::ovms::apply_channel_arguments(args, c)?);
+        }
+        if let Some(q) = self.grpc_memory_quota {
+            c.limits.quota_bytes = q;
+            map.push(if q == 0 {
+                "--grpc_memory_quota 0 -> limits.quota_bytes = 0 (no total in-flight byte quota, as in OVMS)".into()
+            } else {
+                format!("--grpc_memory_quota {q} -> limits.quota_bytes = {q} (request bytes in flight over all callers)")
+            });
+        }
+        if let Some(level) = &self.log_level {
+            let filter = crate::ovms::log_filter(level)?;
+            map.push(format!("--log_level {level} -> log filter {filter:?}"));
+        }
+        if let Some(n) = self.file_system_poll_wait_seconds {
+            c.models.file_system_poll_wait_seconds = n;
+            map.push(format!(
+                "--file_system_poll_wait_seconds {n} -> models.file_system_poll_wait_seconds = {n}{}",
+                if n == 0 { " (repository re-read on SIGHUP only)" } else { "" }
+            ));
+        }
+        if let Some(on) = self.metrics_enable {
+            if on && c.gateway.admin_port == 0 {
+                anyhow::bail!(
+                    "--metrics_enable is refused with --admin-port 0: Warden serves metrics on the admin listener, which is off"
+                );
+            }
+            c.metrics.enabled = on;
+            map.push(format!(
+                "--metrics_enable {on} -> metrics.enabled = {on} (/metrics on the admin listener)"
+            ));
+        }
+        if let Some(list) = &self.metrics_list {
+            c.metrics.list = list
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect();
+            for m in &c.metrics.list {
+                if !warden_shared::config::OVMS_METRICS.contains(&m.as_str()) {
+                    anyhow::bail!(
+                        "--metrics_list: {m:?} is not an OVMS metric (known: {})",
+                        warden_shared::config::OVMS_METRICS.join(", ")
+                    );
+                }
+            }
+            map.push(format!(
+                "--metrics_list {list} -> metrics.list = {:?}",
+                c.metrics.list
+            ));
+        }
+        // Model settings of the single model (--model_path).
+        if let Some(n) = self.nireq {
+            c.models.nireq = Some(n);
+            map.push(if n == 0 {
+                "--nireq 0 -> the default number of infer requests (as OVMS)".into()
+            } else {
+                format!("--nireq {n} -> {n} infer requests: inferences in flight per model version")
+            });
+        }
+        if let Some(s) = &self.shape {
+            c.models.shape = Some(s.clone());
+            map.push(format!(
+                "--shape {s} -> the model is reshaped to it before compiling"
+            ));
+        }
+        if let Some(l) = &self.layout {
+            c.models.layout = Some(l.clone());
+            map.push(format!(
+                "--layout {l} -> input layout (TENSOR:MODEL adds a transposition in the backend)"
+            ));
+        }
+        if let Some(b) = &self.batch_size {
+            let b = b.trim();
+            if b.eq_ignore_ascii_case("auto") {
+                anyhow::bail!(
+                    "--batch_size auto is refused: reloading the model for each request's batch is not supported; set a number, or --shape with -1 for the batch"
+                );
+            }
+            let n: u64 = b
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--batch_size {b:?} is not a number"))?;
+            // OVMS reads 0 as "as the model declares".
+            c.models.batch_size = (n > 0).then_some(n);
+            map.push(if self.shape.is_some() || c.models.shape.is_some() {
+                format!("--batch_size {n} -> NOT APPLIED: --shape is set (as in OVMS)")
+            } else {
+                format!("--batch_size {n} -> the batch dimension of every input is set to {n}")
+            });
+        }
+        if let Some(p) = &self.model_version_policy {
+            let policy = warden_shared::repository::VersionPolicy::from_json(p)
+                .map_err(|e| anyhow::anyhow!("--model_version_policy: {e}"))?;
+            c.models.model_version_policy = Some(policy);
+            map.push(format!("--model_version_policy {p} -> the versions served"));
+        }
+        if let Some(p) = &self.plugin_config {
+            map.push(format!(
+                "--plugin_config {p} -> OpenVINO properties of the model"
+            ));
+        }
+        if let Some(d) = &self.target_device {
+            map.push(format!(
+                "--target_device {d} -> OpenVINO device of the model"
+            ));
+        }
+        Ok(())
     }
 }

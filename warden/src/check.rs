@@ -3,26 +3,91 @@
 
 use std::fmt::Write as _;
 use warden_backend::integrity::Outcome;
-use warden_shared::config::{Config, ModelsSource, OPENVINO_DIR_ENV};
-use warden_shared::repository::{self, ModelSpec, VersionPolicy};
+use warden_shared::config::{AuthMode, ClientCertMode, Config, ModelsSource, OPENVINO_DIR_ENV};
+use warden_shared::repository::{self, ModelSpec};
 
 fn specs(config: &Config) -> anyhow::Result<Vec<ModelSpec>> {
     Ok(match config.models_source()? {
-        ModelsSource::Single { path, name } => vec![ModelSpec {
-            name: name.into(),
-            base_path: path.into(),
-            target_device: config.models.target_device.clone(),
-            nireq: None,
-            plugin_config: config.models.plugin_config.clone(),
-            version_policy: VersionPolicy::default(),
-            shape: Default::default(),
-        }],
+        ModelsSource::Single { path, name } => {
+            vec![ModelSpec::single(name, path, &config.models).map_err(anyhow::Error::msg)?]
+        }
         ModelsSource::OvmsConfig(p) => repository::read_ovms_config(p)?,
     })
 }
 
-/// Returns the report; an error means the configuration would not start.
-pub fn run(config: &Config) -> anyhow::Result<String> {
+fn client_certs(mode: ClientCertMode) -> &'static str {
+    match mode {
+        ClientCertMode::Off => "TLS (no client certificates)",
+        ClientCertMode::Optional => "TLS + mTLS optional",
+        ClientCertMode::Required => "TLS + mTLS required",
+    }
+}
+
+fn auth(mode: AuthMode) -> &'static str {
+    match mode {
+        AuthMode::Jwt => "JWT bearer token",
+        AuthMode::Mtls => "client certificate",
+        AuthMode::JwtOrMtls => "JWT or client certificate",
+        AuthMode::JwtAndMtls => "JWT and client certificate",
+    }
+}
+
+/// Every listener with its address, transport security and authentication.
+fn listeners(config: &Config) -> String {
+    let g = &config.gateway;
+    let l = &config.limits;
+    let mut out = String::from("listeners:\n");
+    out += &format!(
+        "  REST   https://{}:{}  {}, HTTP/1.1 + HTTP/2, auth: {}\n",
+        g.rest_bind(),
+        g.rest_port,
+        client_certs(config.tls.rest_client_cert),
+        auth(config.auth.rest_mode)
+    );
+    if g.grpc_port == 0 {
+        out += "  gRPC   off (grpc_port 0)\n";
+    } else {
+        out += &format!(
+            "  gRPC   {}:{}  {}, HTTP/2 ({} streams per connection, {}), auth: {}\n",
+            g.grpc_bind(),
+            g.grpc_port,
+            client_certs(config.tls.grpc_client_cert),
+            l.grpc_h2_streams(),
+            match l.grpc_max_concurrent_calls {
+                Some(n) => format!("at most {n} calls at once"),
+                None => "no bound on calls at once".into(),
+            },
+            auth(config.auth.grpc_mode)
+        );
+    }
+    if g.admin_port == 0 {
+        out += "  admin  off (admin_port 0): no metrics\n";
+    } else {
+        let metrics = if !config.metrics.enabled {
+            "metrics OFF".to_string()
+        } else if config.metrics.list.is_empty() {
+            "/metrics (OVMS default metrics)".to_string()
+        } else {
+            format!("/metrics ({})", config.metrics.list.join(", "))
+        };
+        out += &format!(
+            "  admin  http://{}:{}  plain HTTP, {}, auth: {}\n",
+            g.admin_bind_address,
+            g.admin_port,
+            metrics,
+            if g.admin_token.is_some() {
+                "bearer token (gateway.admin_token)"
+            } else {
+                "none (keep it on loopback)"
+            }
+        );
+    }
+    out
+}
+
+/// Returns the report; an error means the configuration would not start. `mapping`
+/// says what each OVMS flag given set.
+pub fn run(config: &Config, mapping: &[String]) -> anyhow::Result<String> {
     config.validate()?;
     let mut out = String::new();
     let g = &config.gateway;
@@ -43,11 +108,21 @@ pub fn run(config: &Config) -> anyhow::Result<String> {
     warden_gateway::tls::server_config(cert, key, &[b"h2"], grpc_mtls)?;
     let jwt = warden_gateway::auth::jwt::JwtAuthority::from_config(&config.auth)?;
     let policy = warden_gateway::load_policy(config)?;
-    writeln!(out, "listeners:")?;
+    out += &listeners(config);
+    writeln!(out, "OVMS flags and config.json settings in effect:")?;
+    if mapping.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    for line in mapping {
+        writeln!(out, "  {line}")?;
+    }
     writeln!(
         out,
-        "  REST  https://{}:{}  (TLS 1.3/1.2, HTTP/1.1 + HTTP/2)",
-        g.bind_address, g.rest_port
+        "repository: {}",
+        match config.models.file_system_poll_wait_seconds {
+            0 => "re-read on SIGHUP only".to_string(),
+            n => format!("polled every {n}s and on SIGHUP"),
+        }
     )?;
     writeln!(
         out,
@@ -191,6 +266,12 @@ pub fn run(config: &Config) -> anyhow::Result<String> {
     writeln!(out, "models:")?;
     let mut problems = 0;
     for spec in specs(config)? {
+        writeln!(
+            out,
+            "  {:<20} settings: {}",
+            spec.name,
+            spec.describe_settings()
+        )?;
         let versions = repository::list_versions(&spec.base_path);
         match versions {
             Err(e) => {

@@ -6,6 +6,7 @@ mod certs;
 mod check;
 mod health;
 mod models;
+mod ovms;
 mod sandbox_report;
 mod serve;
 mod token;
@@ -18,6 +19,7 @@ use warden_shared::config::LogFormat;
 #[command(
     name = "warden",
     version,
+    propagate_version = true,
     about = "A security-first model server for OpenVINO models"
 )]
 struct Cli {
@@ -88,9 +90,13 @@ impl std::io::Write for OneLineStderr {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// `--log_level` (OVMS) wins over `WARDEN_LOG`, which wins over `info`.
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    let filter = match level {
+        Some(l) => tracing_subscriber::EnvFilter::new(l),
+        None => tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| OneLineStderr)
@@ -108,6 +114,17 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() {
+    // OVMS flags Warden refuses are named with the reason, before clap would only say
+    // "unexpected argument".
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if matches!(
+        args.get(1).and_then(|a| a.to_str()),
+        Some("serve" | "gateway" | "backend" | "check")
+    ) && let Err(e) = ovms::refuse_unsupported(&args[2..])
+    {
+        eprintln!("warden: error: {e:#}");
+        std::process::exit(1);
+    }
     let cli = Cli::parse();
     let code = match run(cli.command) {
         Ok(code) => code,
@@ -123,20 +140,20 @@ fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Serve(a) => {
             let config = a.load()?;
-            init_logging(config.log.format);
+            init_logging(config.log.format, a.log_filter()?);
             // The children parse the same flags: everything after `serve`.
             let child_args = std::env::args_os().skip(2).collect();
             serve::run(&config, child_args)
         }
         Command::Gateway(a) => {
             let config = a.load()?;
-            init_logging(config.log.format);
+            init_logging(config.log.format, a.log_filter()?);
             warden_gateway::run(config)?;
             Ok(0)
         }
         Command::Backend(a) => {
             let config = a.load()?;
-            init_logging(config.log.format);
+            init_logging(config.log.format, a.log_filter()?);
             let options = warden_backend::BackendOptions {
                 insecure_allow_unenforced_sandbox: a.insecure_allow_unenforced_sandbox,
                 gateway_uid: None,
@@ -189,8 +206,8 @@ fn run(command: Command) -> anyhow::Result<i32> {
         }
         Command::Models { command } => models::run(&command),
         Command::Check(a) => {
-            let config = a.load()?;
-            let report = check::run(&config)?;
+            let (config, mapping) = a.load_with_mapping()?;
+            let report = check::run(&config, &mapping)?;
             print!("{report}");
             print!("{}", sandbox_report::describe(&config)?);
             println!("configuration OK");

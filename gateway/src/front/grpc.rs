@@ -66,7 +66,19 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<GrpcBody> {
-    let head = head(&state.config.limits, &req);
+    let mut head = head(&state.config.limits, &req);
+    // OVMS `--grpc_max_threads`: a bound on gRPC calls handled at once; past it a call
+    // is refused at once (as gRPC's own server does), and audited like any refusal.
+    let _slot = match &state.grpc_calls {
+        Some(sem) => match Arc::clone(sem).try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                head.op = Err(Refusal::Overloaded);
+                None
+            }
+        },
+        None => None,
+    };
     pipeline::serve(&state, &conn, head, req.into_body(), &Grpc)
         .await
         .response

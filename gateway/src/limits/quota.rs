@@ -16,7 +16,8 @@ fn units(bytes: usize) -> u32 {
 }
 
 pub struct Quotas {
-    global: Arc<Semaphore>,
+    /// None: no total quota (`quota_bytes = 0`, OVMS `--grpc_memory_quota 0`).
+    global: Option<Arc<Semaphore>>,
     global_units: u32,
     per_principal_units: u32,
     principals: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -35,7 +36,7 @@ impl Quotas {
     pub fn new(global_bytes: usize, per_principal_bytes: usize) -> Quotas {
         let global_units = units(global_bytes).min(Semaphore::MAX_PERMITS as u32);
         Quotas {
-            global: Arc::new(Semaphore::new(global_units as usize)),
+            global: (global_bytes > 0).then(|| Arc::new(Semaphore::new(global_units as usize))),
             global_units,
             per_principal_units: units(per_principal_bytes),
             principals: Mutex::new(HashMap::new()),
@@ -75,10 +76,15 @@ impl Quotas {
                 ),
                 None => None,
             };
-            let g = Arc::clone(&self.global)
-                .try_acquire_many_owned(want)
-                .map_err(|_| Scope::Total)?;
-            for (held, new) in [(&mut r.principal, p), (&mut r.global, Some(g))] {
+            let g = match &self.global {
+                Some(global) => Some(
+                    Arc::clone(global)
+                        .try_acquire_many_owned(want)
+                        .map_err(|_| Scope::Total)?,
+                ),
+                None => None,
+            };
+            for (held, new) in [(&mut r.principal, p), (&mut r.global, g)] {
                 match (held.as_mut(), new) {
                     (Some(h), Some(n)) => h.merge(n),
                     (None, Some(n)) => *held = Some(n),
@@ -92,7 +98,10 @@ impl Quotas {
 
     /// Percent of the global quota in use.
     pub fn usage_percent(&self) -> u8 {
-        let used = self.global_units as usize - self.global.available_permits();
+        let Some(global) = &self.global else {
+            return 0;
+        };
+        let used = self.global_units as usize - global.available_permits();
         (used * 100 / (self.global_units.max(1) as usize)) as u8
     }
 }
@@ -124,5 +133,19 @@ mod tests {
             q.grow(&mut c, 2 * 1024).is_ok(),
             "released bytes are available again"
         );
+    }
+
+    #[test]
+    fn a_zero_total_quota_is_off_and_the_principal_quota_still_holds() {
+        let q = Quotas::new(0, 4 * 1024);
+        let mut a = q.start(Some("a"));
+        assert!(
+            q.grow(&mut a, 4 * 1024).is_ok(),
+            "0 is no total quota (OVMS)"
+        );
+        assert_eq!(q.grow(&mut a, 1), Err(Scope::Principal));
+        let mut anon = q.start(None);
+        assert!(q.grow(&mut anon, 64 << 20).is_ok());
+        assert_eq!(q.usage_percent(), 0);
     }
 }
