@@ -717,9 +717,7 @@ async fn json_log_format_writes_one_object_per_event() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert!(
-        events
-            .iter()
-            .any(|e| e["message"] == "gateway privileges dropped"),
+        events.iter().any(|e| e["message"] == "gateway sandboxed"),
         "{text}"
     );
     let denied = events
