@@ -973,3 +973,45 @@ async fn clients_read_refusals_sent_before_their_upload_ends() {
         expect(&format!("tritonclient grpc {label}"), grpc);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_calls_at_once_are_bounded_like_ovms_grpc_max_threads() {
+    let (mut server, audit, _tmp) = start("pipeline-grpc-calls", "grpc_max_concurrent_calls = 1\n");
+    server.wait_ready().await;
+    let ca = server.certs.join("ca.pem");
+    let auth = format!("Bearer {}", server.good_token());
+    let (body, _) = infer_body(Front::Grpc, "addn", "", Body::Good);
+    // One call held in the frozen backend takes the only slot.
+    let pid = nix::unistd::Pid::from_raw(server.child_pid("backend") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let held = {
+        let (port, ca, auth, body) = (server.grpc_port, ca.clone(), auth.clone(), body.clone());
+        tokio::spawn(async move {
+            let mut c = H2::connect(port, &ca).await.unwrap();
+            c.grpc(
+                "ModelInfer",
+                &[("authorization", &auth), ("grpc-timeout", "3S")],
+                &body,
+            )
+            .await
+            .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut c = H2::connect(server.grpc_port, &ca).await.unwrap();
+    let r = c
+        .grpc("ModelInfer", &[("authorization", &auth)], &body)
+        .await
+        .unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(r.code, 8, "the second call at once: {r:?}");
+    let rec = audit_record(&audit, &header(&r.headers)).unwrap();
+    assert_eq!(rec["decision"], "rate_limited", "{rec}");
+    let _ = held.await.unwrap();
+    // The slot is free again.
+    let r = c
+        .grpc("ModelInfer", &[("authorization", &auth)], &body)
+        .await
+        .unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+}
