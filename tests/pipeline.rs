@@ -999,8 +999,13 @@ async fn grpc_calls_at_once_are_bounded_like_ovms_grpc_max_threads() {
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut c = H2::connect(server.grpc_port, &ca).await.unwrap();
+    // (Without the bound it would wait in the frozen backend: DEADLINE_EXCEEDED.)
     let r = c
-        .grpc("ModelInfer", &[("authorization", &auth)], &body)
+        .grpc(
+            "ModelInfer",
+            &[("authorization", &auth), ("grpc-timeout", "2S")],
+            &body,
+        )
         .await
         .unwrap();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
