@@ -184,8 +184,15 @@ certs_for() { # UID -> directory
   if [ ! -d "$d" ]; then
     mkdir -m 0755 "$d"
     cp "$WORK/certs"/{server.pem,server.key,jwt.pub.pem} "$d/"
-    chown "$1:$1" "$d"/*
-    chmod 0400 "$d"/*
+    if [ "$1" = 0 ]; then
+      # Started as root, warden runs its gateway as 5001, which re-reads the
+      # certificate and keys on rotation: readable by its group, as `certs-dev` makes them.
+      chown 0:5001 "$d"/*
+      chmod 0440 "$d"/*
+    else
+      chown "$1:$1" "$d"/*
+      chmod 0400 "$d"/*
+    fi
   fi
   echo "$d"
 }
