@@ -842,6 +842,17 @@ async fn a_principal_without_the_right_cannot_spend_a_models_rate() {
     }
 }
 
+/// A JSON infer body of `n` FP32 zeros, two bytes each on the wire.
+fn zeros_json(n: usize) -> Bytes {
+    let mut body = format!(r#"{{"inputs":[{{"name":"x","shape":[{n}],"datatype":"FP32","data":["#)
+        .into_bytes();
+    for i in 0..n {
+        body.extend_from_slice(if i + 1 == n { b"0" } else { b"0," });
+    }
+    body.extend_from_slice(b"]}]}");
+    Bytes::from(body)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn json_bodies_are_charged_for_what_they_decode_to() {
     // Every principal may hold 64 MiB, the server 128 MiB; the body cap is not the
@@ -858,13 +869,7 @@ async fn json_bodies_are_charged_for_what_they_decode_to() {
     // encoded for the socket. That is over the principal's quota although the wire
     // alone is far under it.
     let n = 12 * 1024 * 1024;
-    let mut body = format!(r#"{{"inputs":[{{"name":"x","shape":[{n}],"datatype":"FP32","data":["#)
-        .into_bytes();
-    for i in 0..n {
-        body.extend_from_slice(if i + 1 == n { b"0" } else { b"0," });
-    }
-    body.extend_from_slice(b"]}]}");
-    let body = Bytes::from(body);
+    let body = zeros_json(n);
     let ca = server.certs.join("ca.pem");
     let alice = format!("Bearer {}", server.token(claims("alice", 600)));
     let r = https_request(
@@ -887,13 +892,7 @@ async fn json_bodies_are_charged_for_what_they_decode_to() {
     // then refuses the shape (addn takes [1,4]), after the gateway decoded and sent it
     // within its quota.
     let half = n / 2;
-    let mut small =
-        format!(r#"{{"inputs":[{{"name":"x","shape":[{half}],"datatype":"FP32","data":["#)
-            .into_bytes();
-    for i in 0..half {
-        small.extend_from_slice(if i + 1 == half { b"0" } else { b"0," });
-    }
-    small.extend_from_slice(b"]}]}");
+    let small = zeros_json(half);
     let wire = small.len();
     let r = https_request(
         server.rest_port,
@@ -901,7 +900,7 @@ async fn json_bodies_are_charged_for_what_they_decode_to() {
         "POST",
         "/v2/models/addn/infer",
         &[("authorization", &alice)],
-        Bytes::from(small),
+        small,
     )
     .await
     .unwrap();
