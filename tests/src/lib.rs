@@ -481,6 +481,21 @@ pub fn client_config_with(
     Arc::new(cfg)
 }
 
+/// A TLS connection to `localhost:port` offering one ALPN protocol, trusting only `ca`.
+pub async fn tls_connect(
+    port: u16,
+    ca: &Path,
+    alpn: &[u8],
+    identity: Option<&ClientIdentity>,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .context("TCP connect")?;
+    let connector = tokio_rustls::TlsConnector::from(client_config_with(ca, &[alpn], identity));
+    let name = rustls_pki_types::ServerName::try_from("localhost")?;
+    connector.connect(name, tcp).await.context("TLS handshake")
+}
+
 /// One HTTP/1.1 request over TLS to `localhost:port`.
 pub async fn https_request(
     port: u16,
@@ -503,16 +518,7 @@ pub async fn https_request_as(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> anyhow::Result<Reply> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .context("TCP connect")?;
-    let connector =
-        tokio_rustls::TlsConnector::from(client_config_with(ca, &[b"http/1.1"], identity));
-    let name = rustls_pki_types::ServerName::try_from("localhost")?;
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .context("TLS handshake")?;
+    let tls = tls_connect(port, ca, b"http/1.1", identity).await?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
     tokio::spawn(conn);
@@ -662,16 +668,7 @@ impl H2 {
         ca: &Path,
         identity: Option<&ClientIdentity>,
     ) -> anyhow::Result<H2> {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .context("TCP connect")?;
-        let connector =
-            tokio_rustls::TlsConnector::from(client_config_with(ca, &[b"h2"], identity));
-        let name = rustls_pki_types::ServerName::try_from("localhost")?;
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .context("TLS handshake")?;
+        let tls = tls_connect(port, ca, b"h2", identity).await?;
         let (sender, conn) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
             hyper_util::rt::TokioIo::new(tls),
