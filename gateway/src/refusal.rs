@@ -280,22 +280,6 @@ impl Refusal {
     }
 }
 
-/// The HTTP status an audit record shows for a gRPC code, for answers that are not
-/// refusals (a successful gRPC call is 200).
-pub fn http_equivalent(code: Code) -> u16 {
-    match code {
-        Code::Ok => 200,
-        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => 400,
-        Code::Unauthenticated => 401,
-        Code::PermissionDenied => 403,
-        Code::NotFound => 404,
-        Code::ResourceExhausted => 429,
-        Code::Unavailable => 503,
-        Code::DeadlineExceeded => 504,
-        _ => 500,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
