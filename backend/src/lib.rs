@@ -17,6 +17,7 @@ use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
+use warden_shared::backend_proto::backend_gauges_server::BackendGaugesServer;
 use warden_shared::config::{Config, ModelsSource, OPENVINO_DIR_ENV};
 use warden_shared::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 use warden_shared::repository::ModelSpec;
@@ -236,7 +237,7 @@ async fn probe(
             let shapes: Vec<String> = inputs.iter().map(|i| format!("{:?}", i.shape)).collect();
             let outputs = (0..model.outputs.len()).collect();
             let result = match model.infer(inputs, outputs).await {
-                Ok(out) => format!("ok ({} outputs)", out.len()),
+                Ok((out, _)) => format!("ok ({} outputs)", out.len()),
                 Err(e) => {
                     failures += 1;
                     format!("FAILED: {e}")
@@ -325,6 +326,15 @@ async fn serve(
             }
         }
     });
+    // Set by `warden serve` on each backend it starts; absent when run alone.
+    let restarts = std::env::var(warden_shared::wire::BACKEND_RESTARTS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let gauges = BackendGaugesServer::new(service::Gauges {
+        registry: Arc::clone(&registry),
+        restarts,
+    });
     let service = GrpcInferenceServiceServer::new(service::Backend {
         registry,
         max_tensor_elements,
@@ -336,7 +346,9 @@ async fn serve(
         .initial_stream_window_size(warden_shared::wire::SOCKET_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(warden_shared::wire::SOCKET_CONNECTION_WINDOW_BYTES)
         .max_frame_size(warden_shared::wire::SOCKET_MAX_FRAME_BYTES)
-        .serve_with_incoming_shutdown(service, ReceiverStream::new(rx), shutdown_signal())
+        .add_service(service)
+        .add_service(gauges)
+        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown_signal())
         .await?;
     tracing::info!("backend stopped");
     Ok(())
