@@ -14,8 +14,7 @@ use warden_shared::config::{OVMS_DEFAULT_METRICS, OVMS_METRICS};
 use warden_shared::proto;
 use warden_tests::*;
 
-const ADD: &str =
-    r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1.5,0,0,0]}]}"#;
+const ADD: &str = r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1.5,0,0,0]}]}"#;
 const POLICY: &str = "[[rule]]\nname = \"users\"\nsubjects = [\"alice\"]\nmodels = [\"addn\"]\noperations = [\"infer\", \"metadata\", \"ready\"]\n";
 /// The version of `addn` served (its highest).
 const VERSION: &str = "2";
@@ -110,7 +109,9 @@ impl Scrape {
         };
         self.samples
             .iter()
-            .filter(|s| s.name == sample && s.labels.get("name").map(String::as_str) == Some("addn"))
+            .filter(|s| {
+                s.name == sample && s.labels.get("name").map(String::as_str) == Some("addn")
+            })
             .collect()
     }
 
@@ -189,7 +190,12 @@ async fn drive(server: &Server) -> Load {
         let (method, path) = (method.to_owned(), path.to_owned());
         async move {
             server
-                .request(&method, &path, &headers, Bytes::from_static(body.as_bytes()))
+                .request(
+                    &method,
+                    &path,
+                    &headers,
+                    Bytes::from_static(body.as_bytes()),
+                )
                 .await
                 .unwrap()
                 .status
@@ -204,7 +210,10 @@ async fn drive(server: &Server) -> Load {
         assert_eq!(rest(Some(&alice), "POST", infer, ADD).await, 200);
     }
     assert_eq!(rest(Some(&alice), "GET", "/v2/models/addn", "").await, 200);
-    assert_eq!(rest(Some(&alice), "GET", "/v2/models/addn/ready", "").await, 200);
+    assert_eq!(
+        rest(Some(&alice), "GET", "/v2/models/addn/ready", "").await,
+        200
+    );
     // Refusals: no credentials and an unknown model (no model to count them under),
     // then two on the model (forbidden, malformed).
     assert_eq!(rest(None, "POST", infer, ADD).await, 401);
@@ -225,10 +234,17 @@ async fn drive(server: &Server) -> Load {
         name: "addn".into(),
         version: String::new(),
     };
-    let r = grpc.grpc("ModelMetadata", &auth, &meta.encode_to_vec()).await.unwrap();
+    let r = grpc
+        .grpc("ModelMetadata", &auth, &meta.encode_to_vec())
+        .await
+        .unwrap();
     assert_eq!(r.code, 0, "{}", r.message);
     let r = grpc
-        .grpc("ModelInfer", &[("authorization", "Bearer junk")], &grpc_infer())
+        .grpc(
+            "ModelInfer",
+            &[("authorization", "Bearer junk")],
+            &grpc_infer(),
+        )
         .await
         .unwrap();
     assert_eq!(r.code, 16, "UNAUTHENTICATED");
@@ -238,7 +254,9 @@ async fn drive(server: &Server) -> Load {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.rest_port))
         .await
         .unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut [0u8; 64])).await;
     load
 }
@@ -284,7 +302,11 @@ async fn every_ovms_metric_and_every_dashboard_panel_after_a_little_traffic() {
     };
     for family in OVMS_METRICS {
         let series = m.of_model(family);
-        assert!(!series.is_empty(), "{family} has no series for addn: {:?}", m.samples);
+        assert!(
+            !series.is_empty(),
+            "{family} has no series for addn: {:?}",
+            m.samples
+        );
         for s in series {
             let got: BTreeSet<&str> = s.labels.keys().map(String::as_str).collect();
             let want = labels_of(family);
@@ -330,7 +352,11 @@ async fn every_ovms_metric_and_every_dashboard_panel_after_a_little_traffic() {
         "forbidden and malformed, on the model"
     );
     let total = |name: &str| -> f64 {
-        m.samples.iter().filter(|s| s.name == name).map(|s| s.value).sum()
+        m.samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .sum()
     };
     assert_eq!(
         total("ovms_requests_fail"),
@@ -341,7 +367,11 @@ async fn every_ovms_metric_and_every_dashboard_panel_after_a_little_traffic() {
         assert_eq!(
             m.value(
                 "ovms_request_time_us_count",
-                &[("interface", interface), ("name", "addn"), ("version", VERSION)]
+                &[
+                    ("interface", interface),
+                    ("name", "addn"),
+                    ("version", VERSION)
+                ]
             ),
             f64::from(n),
             "{interface}: one observation per successful inference"
@@ -362,8 +392,21 @@ async fn every_ovms_metric_and_every_dashboard_panel_after_a_little_traffic() {
     assert!(m.value("ovms_inference_time_us_sum", &model) > 0.0);
     assert!(
         m.value("ovms_inference_time_us_sum", &model)
-            < m.value("ovms_request_time_us_sum", &[("interface", "REST"), ("name", "addn"), ("version", VERSION)])
-                + m.value("ovms_request_time_us_sum", &[("interface", "gRPC"), ("name", "addn"), ("version", VERSION)]),
+            < m.value(
+                "ovms_request_time_us_sum",
+                &[
+                    ("interface", "REST"),
+                    ("name", "addn"),
+                    ("version", VERSION)
+                ]
+            ) + m.value(
+                "ovms_request_time_us_sum",
+                &[
+                    ("interface", "gRPC"),
+                    ("name", "addn"),
+                    ("version", VERSION)
+                ]
+            ),
         "inference is a part of each request's time"
     );
     assert!(m.value("ovms_streams", &model) >= 1.0);
@@ -378,17 +421,36 @@ async fn every_ovms_metric_and_every_dashboard_panel_after_a_little_traffic() {
             &[("api", "KServe"), ("interface", iface), ("decision", d)],
         )
     };
-    assert_eq!(decision("REST", "allowed"), f64::from(load.rest_infer) + 2.0);
-    assert_eq!(decision("gRPC", "allowed"), f64::from(load.grpc_infer) + 1.0);
-    assert_eq!(decision("REST", "denied"), 3.0, "no token, unknown model, mallory");
+    assert_eq!(
+        decision("REST", "allowed"),
+        f64::from(load.rest_infer) + 2.0
+    );
+    assert_eq!(
+        decision("gRPC", "allowed"),
+        f64::from(load.grpc_infer) + 1.0
+    );
+    assert_eq!(
+        decision("REST", "denied"),
+        3.0,
+        "no token, unknown model, mallory"
+    );
     assert_eq!(decision("REST", "invalid"), 1.0);
     assert_eq!(decision("gRPC", "denied"), 1.0);
     assert_eq!(
-        m.value("warden_auth_failures_total", &[("reason", "missing_credentials")]),
+        m.value(
+            "warden_auth_failures_total",
+            &[("reason", "missing_credentials")]
+        ),
         1.0
     );
-    assert_eq!(m.value("warden_authz_denied_total", &[("model", "addn")]), 1.0);
-    assert_eq!(m.value("warden_authz_denied_total", &[("model", "_unknown")]), 1.0);
+    assert_eq!(
+        m.value("warden_authz_denied_total", &[("model", "addn")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("warden_authz_denied_total", &[("model", "_unknown")]),
+        1.0
+    );
     assert_eq!(m.value("warden_backend_restarts_total", &[]), 0.0);
 
     // Every panel of the dashboard finds a series.
@@ -427,7 +489,10 @@ async fn the_default_set_and_a_metrics_list_select_exactly_as_ovms() {
     let m = scrape(&default).await;
     assert_eq!(
         m.ovms_families(),
-        OVMS_METRICS[..OVMS_DEFAULT_METRICS].iter().copied().collect(),
+        OVMS_METRICS[..OVMS_DEFAULT_METRICS]
+            .iter()
+            .copied()
+            .collect(),
         "OVMS's default set"
     );
     assert!(m.families.contains_key("warden_requests_total"));
@@ -438,7 +503,10 @@ async fn the_default_set_and_a_metrics_list_select_exactly_as_ovms() {
         .map(|s| format!("{}: {}", s.panel, s.selector))
         .collect();
     // Without the refusals of the full test, every panel still has a series (0s).
-    assert!(empty.is_empty(), "panels without data by default: {empty:#?}");
+    assert!(
+        empty.is_empty(),
+        "panels without data by default: {empty:#?}"
+    );
 
     let m = scrape(&listed).await;
     assert_eq!(
@@ -446,7 +514,10 @@ async fn the_default_set_and_a_metrics_list_select_exactly_as_ovms() {
         BTreeSet::from(["ovms_requests_success", "ovms_infer_req_queue_size"]),
         "exactly the listed OVMS metrics"
     );
-    assert!(m.families.contains_key("warden_requests_total"), "Warden's own stay");
+    assert!(
+        m.families.contains_key("warden_requests_total"),
+        "Warden's own stay"
+    );
     assert_eq!(m.of_model("ovms_requests_success").len(), 1);
     assert_eq!(m.of_model("ovms_infer_req_queue_size").len(), 1);
 }

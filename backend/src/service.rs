@@ -5,11 +5,11 @@ use crate::validate;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use warden_shared::backend_proto::backend_gauges_server::BackendGauges;
+use warden_shared::backend_proto::{GaugesRequest, GaugesResponse, gauges_response};
 use warden_shared::proto::grpc_inference_service_server::GrpcInferenceService;
 use warden_shared::proto::model_infer_response::InferOutputTensor;
 use warden_shared::proto::model_metadata_response::TensorMetadata;
-use warden_shared::backend_proto::backend_gauges_server::BackendGauges;
-use warden_shared::backend_proto::{GaugesRequest, GaugesResponse, gauges_response};
 use warden_shared::proto::*;
 use warden_shared::wire;
 

@@ -47,7 +47,10 @@ async fn refresh(state: &State) {
             .map(move |v| ([v.name.clone(), v.version.to_string()], i64::from(value(v))))
     };
     m.replace(metrics::STREAMS, series(|v| v.streams));
-    m.replace(metrics::INFER_REQ_QUEUE_SIZE, series(|v| v.infer_req_queue_size));
+    m.replace(
+        metrics::INFER_REQ_QUEUE_SIZE,
+        series(|v| v.infer_req_queue_size),
+    );
     m.replace(metrics::INFER_REQ_ACTIVE, series(|v| v.infer_req_active));
 }
 

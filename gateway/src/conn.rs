@@ -181,9 +181,7 @@ pub async fn accept_loop<F, S, B>(
         let slot = match conns.acquire(peer.ip(), &limits_cfg) {
             Ok(s) => s,
             Err(why) => {
-                state
-                    .metrics
-                    .inc(metrics::CONNECTIONS_REFUSED, [why]);
+                state.metrics.inc(metrics::CONNECTIONS_REFUSED, [why]);
                 tracing::debug!(%peer, why, "connection refused by limit");
                 continue;
             }
@@ -201,22 +199,16 @@ pub async fn accept_loop<F, S, B>(
             let _open = OpenConn(Arc::clone(&state));
             let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                 Ok(Ok(s)) => {
-                    state
-                        .metrics
-                        .inc(metrics::TLS_HANDSHAKES, ["ok"]);
+                    state.metrics.inc(metrics::TLS_HANDSHAKES, ["ok"]);
                     s
                 }
                 Ok(Err(e)) => {
-                    state
-                        .metrics
-                        .inc(metrics::TLS_HANDSHAKES, ["failed"]);
+                    state.metrics.inc(metrics::TLS_HANDSHAKES, ["failed"]);
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
-                    state
-                        .metrics
-                        .inc(metrics::TLS_HANDSHAKES, ["timeout"]);
+                    state.metrics.inc(metrics::TLS_HANDSHAKES, ["timeout"]);
                     tracing::debug!(%peer, "TLS handshake timed out");
                     return;
                 }
@@ -224,9 +216,7 @@ pub async fn accept_loop<F, S, B>(
             let info = conn_info(peer, &stream);
             let activity = Arc::clone(&info.activity);
             let service = make(info);
-            state
-                .metrics
-                .gauge_add(metrics::CONNECTIONS, [name], 1);
+            state.metrics.gauge_add(metrics::CONNECTIONS, [name], 1);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let mut shutdown = state.shutdown.subscribe();
@@ -276,9 +266,7 @@ pub async fn accept_loop<F, S, B>(
                     }
                 }
             }
-            state
-                .metrics
-                .gauge_add(metrics::CONNECTIONS, [name], -1);
+            state.metrics.gauge_add(metrics::CONNECTIONS, [name], -1);
         });
     }
 }

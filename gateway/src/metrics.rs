@@ -134,7 +134,7 @@ registry! {
         labels: ["interface", "name", "version"],
         set: OvmsDefault,
         help: "Processing time of requests to a model, in microseconds.",
-        meaning: "Gateway time of each successful inference, from its first byte to its answer rendered (TLS excluded).",
+        meaning: "Gateway time of each successful inference, from its request head to its answer rendered (TLS handshake excluded).",
     }
     INFERENCE_TIME: Histogram<2> {
         name: "ovms_inference_time_us",
@@ -460,8 +460,7 @@ impl Metrics {
                         for (b, c) in BUCKETS_US.iter().zip(&h.buckets) {
                             let _ = writeln!(out, "{name}_bucket{{{l}{sep}le=\"{b}\"}} {c}");
                         }
-                        let _ =
-                            writeln!(out, "{name}_bucket{{{l}{sep}le=\"+Inf\"}} {}", h.count);
+                        let _ = writeln!(out, "{name}_bucket{{{l}{sep}le=\"+Inf\"}} {}", h.count);
                         let _ = writeln!(out, "{name}_sum{} {}", series(l), h.sum);
                         let _ = writeln!(out, "{name}_count{} {}", series(l), h.count);
                     }
@@ -475,9 +474,8 @@ impl Metrics {
 /// The metrics table of `docs/metrics.md`, generated from [`FAMILIES`] (a test keeps
 /// the file equal to it).
 pub fn docs_table() -> String {
-    let mut out = String::from(
-        "| name | type | labels | exported | meaning |\n|---|---|---|---|---|\n",
-    );
+    let mut out =
+        String::from("| name | type | labels | exported | meaning |\n|---|---|---|---|---|\n");
     for f in FAMILIES {
         let set = match f.set {
             Set::OvmsDefault => "OVMS default set",
@@ -489,11 +487,15 @@ pub fn docs_table() -> String {
             "| `{}` | {} | {} | {set} | {} {} |",
             f.name,
             f.kind.as_str(),
-            f.labels
-                .iter()
-                .map(|l| format!("`{l}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            if f.labels.is_empty() {
+                "none".to_owned()
+            } else {
+                f.labels
+                    .iter()
+                    .map(|l| format!("`{l}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
             f.help,
             f.meaning
         );
@@ -537,10 +539,15 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("ovms_request_time_us_count{interface=\"REST\",name=\"m\",version=\"1\"} 1"),
+            text.contains(
+                "ovms_request_time_us_count{interface=\"REST\",name=\"m\",version=\"1\"} 1"
+            ),
             "{text}"
         );
-        m.inc(REQUESTS_SUCCESS, ["KServe", "REST", "ModelReady", "a\"b", ""]);
+        m.inc(
+            REQUESTS_SUCCESS,
+            ["KServe", "REST", "ModelReady", "a\"b", ""],
+        );
         let text = m.render(|_| true);
         assert!(
             text.contains(
@@ -556,17 +563,29 @@ mod tests {
         let m = Metrics::default();
         let a = m.track(CURRENT_REQUESTS, ["m", "1"]);
         let b = m.track(CURRENT_REQUESTS, ["m", "1"]);
-        assert!(m.render(|_| true).contains("ovms_current_requests{name=\"m\",version=\"1\"} 2"));
+        assert!(
+            m.render(|_| true)
+                .contains("ovms_current_requests{name=\"m\",version=\"1\"} 2")
+        );
         drop((a, b));
-        assert!(m.render(|_| true).contains("ovms_current_requests{name=\"m\",version=\"1\"} 0"));
+        assert!(
+            m.render(|_| true)
+                .contains("ovms_current_requests{name=\"m\",version=\"1\"} 0")
+        );
         m.replace(STREAMS, [(["m".to_string(), "1".to_string()], 4)]);
         m.replace(STREAMS, [(["m".to_string(), "2".to_string()], 2)]);
         let text = m.render(|_| true);
-        assert!(text.contains("ovms_streams{name=\"m\",version=\"2\"} 2"), "{text}");
+        assert!(
+            text.contains("ovms_streams{name=\"m\",version=\"2\"} 2"),
+            "{text}"
+        );
         assert!(!text.contains("version=\"1\"} 4"), "{text}");
         m.raise_to(BACKEND_RESTARTS, [], 3);
         m.raise_to(BACKEND_RESTARTS, [], 1);
-        assert!(m.render(|_| true).contains("warden_backend_restarts_total 3"));
+        assert!(
+            m.render(|_| true)
+                .contains("warden_backend_restarts_total 3")
+        );
     }
 
     #[test]
@@ -574,7 +593,12 @@ mod tests {
         let mut seen = BTreeSet::new();
         for f in FAMILIES {
             assert!(seen.insert(f.name), "{} declared twice", f.name);
-            assert_eq!(f.name.starts_with("ovms_"), f.set != Set::Warden, "{}", f.name);
+            assert_eq!(
+                f.name.starts_with("ovms_"),
+                f.set != Set::Warden,
+                "{}",
+                f.name
+            );
             assert_eq!(
                 f.kind == Kind::Counter && f.set == Set::Warden,
                 f.name.ends_with("_total"),
@@ -596,8 +620,14 @@ mod tests {
                 .map(|f| f.name)
                 .collect()
         };
-        let default: BTreeSet<&str> = OVMS_METRICS[..OVMS_DEFAULT_METRICS].iter().copied().collect();
-        let optional: BTreeSet<&str> = OVMS_METRICS[OVMS_DEFAULT_METRICS..].iter().copied().collect();
+        let default: BTreeSet<&str> = OVMS_METRICS[..OVMS_DEFAULT_METRICS]
+            .iter()
+            .copied()
+            .collect();
+        let optional: BTreeSet<&str> = OVMS_METRICS[OVMS_DEFAULT_METRICS..]
+            .iter()
+            .copied()
+            .collect();
         assert_eq!(default, ovms(Set::OvmsDefault));
         assert_eq!(optional, ovms(Set::OvmsOptional));
     }
@@ -679,7 +709,11 @@ mod tests {
                     .iter()
                     .find(|f| f.name == n)
                     .unwrap_or_else(|| panic!("dashboard queries {n}, not in the registry: {e}"));
-                assert_ne!(f.set, Set::OvmsOptional, "{n} is not exported by default: {e}");
+                assert_ne!(
+                    f.set,
+                    Set::OvmsOptional,
+                    "{n} is not exported by default: {e}"
+                );
                 used.insert(n);
             }
         }
@@ -689,8 +723,13 @@ mod tests {
     #[test]
     fn names_in_expressions_are_found() {
         assert_eq!(
-            names_in("histogram_quantile(0.5, sum by (le) (rate(ovms_request_time_us_bucket{name=~\"$model\"}[5m]))) / warden_connections"),
-            vec!["ovms_request_time_us".to_string(), "warden_connections".to_string()]
+            names_in(
+                "histogram_quantile(0.5, sum by (le) (rate(ovms_request_time_us_bucket{name=~\"$model\"}[5m]))) / warden_connections"
+            ),
+            vec![
+                "ovms_request_time_us".to_string(),
+                "warden_connections".to_string()
+            ]
         );
     }
 }

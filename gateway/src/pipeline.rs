@@ -25,11 +25,11 @@
 use crate::audit::Record;
 use crate::auth::{self, Principal};
 use crate::authz::Operation;
+use crate::backend_client::Timing;
 use crate::backend_client::backend_request;
 use crate::catalog::Lookup;
 use crate::limits::quota::Reservation;
 use crate::metrics::{self, Tracked};
-use crate::backend_client::Timing;
 use crate::peer::ConnInfo;
 use crate::refusal::{Decision, Refusal};
 use crate::state::State;
@@ -739,8 +739,16 @@ impl State {
             );
         }
         if let Some(t) = call.timing {
-            m.observe(metrics::INFERENCE_TIME, [model, version], t.inference_us as f64);
-            m.observe(metrics::WAIT_FOR_INFER_REQ_TIME, [model, version], t.wait_us as f64);
+            m.observe(
+                metrics::INFERENCE_TIME,
+                [model, version],
+                t.inference_us as f64,
+            );
+            m.observe(
+                metrics::WAIT_FOR_INFER_REQ_TIME,
+                [model, version],
+                t.wait_us as f64,
+            );
         }
     }
 

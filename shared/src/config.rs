@@ -151,7 +151,8 @@ impl MetricsConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         for m in &self.list {
-            check_ovms_metric(m).map_err(|why| ConfigError::Invalid(format!("metrics.list: {why}")))?;
+            check_ovms_metric(m)
+                .map_err(|why| ConfigError::Invalid(format!("metrics.list: {why}")))?;
         }
         Ok(())
     }
@@ -991,6 +992,46 @@ pub enum ModelsSource<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_list_selects_as_ovms_and_names_what_it_refuses() {
+        let default = MetricsConfig::default();
+        assert!(
+            default.exports("ovms_current_requests"),
+            "in OVMS's default set"
+        );
+        assert!(
+            !default.exports("ovms_infer_req_active"),
+            "optional in OVMS"
+        );
+        assert!(default.exports("warden_requests_total"));
+        let listed = MetricsConfig {
+            enabled: true,
+            list: vec!["ovms_infer_req_active".into()],
+        };
+        assert!(listed.exports("ovms_infer_req_active"));
+        assert!(
+            !listed.exports("ovms_requests_success"),
+            "only what is listed"
+        );
+        assert!(listed.exports("warden_requests_total"));
+        let off = MetricsConfig {
+            enabled: false,
+            list: Vec::new(),
+        };
+        assert!(!off.exports("warden_requests_total"));
+        assert!(check_ovms_metric("ovms_streams").is_ok());
+        assert!(
+            check_ovms_metric("ovms_bogus")
+                .unwrap_err()
+                .contains("\"ovms_bogus\" is not")
+        );
+        assert!(
+            check_ovms_metric("ovms_current_graphs")
+                .unwrap_err()
+                .contains("MediaPipe")
+        );
+    }
 
     #[test]
     fn unknown_keys_are_refused() {
