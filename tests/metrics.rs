@@ -185,22 +185,22 @@ struct Load {
 async fn drive(server: &Server) -> Load {
     let alice = bearer(&server.token(claims("alice", 600)));
     let mallory = bearer(&server.token(claims("mallory", 600)));
-    let rest = |auth: Option<&str>, method: &str, path: &str, body: &'static str| {
-        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", *a)).collect();
-        let (method, path) = (method.to_owned(), path.to_owned());
-        async move {
-            server
-                .request(
-                    &method,
-                    &path,
-                    &headers,
-                    Bytes::from_static(body.as_bytes()),
-                )
-                .await
-                .unwrap()
-                .status
-        }
-    };
+    let rest =
+        |auth: Option<&str>, method: &'static str, path: &'static str, body: &'static str| {
+            let headers: Vec<(&'static str, String)> = auth
+                .iter()
+                .map(|a| ("authorization", a.to_string()))
+                .collect();
+            async move {
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                server
+                    .request(method, path, &headers, Bytes::from_static(body.as_bytes()))
+                    .await
+                    .unwrap()
+                    .status
+            }
+        };
     let infer = "/v2/models/addn/infer";
     let load = Load {
         rest_infer: 5,
@@ -474,6 +474,12 @@ async fn the_default_set_and_a_metrics_list_select_exactly_as_ovms() {
     default.wait_ready().await;
     listed.wait_ready().await;
     for server in [&default, &listed] {
+        // One refusal, so the refusal panels have a series too.
+        let r = server
+            .request("GET", "/v2/models/addn", &[], Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 401);
         let auth = bearer(&server.good_token());
         let r = server
             .request(
@@ -502,7 +508,7 @@ async fn the_default_set_and_a_metrics_list_select_exactly_as_ovms() {
         .filter(|s| s.series == 0)
         .map(|s| format!("{}: {}", s.panel, s.selector))
         .collect();
-    // Without the refusals of the full test, every panel still has a series (0s).
+    // After one success and one refusal, every panel has a series (0s for the rest).
     assert!(
         empty.is_empty(),
         "panels without data by default: {empty:#?}"
@@ -518,7 +524,19 @@ async fn the_default_set_and_a_metrics_list_select_exactly_as_ovms() {
         m.families.contains_key("warden_requests_total"),
         "Warden's own stay"
     );
-    assert_eq!(m.of_model("ovms_requests_success").len(), 1);
+    assert_eq!(
+        m.value(
+            "ovms_requests_success",
+            &[
+                ("api", "KServe"),
+                ("interface", "REST"),
+                ("method", "ModelInfer"),
+                ("name", "addn"),
+                ("version", VERSION)
+            ]
+        ),
+        1.0
+    );
     assert_eq!(m.of_model("ovms_infer_req_queue_size").len(), 1);
 }
 

@@ -21,7 +21,7 @@ const BACKEND_GAUGES_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Brings the gauges read at scrape time up to date: the audit log's health, the
 /// quota in use, and what only the backend sees (streams, the infer request pool,
-/// its restarts).
+/// its restarts); the request series of every version it serves start at 0.
 async fn refresh(state: &State) {
     let m = &state.metrics;
     m.add(metrics::AUDIT_WRITE_FAILURES, [], 0);
@@ -40,6 +40,9 @@ async fn refresh(state: &State) {
         return;
     };
     let g = answer.into_inner();
+    for v in &g.versions {
+        state.zero_model_series(&v.name, &v.version.to_string());
+    }
     m.raise_to(metrics::BACKEND_RESTARTS, [], g.restarts);
     let series = |value: fn(&gauges_response::ModelVersion) -> u32| {
         g.versions

@@ -689,6 +689,22 @@ impl State {
         Ok(Answer::Ready(ready))
     }
 
+    /// Creates, at 0, the request series of a served model version, as OVMS does when
+    /// it loads one: a dashboard shows 0 rather than nothing until a call comes.
+    pub fn zero_model_series(&self, model: &str, version: &str) {
+        let m = &self.metrics;
+        for op in [Op::ModelMetadata, Op::ModelReady, Op::ModelInfer] {
+            let v = if op == Op::ModelReady { "" } else { version };
+            for listener in [Listener::Rest, Listener::Grpc] {
+                for requests in [metrics::REQUESTS_SUCCESS, metrics::REQUESTS_FAIL] {
+                    let labels = [op.api(), listener.interface(), op.method(), model, v];
+                    m.add(requests, labels, 0);
+                }
+            }
+        }
+        m.gauge_add(metrics::CURRENT_REQUESTS, [model, version], 0);
+    }
+
     /// Step 8, metrics. OVMS's request metrics count calls on a model the repository
     /// has, labelled as OVMS labels them; every call counts in `warden_requests_total`.
     fn count(

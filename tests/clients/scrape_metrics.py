@@ -26,17 +26,23 @@ MATCHER = re.compile(r'([A-Za-z_]\w*)\s*(=~|!~|!=|=)\s*"((?:\\.|[^"\\])*)"')
 
 
 def families_and_samples(text: str):
-    families, samples = {}, []
-    for fam in text_string_to_metric_families(text):
-        families[fam.name] = fam.type
-        for s in fam.samples:
-            samples.append({"name": s.name, "labels": dict(s.labels), "value": s.value})
-    # prometheus_client drops `_total` from a counter family's name; keep the text's.
+    """Families and samples as Prometheus stores them. prometheus_client follows
+    OpenMetrics and reports a counter `x` as family `x` with samples `x_total`; the
+    series Prometheus scrapes from the text format keep the name the text wrote."""
+    typed = {}
     for line in text.splitlines():
         m = re.match(r"# TYPE (\S+) (\S+)", line)
         if m:
-            families.pop(m.group(1).removesuffix("_total"), None)
-            families[m.group(1)] = m.group(2)
+            typed[m.group(1)] = m.group(2)
+    families, samples = {}, []
+    for fam in text_string_to_metric_families(text):
+        written = fam.name if fam.name in typed else fam.name + "_total"
+        families[written] = typed[written]
+        for s in fam.samples:
+            name = s.name
+            if fam.type == "counter" and not written.endswith("_total") and name == written + "_total":
+                name = written
+            samples.append({"name": name, "labels": dict(s.labels), "value": s.value})
     return families, samples
 
 
