@@ -143,6 +143,12 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         );
     }
 
+    // Set by `warden serve` on each backend it starts; absent when run alone. Read now:
+    // the sandbox clears the environment.
+    let restarts: u64 = std::env::var(warden_shared::wire::BACKEND_RESTARTS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let socket_path = config.socket_path();
     let mut listener = None;
     // INVARIANT: no thread exists yet and no model byte has been read.
@@ -190,6 +196,7 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         runtime_dir,
         integrity,
         gateway_uid,
+        restarts,
     ))
 }
 
@@ -278,6 +285,7 @@ async fn serve(
     runtime_dir: PathBuf,
     integrity: integrity::Integrity,
     gateway_uid: u32,
+    restarts: u64,
 ) -> anyhow::Result<()> {
     let max_tensor_elements = config.limits.max_tensor_elements;
     let max_queued_inferences = config.limits.max_queued_inferences;
@@ -326,11 +334,6 @@ async fn serve(
             }
         }
     });
-    // Set by `warden serve` on each backend it starts; absent when run alone.
-    let restarts = std::env::var(warden_shared::wire::BACKEND_RESTARTS_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
     let gauges = BackendGaugesServer::new(service::Gauges {
         registry: Arc::clone(&registry),
         restarts,
@@ -341,7 +344,7 @@ async fn serve(
     })
     .max_decoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES)
     .max_encoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES);
-    tracing::info!("backend serving");
+    tracing::info!(restarts, "backend serving");
     tonic::transport::Server::builder()
         .initial_stream_window_size(warden_shared::wire::SOCKET_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(warden_shared::wire::SOCKET_CONNECTION_WINDOW_BYTES)
