@@ -247,8 +247,8 @@ impl GrpcInferenceService for Backend {
             });
             response.raw_output_contents.push(out.data);
         }
-        // The gateway turns these into OVMS's two backend histograms; it strips every
-        // `x-warden-` field before anything reaches a client.
+        // The gateway turns these into OVMS's two backend histograms; it renders its
+        // answers from the message alone, so no backend metadata reaches a client.
         let mut response = Response::new(response);
         let md = response.metadata_mut();
         md.insert(wire::WAIT_US_HEADER, timing.wait_us.into());
