@@ -85,11 +85,17 @@ pub fn prepare_socket_dir(config: &Config) -> anyhow::Result<()> {
 /// `GLIBC_TUNABLES` in the environment is left as it is.
 pub const GATEWAY_MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=1048576";
 
-fn spawn(role: &str, args: &[OsString], pipe_stderr: bool) -> anyhow::Result<Child> {
+fn spawn(
+    role: &str,
+    args: &[OsString],
+    pipe_stderr: bool,
+    env: &[(&str, String)],
+) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("cannot find the warden executable")?;
     let mut cmd = Command::new(exe);
     cmd.arg(role)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if role == "gateway" && std::env::var_os("GLIBC_TUNABLES").is_none() {
@@ -196,8 +202,11 @@ async fn supervise(args: Vec<OsString>) -> anyhow::Result<i32> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut backend = spawn("backend", &args, true)?;
-    let mut gateway = spawn("gateway", &args, false)?;
+    // The backend reports how often it was restarted (`warden_backend_restarts_total`).
+    let mut restarts: u64 = 0;
+    let restarts_env = |n: u64| [(warden_shared::wire::BACKEND_RESTARTS_ENV, n.to_string())];
+    let mut backend = spawn("backend", &args, true, &restarts_env(restarts))?;
+    let mut gateway = spawn("gateway", &args, false, &[])?;
     let mut backend_started = Instant::now();
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -213,7 +222,8 @@ async fn supervise(args: Vec<OsString>) -> anyhow::Result<i32> {
                     _ = int.recv() => { stop(&mut gateway).await; return Ok(0); }
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                backend = spawn("backend", &args, true)?;
+                restarts += 1;
+                backend = spawn("backend", &args, true, &restarts_env(restarts))?;
                 backend_started = Instant::now();
             }
             status = gateway.wait() => {
