@@ -22,7 +22,9 @@ pub mod privilege;
 pub mod refusal;
 pub mod reload;
 pub mod state;
+pub mod stats;
 pub mod tls;
+pub mod triton;
 
 pub use authz::{issuer_names, load_policy};
 use tls::{GRPC_ALPN, REST_ALPN};

@@ -34,6 +34,8 @@ pub struct State {
     pub quotas: Quotas,
     pub audit: AuditLog,
     pub metrics: Metrics,
+    /// Per-model inference statistics (Triton's statistics extension).
+    pub stats: crate::stats::Stats,
     /// Calls started and not yet dropped, for a graceful stop and the
     /// `ovms_current_requests` gauge. Counted by a guard, so a call whose client went
     /// away mid-request is still counted out.
@@ -85,6 +87,7 @@ impl State {
             grpc_calls,
             audit,
             metrics: Metrics::default(),
+            stats: Default::default(),
             in_flight: Default::default(),
             draining: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),

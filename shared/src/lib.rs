@@ -17,6 +17,12 @@ pub mod proto {
     tonic::include_proto!("inference");
 }
 
+/// gRPC's standard health checking messages (`grpc.health.v1`).
+#[allow(clippy::all, missing_docs)]
+pub mod health_proto {
+    tonic::include_proto!("grpc.health.v1");
+}
+
 /// Warden's version, reported in server metadata.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The server name reported in server metadata.

@@ -8,9 +8,11 @@
 //! charged to the caller's quota. No client metadata crosses the socket: the backend
 //! gets a fresh request carrying only what the gateway verified.
 
-use crate::front::{protoscan, tensor};
+use crate::front::{protoscan, tensor, triton};
 use crate::peer::ConnInfo;
-use crate::pipeline::{self, Answer, Charge, Codec, Head, Listener, Op, Rendered, Target};
+use crate::pipeline::{
+    self, Answer, Charge, Codec, Head, HealthUpdates, Listener, Op, Rendered, Serving, Target,
+};
 use crate::refusal::Refusal;
 use crate::state::State;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -26,14 +28,18 @@ use warden_shared::proto;
 
 /// The service's path prefix.
 pub const SERVICE: &str = "/inference.GRPCInferenceService/";
+/// gRPC's standard health service's path prefix.
+pub const HEALTH_SERVICE: &str = "/grpc.health.v1.Health/";
 /// Most bytes of a request message that names a model but carries no tensor.
 pub const SMALL_MESSAGE_BYTES: usize = 16 << 10;
 /// Server extensions advertised in server metadata.
 pub const EXTENSIONS: &[&str] = crate::front::rest::EXTENSIONS;
 
-/// A unary gRPC response body: at most one message, then trailers.
+/// A gRPC response body: at most one message, then (for a health Watch) a message
+/// per status change, then trailers.
 pub struct GrpcBody {
     data: Option<Bytes>,
+    updates: Option<HealthUpdates>,
     trailers: Option<HeaderMap>,
 }
 
@@ -43,10 +49,19 @@ impl http_body::Body for GrpcBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         if let Some(d) = self.data.take() {
             return Poll::Ready(Some(Ok(http_body::Frame::data(d))));
+        }
+        if let Some(updates) = self.updates.as_mut() {
+            match updates.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(s)) => {
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(frame(&health(s))))));
+                }
+                Poll::Ready(None) => self.updates = None,
+            }
         }
         Poll::Ready(
             self.trailers
@@ -56,8 +71,31 @@ impl http_body::Body for GrpcBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.trailers.is_none()
+        self.data.is_none() && self.updates.is_none() && self.trailers.is_none()
     }
+}
+
+/// A health status as `grpc.health.v1` sends it.
+fn health(s: Serving) -> warden_shared::health_proto::HealthCheckResponse {
+    use warden_shared::health_proto::health_check_response::ServingStatus;
+    warden_shared::health_proto::HealthCheckResponse {
+        status: match s {
+            Serving::Serving => ServingStatus::Serving,
+            Serving::NotServing => ServingStatus::NotServing,
+        }
+        .into(),
+    }
+}
+
+/// One length-prefixed, uncompressed message.
+fn frame<M: Message>(message: &M) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+    // Encoding into a buffer of the exact size cannot fail.
+    let _ = message.encode(&mut buf);
+    buf.freeze()
 }
 
 /// Handles one gRPC call. Never fails: every error is a gRPC status.
@@ -85,6 +123,19 @@ pub async fn handle(
 }
 
 fn method(path: &str) -> Result<Op, Refusal> {
+    if let Some(m) = path.strip_prefix(HEALTH_SERVICE) {
+        return match m {
+            "Check" => Ok(Op::Health {
+                watch: false,
+                model: false,
+            }),
+            "Watch" => Ok(Op::Health {
+                watch: true,
+                model: false,
+            }),
+            _ => Err(Refusal::NoRoute),
+        };
+    }
     match path.strip_prefix(SERVICE) {
         Some("ServerLive") => Ok(Op::ServerLive),
         Some("ServerReady") => Ok(Op::ServerReady),
@@ -92,6 +143,12 @@ fn method(path: &str) -> Result<Op, Refusal> {
         Some("ModelMetadata") => Ok(Op::ModelMetadata),
         Some("ModelReady") => Ok(Op::ModelReady),
         Some("ModelInfer") => Ok(Op::ModelInfer),
+        Some("ModelConfig") => Ok(Op::ModelConfig),
+        Some("ModelStatistics") => Ok(Op::ModelStats),
+        Some("RepositoryIndex") => Ok(Op::RepositoryIndex),
+        Some("RepositoryModelLoad") => Ok(Op::RepositoryLoad),
+        Some("RepositoryModelUnload") => Ok(Op::RepositoryUnload),
+        Some("LogSettings") => Ok(Op::LogSettings),
         _ => Err(Refusal::NoRoute),
     }
 }
@@ -171,16 +228,22 @@ fn grpc_headers(h: &mut HeaderMap) {
 }
 
 fn ok<M: Message>(id: &str, message: &M) -> Rendered<Response<GrpcBody>> {
-    let len = message.encoded_len();
-    let mut buf = BytesMut::with_capacity(5 + len);
-    buf.put_u8(0);
-    buf.put_u32(len as u32);
-    // Encoding into a buffer of the exact size cannot fail.
-    let _ = message.encode(&mut buf);
+    streaming(id, message, None)
+}
+
+/// A first message, then (a health Watch) the messages of each change.
+fn streaming<M: Message>(
+    id: &str,
+    message: &M,
+    updates: Option<HealthUpdates>,
+) -> Rendered<Response<GrpcBody>> {
+    let data = frame(message);
+    let len = data.len() - 5;
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
     let mut resp = Response::new(GrpcBody {
-        data: Some(buf.freeze()),
+        data: Some(data),
+        updates,
         trailers: Some(trailers),
     });
     grpc_headers(resp.headers_mut());
@@ -200,7 +263,7 @@ impl Codec for Grpc {
     type Response = Response<GrpcBody>;
 
     fn has_body(&self, op: Op) -> bool {
-        !op.is_health()
+        !matches!(op, Op::ServerLive | Op::ServerReady)
     }
 
     fn body_cap(&self, limits: &LimitsConfig, op: Op) -> usize {
@@ -235,12 +298,32 @@ impl Codec for Grpc {
         Ok(body.slice(5..))
     }
 
-    fn target(&self, _: Op, message: &[u8]) -> Result<Target, Refusal> {
-        let (model, version) = protoscan::target(message).map_err(Refusal::Malformed)?;
-        Ok(Target {
-            model: model.to_owned(),
-            version: version.to_owned(),
-        })
+    fn target(&self, op: Op, message: &[u8]) -> Result<Target, Refusal> {
+        match op {
+            Op::Health { .. } => {
+                let m = warden_shared::health_proto::HealthCheckRequest::decode(message)
+                    .map_err(|e| Refusal::Malformed(format!("invalid HealthCheckRequest: {e}")))?;
+                Ok(Target {
+                    model: m.service,
+                    version: String::new(),
+                })
+            }
+            Op::RepositoryLoad | Op::RepositoryUnload => Ok(Target {
+                model: triton::grpc_load_target(message)?,
+                version: String::new(),
+            }),
+            _ => {
+                let (model, version) = protoscan::target(message).map_err(Refusal::Malformed)?;
+                Ok(Target {
+                    model: model.to_owned(),
+                    version: version.to_owned(),
+                })
+            }
+        }
+    }
+
+    fn options(&self, op: Op, message: &[u8]) -> Result<pipeline::Options, Refusal> {
+        triton::grpc_options(op, message)
     }
 
     fn decode_infer(
@@ -278,6 +361,12 @@ impl Codec for Grpc {
             Answer::ModelMetadata(m) => ok(id, &m),
             Answer::ModelReady { ready, .. } => ok(id, &proto::ModelReadyResponse { ready }),
             Answer::Infer(resp, ()) => ok(id, &resp),
+            Answer::ModelConfig(c) => ok(id, &proto::ModelConfigResponse { config: Some(c) }),
+            Answer::ModelStats(s) => ok(id, &triton::stats_message(&s)),
+            Answer::RepositoryIndex(i) => ok(id, &i),
+            Answer::LogSettings(l) => ok(id, &triton::log_message(&l)),
+            Answer::Health(s) => ok(id, &health(s)),
+            Answer::HealthWatch(s, updates) => streaming(id, &health(s), Some(updates)),
         })
     }
 
@@ -286,6 +375,7 @@ impl Codec for Grpc {
         let code = refusal.grpc_code();
         let mut resp = Response::new(GrpcBody {
             data: None,
+            updates: None,
             trailers: None,
         });
         *resp.status_mut() = StatusCode::OK;
@@ -329,7 +419,18 @@ mod tests {
         );
         assert_eq!(
             method("/grpc.health.v1.Health/Check"),
+            Ok(Op::Health {
+                watch: false,
+                model: false
+            })
+        );
+        assert_eq!(
+            method("/grpc.health.v1.Health/List"),
             Err(Refusal::NoRoute)
+        );
+        assert_eq!(
+            method("/inference.GRPCInferenceService/ModelStatistics"),
+            Ok(Op::ModelStats)
         );
         assert_eq!(parse_timeout("100m"), Some(Duration::from_millis(100)));
         assert_eq!(parse_timeout("2S"), Some(Duration::from_secs(2)));

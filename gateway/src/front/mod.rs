@@ -7,3 +7,4 @@ pub mod json;
 pub mod protoscan;
 pub mod rest;
 pub mod tensor;
+pub mod triton;
