@@ -95,6 +95,8 @@ pub enum Op {
     /// `grpc.health.v1.Health` Check or Watch; `model` once the service name read
     /// from the message names a model rather than the server.
     Health { watch: bool, model: bool },
+    /// gRPC server reflection: a bidirectional stream the front answers.
+    Reflection,
 }
 
 /// What a call must be authorized for, beyond authentication.
@@ -131,13 +133,16 @@ impl Op {
             Op::LogSettings => "LogSettings",
             Op::Health { watch: false, .. } => "Check",
             Op::Health { watch: true, .. } => "Watch",
+            Op::Reflection => "ServerReflectionInfo",
         }
     }
 
     /// What the call must be authorized for.
     pub fn scope(self) -> Scope {
         match self {
-            Op::ServerLive | Op::ServerReady | Op::ServerMetadata => Scope::Server,
+            Op::ServerLive | Op::ServerReady | Op::ServerMetadata | Op::Reflection => {
+                Scope::Server
+            }
             Op::Health { model: false, .. } => Scope::Server,
             Op::ModelMetadata => Scope::Model(Operation::Metadata),
             Op::ModelReady | Op::Health { model: true, .. } => Scope::Model(Operation::Ready),
@@ -286,6 +291,16 @@ pub enum Answer<S> {
     Health(Serving),
     /// The status now, then its changes.
     HealthWatch(Serving, HealthUpdates),
+    /// A stream whose request messages the front answers as they arrive.
+    Stream(Stream),
+}
+
+/// The still-open request body of a bidirectional stream (gRPC reflection), and how
+/// long the front may keep answering it.
+#[derive(Debug)]
+pub struct Stream {
+    pub body: Incoming,
+    pub deadline: Duration,
 }
 
 /// A rendered answer and what the audit record says of it.
@@ -392,6 +407,11 @@ impl Body {
             declared,
             early: None,
         }
+    }
+
+    /// The body itself, unread, for a front that answers it as it streams.
+    fn take(&mut self) -> Option<Incoming> {
+        self.inner.take()
     }
 
     /// Whether the client may still be sending it.
@@ -662,10 +682,16 @@ async fn steps<C: Codec>(
     codec: &C,
 ) -> Result<Answer<C::Shape>, Refusal> {
     let op = head.op.clone()?;
-    let principal = state.authenticate(call, head.token.as_deref())?;
-    call.reservation = state.quotas.start(Some(&principal.display_name()));
-    let principal = call.principal.insert(principal);
-    state.admit_principal(principal)?;
+    if op == Op::Reflection && state.config.reflection.unauthenticated {
+        // Opened by configuration: no credential, limited per client IP like the
+        // health probes, and audited.
+        state.limit_ip(&call.conn)?;
+    } else {
+        let principal = state.authenticate(call, head.token.as_deref())?;
+        call.reservation = state.quotas.start(Some(&principal.display_name()));
+        let principal = call.principal.insert(principal);
+        state.admit_principal(principal)?;
+    }
     match (op.scope(), &head.target) {
         (Scope::Model(o) | Scope::ModelOrAll(o), Some(t)) if !t.model.is_empty() => {
             state.admit_model(call, t, o).await?
@@ -753,6 +779,10 @@ async fn steps<C: Codec>(
             Ok(Answer::LogSettings(LogSettings::current()))
         }
         Op::Health { .. } => Ok(Answer::Health(state.serving(head.target.as_ref()).await)),
+        Op::Reflection => Ok(Answer::Stream(Stream {
+            body: body.take().ok_or(Refusal::Internal)?,
+            deadline: Duration::from_secs(state.config.limits.request_timeout_secs),
+        })),
         Op::ModelReady => {
             let ready = backend
                 .model_ready(backend_request(
@@ -947,11 +977,7 @@ impl State {
         op: Op,
         target: Option<&Target>,
     ) -> Result<Answer<S>, Refusal> {
-        self.rates.check_ip(conn.peer.ip()).map_err(|l| {
-            self.metrics
-                .inc("warden_rate_limited_total", &[("scope", l.scope.as_str())]);
-            Refusal::RateLimited(l)
-        })?;
+        self.limit_ip(conn)?;
         match op {
             Op::ServerLive => Ok(Answer::Live),
             Op::ServerReady => Ok(Answer::Ready(self.ready().await)),
@@ -969,6 +995,15 @@ impl State {
                 Ok(Answer::Health(self.serving(target).await))
             }
         }
+    }
+
+    /// The per-client-IP limit of calls without a credential.
+    fn limit_ip(&self, conn: &ConnInfo) -> Result<(), Refusal> {
+        self.rates.check_ip(conn.peer.ip()).map_err(|l| {
+            self.metrics
+                .inc("warden_rate_limited_total", &[("scope", l.scope.as_str())]);
+            Refusal::RateLimited(l)
+        })
     }
 
     /// Ready means the backend has its models, the audit log can be written (a server

@@ -86,6 +86,17 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub health: HealthConfig,
     pub triton: TritonConfig,
+    pub reflection: ReflectionConfig,
+}
+
+/// gRPC server reflection (`grpc.reflection.v1` and `v1alpha`) on the gRPC listener:
+/// the descriptors of the services the gateway serves, for grpcurl and the like.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReflectionConfig {
+    /// Answer reflection without a credential (still rate-limited per client IP and
+    /// audited). Default: a valid credential, like server metadata.
+    pub unauthenticated: bool,
 }
 
 /// Whether `grpc.health.v1.Health` answers without a credential.

@@ -2,7 +2,9 @@
 """Drives a running Warden with Triton's own clients (tritonclient over HTTPS and
 gRPC+TLS, with bearer tokens) through Triton's extensions: model configuration,
 statistics, repository index, load/unload and log settings; and with gRPC's own
-health client (grpcio-health-checking) through grpc.health.v1 Check and Watch.
+health client (grpcio-health-checking) through grpc.health.v1 Check and Watch, and
+grpcio-reflection's client through server reflection (services, files, and an
+inference built from the reflected descriptors alone).
 Exits non-zero on the first failed check.
 
 usage: triton_extensions.py REST_PORT GRPC_PORT CA_PEM USER_TOKEN ADMIN_TOKEN CONTROL
@@ -17,7 +19,9 @@ import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from tritonclient.utils import InferenceServerException
 
 REST, GRPC, CA, USER, ADMIN, CONTROL = sys.argv[1:7]
@@ -151,5 +155,50 @@ watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
 check(next(watch).status == SERVING, "watch: first status")
 watch.cancel()
 check(health.Check(health_pb2.HealthCheckRequest(service="")).status == SERVING, "health after a cancelled watch")
+
+# Server reflection (grpcio-reflection's client, v1alpha): authenticated by default.
+class Details(grpc.ClientCallDetails):
+    """A call's details with the bearer token added to its metadata."""
+
+    def __init__(self, d):
+        self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
+        self.wait_for_ready, self.compression = d.wait_for_ready, d.compression
+        self.metadata = list(d.metadata or []) + [("authorization", f"Bearer {USER}")]
+
+
+class Auth(grpc.StreamStreamClientInterceptor, grpc.UnaryUnaryClientInterceptor):
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(Details(details), requests)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(Details(details), request)
+
+
+try:
+    list(ProtoReflectionDescriptorDatabase(channel).get_services())
+    raise SystemExit("FAILED: reflection without a credential")
+except grpc.RpcError as e:
+    check(e.code() == grpc.StatusCode.UNAUTHENTICATED, f"reflection without a credential: {e.code()}")
+authed = grpc.intercept_channel(channel, Auth())
+db = ProtoReflectionDescriptorDatabase(authed)
+services = set(db.get_services())
+check({"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= services, f"reflected services {services}")
+pool = descriptor_pool.DescriptorPool(db)
+svc = pool.FindServiceByName("inference.GRPCInferenceService")
+methods = {m.name for m in svc.methods}
+check({"ModelInfer", "ModelConfig", "ModelStatistics", "RepositoryIndex", "LogSettings"} <= methods, f"reflected methods {methods}")
+check(pool.FindMessageTypeByName("grpc.health.v1.HealthCheckResponse") is not None, "health messages reflected")
+# An inference built only from the reflected descriptors.
+infer = svc.FindMethodByName("ModelInfer")
+Req = message_factory.GetMessageClass(infer.input_type)
+Resp = message_factory.GetMessageClass(infer.output_type)
+req = Req(model_name=MODEL, model_version="2")
+t = req.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+t.contents.fp32_contents.extend([1.0, 2.0, 3.0, 4.0])
+call = authed.unary_unary(f"/{svc.full_name}/ModelInfer", request_serializer=Req.SerializeToString,
+                          response_deserializer=Resp.FromString)
+resp = call(req)
+y = np.frombuffer(resp.raw_output_contents[0], dtype=np.float32).tolist()
+check(y == [3.0, 4.0, 5.0, 6.0], f"infer from reflected descriptors: {y}")
 
 print(f"{checks} passed, 0 failed")

@@ -8,7 +8,7 @@
 //! charged to the caller's quota. No client metadata crosses the socket: the backend
 //! gets a fresh request carrying only what the gateway verified.
 
-use crate::front::{protoscan, tensor, triton};
+use crate::front::{protoscan, reflection, tensor, triton};
 use crate::peer::ConnInfo;
 use crate::pipeline::{
     self, Answer, Charge, Codec, Head, HealthUpdates, Listener, Op, Rendered, Serving, Target,
@@ -35,12 +35,20 @@ pub const SMALL_MESSAGE_BYTES: usize = 16 << 10;
 /// Server extensions advertised in server metadata.
 pub const EXTENSIONS: &[&str] = crate::front::rest::EXTENSIONS;
 
-/// A gRPC response body: at most one message, then (for a health Watch) a message
-/// per status change, then trailers.
+/// A gRPC response body: at most one message, then the messages of a stream (if
+/// any), then trailers.
 pub struct GrpcBody {
     data: Option<Bytes>,
-    updates: Option<HealthUpdates>,
+    stream: Option<Streamed>,
     trailers: Option<HeaderMap>,
+}
+
+/// What a streaming answer's messages come from.
+enum Streamed {
+    /// A health Watch: a message per status change.
+    Health(HealthUpdates),
+    /// Frames made by a task (reflection), its trailers last.
+    Frames(tokio::sync::mpsc::Receiver<http_body::Frame<Bytes>>),
 }
 
 impl http_body::Body for GrpcBody {
@@ -54,14 +62,26 @@ impl http_body::Body for GrpcBody {
         if let Some(d) = self.data.take() {
             return Poll::Ready(Some(Ok(http_body::Frame::data(d))));
         }
-        if let Some(updates) = self.updates.as_mut() {
-            match updates.poll_recv(cx) {
+        match self.stream.as_mut() {
+            Some(Streamed::Health(updates)) => match updates.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(s)) => {
                     return Poll::Ready(Some(Ok(http_body::Frame::data(frame(&health(s))))));
                 }
-                Poll::Ready(None) => self.updates = None,
-            }
+                Poll::Ready(None) => self.stream = None,
+            },
+            Some(Streamed::Frames(frames)) => match frames.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(f)) => {
+                    if f.is_trailers() {
+                        self.trailers = None;
+                        self.stream = None;
+                    }
+                    return Poll::Ready(Some(Ok(f)));
+                }
+                Poll::Ready(None) => self.stream = None,
+            },
+            None => {}
         }
         Poll::Ready(
             self.trailers
@@ -71,7 +91,7 @@ impl http_body::Body for GrpcBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.updates.is_none() && self.trailers.is_none()
+        self.data.is_none() && self.stream.is_none() && self.trailers.is_none()
     }
 }
 
@@ -123,6 +143,9 @@ pub async fn handle(
 }
 
 fn method(path: &str) -> Result<Op, Refusal> {
+    if path == reflection::V1 || path == reflection::V1ALPHA {
+        return Ok(Op::Reflection);
+    }
     if let Some(m) = path.strip_prefix(HEALTH_SERVICE) {
         return match m {
             "Check" => Ok(Op::Health {
@@ -228,23 +251,32 @@ fn grpc_headers(h: &mut HeaderMap) {
 }
 
 fn ok<M: Message>(id: &str, message: &M) -> Rendered<Response<GrpcBody>> {
-    streaming(id, message, None)
+    streaming(id, Some(frame(message)), None)
 }
 
-/// A first message, then (a health Watch) the messages of each change.
-fn streaming<M: Message>(
-    id: &str,
-    message: &M,
-    updates: Option<HealthUpdates>,
-) -> Rendered<Response<GrpcBody>> {
-    let data = frame(message);
-    let len = data.len() - 5;
+/// Trailers with a status.
+fn status_trailers(code: tonic::Code, message: &str) -> HeaderMap {
     let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert("grpc-status", HeaderValue::from(code as i32));
+    if !message.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&percent_encode(message))
+    {
+        trailers.insert("grpc-message", v);
+    }
+    trailers
+}
+
+/// A first message (if any), then the messages of a stream (if any), then OK.
+fn streaming(
+    id: &str,
+    data: Option<Bytes>,
+    stream: Option<Streamed>,
+) -> Rendered<Response<GrpcBody>> {
+    let len = data.as_ref().map_or(0, |d| d.len().saturating_sub(5));
     let mut resp = Response::new(GrpcBody {
-        data: Some(data),
-        updates,
-        trailers: Some(trailers),
+        data,
+        stream,
+        trailers: Some(status_trailers(tonic::Code::Ok, "")),
     });
     grpc_headers(resp.headers_mut());
     if let Ok(v) = HeaderValue::from_str(id) {
@@ -263,7 +295,8 @@ impl Codec for Grpc {
     type Response = Response<GrpcBody>;
 
     fn has_body(&self, op: Op) -> bool {
-        !matches!(op, Op::ServerLive | Op::ServerReady)
+        // A reflection stream's messages are answered as they arrive, by this front.
+        !matches!(op, Op::ServerLive | Op::ServerReady | Op::Reflection)
     }
 
     fn body_cap(&self, limits: &LimitsConfig, op: Op) -> usize {
@@ -366,7 +399,32 @@ impl Codec for Grpc {
             Answer::RepositoryIndex(i) => ok(id, &i),
             Answer::LogSettings(l) => ok(id, &triton::log_message(&l)),
             Answer::Health(s) => ok(id, &health(s)),
-            Answer::HealthWatch(s, updates) => streaming(id, &health(s), Some(updates)),
+            Answer::HealthWatch(s, updates) => streaming(
+                id,
+                Some(frame(&health(s))),
+                Some(Streamed::Health(updates)),
+            ),
+            Answer::Stream(s) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                tokio::spawn(async move {
+                    let (data_tx, mut data_rx) = tokio::sync::mpsc::channel(4);
+                    let answers = reflection::serve(s.body, s.deadline, data_tx);
+                    let forward = async {
+                        while let Some(d) = data_rx.recv().await {
+                            if tx.send(http_body::Frame::data(d)).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let (end, ()) = tokio::join!(answers, forward);
+                    let trailers = match end {
+                        Ok(()) => status_trailers(tonic::Code::Ok, ""),
+                        Err((code, message)) => status_trailers(code, message),
+                    };
+                    let _ = tx.send(http_body::Frame::trailers(trailers)).await;
+                });
+                streaming(id, None, Some(Streamed::Frames(rx)))
+            }
         })
     }
 
@@ -375,7 +433,7 @@ impl Codec for Grpc {
         let code = refusal.grpc_code();
         let mut resp = Response::new(GrpcBody {
             data: None,
-            updates: None,
+            stream: None,
             trailers: None,
         });
         *resp.status_mut() = StatusCode::OK;

@@ -366,7 +366,9 @@ impl Codec for Rest {
             Answer::RepositoryIndex(i) => json_value(StatusCode::OK, &triton::index_json(&i)),
             Answer::LogSettings(l) => json_value(StatusCode::OK, &triton::log_json(&l)),
             // gRPC only: no REST route asks for them.
-            Answer::Health(_) | Answer::HealthWatch(..) => return Err(Refusal::NoRoute),
+            Answer::Health(_) | Answer::HealthWatch(..) | Answer::Stream(_) => {
+                return Err(Refusal::NoRoute);
+            }
             Answer::Infer(resp, prefs) => {
                 let r = json::render_infer_response(&resp, &prefs).map_err(|e| {
                     tracing::error!(error = %e, "cannot render backend response");

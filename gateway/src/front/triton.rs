@@ -12,6 +12,7 @@ use warden_shared::proto;
 
 /// A Triton REST route: the operation, the model and version its path names, and the
 /// HTTP methods it takes.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Route<'a> {
     pub op: Op,
     pub model: &'a str,
