@@ -250,8 +250,6 @@ struct Case {
     operation: Option<&'static str>,
 }
 
-const SERVICE: &str = "/inference.GRPCInferenceService/";
-
 fn config_request(model: &str) -> Vec<u8> {
     proto::ModelConfigRequest {
         name: model.into(),

@@ -273,7 +273,7 @@ impl Codec for Rest {
     fn body_cap(&self, limits: &LimitsConfig, op: Op) -> usize {
         match op {
             Op::ModelInfer => limits.max_body_bytes,
-            _ => crate::front::grpc::SMALL_MESSAGE_BYTES,
+            _ => triton::MAX_BODY_BYTES,
         }
     }
 

@@ -20,6 +20,10 @@ pub struct Route<'a> {
     pub methods: &'static [Method],
 }
 
+/// Most bytes of a Triton extension's REST body (a repository index or log settings
+/// object).
+pub const MAX_BODY_BYTES: usize = 16 << 10;
+
 const GET: &[Method] = &[Method::GET];
 const POST: &[Method] = &[Method::POST];
 const GET_POST: &[Method] = &[Method::GET, Method::POST];
