@@ -11,7 +11,7 @@
 //! `compute_infer` is the backend's part of a successful call (the socket round trip,
 //! OpenVINO's queue and inference); `compute_input` is the gateway's reading, checking
 //! and decoding before it; `queue` and `compute_output` are not measured separately
-//! (counted, with zero time).
+//! (each successful call counted, with zero time).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -60,6 +60,11 @@ h = httpclient.InferenceServerClient(
 )
 g = grpcclient.InferenceServerClient(url=f"localhost:{GRPC}", ssl=True, root_certificates=CA)
 
+# Server metadata names the extensions.
+for meta in (h.get_server_metadata(headers=hdr(USER)), g.get_server_metadata(headers=ghdr(USER), as_json=True)):
+    check({"model_configuration", "statistics", "model_repository", "logging"} <= set(meta["extensions"]),
+          f"server metadata extensions {meta}")
+
 # Model configuration, from the model's metadata.
 for cfg in (h.get_model_config(MODEL, headers=hdr(USER)),
             g.get_model_config(MODEL, headers=ghdr(USER), as_json=True)["config"]):
@@ -91,6 +96,7 @@ check(after["name"] == MODEL and after["version"] == "2", f"stats names {after}"
 check(int(s1["success"]["count"]) - int(s0["success"]["count"]) == n + 1, f"stats success count {s0} -> {s1}")
 check(int(s1["success"]["ns"]) > int(s0["success"]["ns"]), "stats success ns grows")
 check(int(s1["compute_infer"]["ns"]) > int(s0["compute_infer"]["ns"]), "stats compute_infer ns grows")
+check(int(s1["queue"]["count"]) - int(s0["queue"]["count"]) == n + 1, f"stats queue count {s0} -> {s1}")
 check(int(after["inference_count"]) >= n + 1 and int(after["last_inference"]) > 0, f"stats counts {after}")
 gs = g.get_inference_statistics(MODEL, headers=ghdr(USER), as_json=True)["model_stats"]
 check({m["version"] for m in gs} == {"1", "2"}, f"grpc stats of every version {gs}")

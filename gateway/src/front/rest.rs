@@ -20,8 +20,15 @@ use warden_shared::proto;
 /// The binary tensor data extension's header: the JSON part's length.
 pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
-/// Server extensions advertised in server metadata.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
+/// Server extensions advertised in server metadata (Triton's names; `model_repository`:
+/// the index, with load and unload refused, see docs/configuration.md).
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "statistics",
+    "model_repository",
+    "logging",
+];
 
 /// What a request path asks for.
 #[derive(Debug, PartialEq, Eq)]

@@ -141,6 +141,13 @@ pub fn stats_message(stats: &[ModelStats]) -> proto::ModelStatisticsResponse {
             .iter()
             .map(|m| {
                 let s = &m.stats;
+                // Counted for each successful call, with no time of their own (see
+                // crate::stats); perf_analyzer finds the version that served it by
+                // the growth of the queue count.
+                let unmeasured = Duration64 {
+                    count: s.success.count,
+                    ns: 0,
+                };
                 proto::ModelStatistics {
                     name: m.name.clone(),
                     version: m.version.clone(),
@@ -150,10 +157,10 @@ pub fn stats_message(stats: &[ModelStats]) -> proto::ModelStatisticsResponse {
                     inference_stats: Some(proto::InferStatistics {
                         success: Some(duration(s.success)),
                         fail: Some(duration(s.fail)),
-                        queue: Some(duration(Duration64::default())),
+                        queue: Some(duration(unmeasured)),
                         compute_input: Some(duration(s.compute_input)),
                         compute_infer: Some(duration(s.compute_infer)),
-                        compute_output: Some(duration(Duration64::default())),
+                        compute_output: Some(duration(unmeasured)),
                         cache_hit: Some(duration(Duration64::default())),
                         cache_miss: Some(duration(Duration64::default())),
                     }),
