@@ -149,14 +149,16 @@ async fn kserve_sdk_checks_health_and_infers_like_openvino() {
         &server,
     );
     let want = reference(&model_dir("nsfw").join("1/model.onnx"), &request).unwrap();
-    let got: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let want = want["outputs"].as_object().unwrap();
     assert!(!want.is_empty());
     for front in ["rest", "grpc"] {
         for (name, w) in want {
             let diff = max_abs_diff(&floats(&got[front][name]), &floats(&w["data"]));
-            assert!(diff < 1e-4, "{front} {name}: differs from OpenVINO by {diff}");
+            assert!(
+                diff < 1e-4,
+                "{front} {name}: differs from OpenVINO by {diff}"
+            );
         }
     }
 }
@@ -194,7 +196,10 @@ async fn perf_analyzer_runs_over_https_with_a_token_and_grpc_tls_with_a_certific
     server.wait_ready().await;
     let dir = root().join(".runtime/perf_analyzer");
     let ca = server.certs.join("ca.pem").display().to_string();
-    let auth = format!("Authorization: Bearer {}", server.token(claims("alice", 600)));
+    let auth = format!(
+        "Authorization: Bearer {}",
+        server.token(claims("alice", 600))
+    );
     // A bounded run: exactly this many requests, no search for a stable window (on a
     // shared machine one may never come).
     let common = [
@@ -268,12 +273,19 @@ async fn perf_analyzer_runs_over_https_with_a_token_and_grpc_tls_with_a_certific
     // Every inference was allowed, as the token's subject over HTTPS and as the
     // certificate over gRPC.
     let records = audit_records(&audit);
-    for (listener, principal) in [("rest", "alice"), ("grpc", "spiffe://warden.dev/client/dev")] {
+    for (listener, principal) in [
+        ("rest", "alice"),
+        ("grpc", "spiffe://warden.dev/client/dev"),
+    ] {
         let infers: Vec<_> = records
             .iter()
             .filter(|r| r["listener"] == listener && r["operation"] == "infer")
             .collect();
-        assert!(infers.len() >= 50, "{listener}: {} inferences", infers.len());
+        assert!(
+            infers.len() >= 50,
+            "{listener}: {} inferences",
+            infers.len()
+        );
         assert!(
             infers
                 .iter()
@@ -434,20 +446,15 @@ async fn new_calls_refuse_the_same_through_rest_and_grpc_and_are_audited() {
         let auth = c
             .who
             .map(|w| format!("Bearer {}", server.token(claims(w, 600))));
-        let headers: Vec<(&str, &str)> = auth
-            .iter()
-            .map(|a| ("authorization", a.as_str()))
-            .collect();
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
         let r = server
             .request(c.rest.0, c.rest.1, &headers, Bytes::new())
             .await
             .unwrap();
         assert_eq!(r.status, c.status, "REST {}: {:?}", c.name, r.body);
         let id = r.headers["x-request-id"].to_str().unwrap().to_owned();
-        let g = h2
-            .grpc(c.grpc.0, &headers, &c.grpc.1)
-            .await
-            .unwrap();
+        let g = h2.grpc(c.grpc.0, &headers, &c.grpc.1).await.unwrap();
         assert_eq!(g.code, c.code, "gRPC {}: {}", c.name, g.message);
         let gid = g.headers["x-request-id"].to_str().unwrap().to_owned();
         for (front, id) in [("REST", id), ("gRPC", gid)] {
@@ -479,11 +486,19 @@ async fn new_calls_refuse_the_same_through_rest_and_grpc_and_are_audited() {
         .unwrap();
     assert_eq!(r.status, 403);
     let text = std::fs::read_to_string(&audit).unwrap();
-    assert!(!text.contains("made-up-name"), "a made-up name was recorded");
+    assert!(
+        !text.contains("made-up-name"),
+        "a made-up name was recorded"
+    );
     // Without a model, statistics list only the models granted.
     let alice = format!("Bearer {}", server.token(claims("alice", 600)));
     let r = server
-        .request("GET", "/v2/models/stats", &[("authorization", &alice)], Bytes::new())
+        .request(
+            "GET",
+            "/v2/models/stats",
+            &[("authorization", &alice)],
+            Bytes::new(),
+        )
         .await
         .unwrap();
     let names: Vec<String> = r.json()["model_stats"]
@@ -492,7 +507,10 @@ async fn new_calls_refuse_the_same_through_rest_and_grpc_and_are_audited() {
         .iter()
         .map(|m| m["name"].as_str().unwrap().to_owned())
         .collect();
-    assert!(names.contains(&"addn".to_string()) && !names.contains(&"identity".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"addn".to_string()) && !names.contains(&"identity".to_string()),
+        "{names:?}"
+    );
 }
 
 /// The statuses of a `grpc.health.v1` Watch stream as they arrive.
@@ -525,7 +543,11 @@ async fn grpc_health_answers_probes_and_watch_sees_the_drain() {
     let before = audit_records(&audit).len();
     for name in ["", "inference.GRPCInferenceService"] {
         let r = h2
-            .grpc_raw("/grpc.health.v1.Health/Check", &[], grpc_frame(&check(name)))
+            .grpc_raw(
+                "/grpc.health.v1.Health/Check",
+                &[],
+                grpc_frame(&check(name)),
+            )
             .await
             .unwrap();
         assert_eq!(r.code, 0, "{name:?}: {}", r.message);
@@ -534,17 +556,29 @@ async fn grpc_health_answers_probes_and_watch_sees_the_drain() {
             SERVING
         );
     }
-    assert_eq!(audit_records(&audit).len(), before, "open probes are not audited");
+    assert_eq!(
+        audit_records(&audit).len(),
+        before,
+        "open probes are not audited"
+    );
     // A model's name: a credential and `ready` on it; an unknown one is NOT_FOUND.
     let r = h2
-        .grpc_raw("/grpc.health.v1.Health/Check", &[], grpc_frame(&check("addn")))
+        .grpc_raw(
+            "/grpc.health.v1.Health/Check",
+            &[],
+            grpc_frame(&check("addn")),
+        )
         .await
         .unwrap();
     assert_eq!(r.code, 16);
     let alice = format!("Bearer {}", server.token(claims("alice", 600)));
     let auth = [("authorization", alice.as_str())];
     let r = h2
-        .grpc_raw("/grpc.health.v1.Health/Check", &auth, grpc_frame(&check("addn")))
+        .grpc_raw(
+            "/grpc.health.v1.Health/Check",
+            &auth,
+            grpc_frame(&check("addn")),
+        )
         .await
         .unwrap();
     assert_eq!(r.code, 0, "{}", r.message);

@@ -94,7 +94,10 @@ pub enum Op {
     LogSettings,
     /// `grpc.health.v1.Health` Check or Watch; `model` once the service name read
     /// from the message names a model rather than the server.
-    Health { watch: bool, model: bool },
+    Health {
+        watch: bool,
+        model: bool,
+    },
     /// gRPC server reflection: a bidirectional stream the front answers.
     Reflection,
 }
@@ -140,9 +143,7 @@ impl Op {
     /// What the call must be authorized for.
     pub fn scope(self) -> Scope {
         match self {
-            Op::ServerLive | Op::ServerReady | Op::ServerMetadata | Op::Reflection => {
-                Scope::Server
-            }
+            Op::ServerLive | Op::ServerReady | Op::ServerMetadata | Op::Reflection => Scope::Server,
             Op::Health { model: false, .. } => Scope::Server,
             Op::ModelMetadata => Scope::Model(Operation::Metadata),
             Op::ModelReady | Op::Health { model: true, .. } => Scope::Model(Operation::Ready),
@@ -281,7 +282,10 @@ pub enum Answer<S> {
     Ready(bool),
     ServerMetadata,
     ModelMetadata(proto::ModelMetadataResponse),
-    ModelReady { model: String, ready: bool },
+    ModelReady {
+        model: String,
+        ready: bool,
+    },
     Infer(proto::ModelInferResponse, S),
     /// Triton's model configuration, from the model's metadata.
     ModelConfig(proto::ModelConfig),
@@ -633,12 +637,7 @@ async fn health_target<C: Codec>(
 /// A health answer to a Watch call becomes a stream of its changes: a task looks at
 /// the status again every [`HEALTH_WATCH_INTERVAL`] and at once when the server begins
 /// to stop, sends each change, and ends when the client goes away or the server stops.
-fn watched<S>(
-    state: &Arc<State>,
-    op: Op,
-    target: Option<Target>,
-    answer: Answer<S>,
-) -> Answer<S> {
+fn watched<S>(state: &Arc<State>, op: Op, target: Option<Target>, answer: Answer<S>) -> Answer<S> {
     let (Op::Health { watch: true, .. }, Answer::Health(now)) = (op, &answer) else {
         return answer;
     };
@@ -763,13 +762,15 @@ async fn steps<C: Codec>(
             }
             Ok(Answer::RepositoryIndex(index))
         }
-        Op::RepositoryLoad | Op::RepositoryUnload => Err(if state.config.triton.repository_control {
-            Refusal::NotSupported(
-                "the backend serves the models of its configuration and follows their folders; it cannot load or unload a model on request",
-            )
-        } else {
-            Refusal::Disabled("model load and unload are disabled on this server")
-        }),
+        Op::RepositoryLoad | Op::RepositoryUnload => {
+            Err(if state.config.triton.repository_control {
+                Refusal::NotSupported(
+                    "the backend serves the models of its configuration and follows their folders; it cannot load or unload a model on request",
+                )
+            } else {
+                Refusal::Disabled("model load and unload are disabled on this server")
+            })
+        }
         Op::LogSettings => {
             if codec.options(op, &message)?.changes > 0 {
                 return Err(Refusal::NotSupported(
@@ -1050,7 +1051,12 @@ impl State {
     /// Step 4 for a call that names a model it does not need the repository to have
     /// (load, unload) or concerns the whole server: authorization only. The name is
     /// checked for form and never recorded.
-    fn admit_named(&self, call: &mut Call, t: &Target, operation: Operation) -> Result<(), Refusal> {
+    fn admit_named(
+        &self,
+        call: &mut Call,
+        t: &Target,
+        operation: Operation,
+    ) -> Result<(), Refusal> {
         if t.model != crate::authz::SERVER_WIDE {
             warden_shared::repository::check_model_name(&t.model)
                 .map_err(|_| Refusal::BadName("invalid model name"))?;
@@ -1062,8 +1068,10 @@ impl State {
                 Ok(())
             }
             None => {
-                self.metrics
-                    .inc("warden_authz_denied_total", &[("model", UNKNOWN_MODEL_LABEL)]);
+                self.metrics.inc(
+                    "warden_authz_denied_total",
+                    &[("model", UNKNOWN_MODEL_LABEL)],
+                );
                 tracing::info!(request_id = %call.id, principal = %p.log_name(), op = operation.as_str(), "authorization denied");
                 Err(Refusal::Forbidden)
             }

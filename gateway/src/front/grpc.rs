@@ -399,11 +399,9 @@ impl Codec for Grpc {
             Answer::RepositoryIndex(i) => ok(id, &i),
             Answer::LogSettings(l) => ok(id, &triton::log_message(&l)),
             Answer::Health(s) => ok(id, &health(s)),
-            Answer::HealthWatch(s, updates) => streaming(
-                id,
-                Some(frame(&health(s))),
-                Some(Streamed::Health(updates)),
-            ),
+            Answer::HealthWatch(s, updates) => {
+                streaming(id, Some(frame(&health(s))), Some(Streamed::Health(updates)))
+            }
             Answer::Stream(s) => {
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
                 tokio::spawn(async move {
@@ -482,10 +480,7 @@ mod tests {
                 model: false
             })
         );
-        assert_eq!(
-            method("/grpc.health.v1.Health/List"),
-            Err(Refusal::NoRoute)
-        );
+        assert_eq!(method("/grpc.health.v1.Health/List"), Err(Refusal::NoRoute));
         assert_eq!(
             method("/inference.GRPCInferenceService/ModelStatistics"),
             Ok(Op::ModelStats)

@@ -166,9 +166,7 @@ pub fn answer(req: ServerReflectionRequest) -> ServerReflectionResponse {
             MessageResponse::ListServicesResponse(ListServiceResponse {
                 service: SERVICES
                     .iter()
-                    .map(|s| ServiceResponse {
-                        name: (*s).into(),
-                    })
+                    .map(|s| ServiceResponse { name: (*s).into() })
                     .collect(),
             })
         }
@@ -209,11 +207,17 @@ pub async fn serve(
         loop {
             while buf.len() >= 5 {
                 if buf[0] != 0 {
-                    return Err((tonic::Code::Unimplemented, "compressed messages are not accepted"));
+                    return Err((
+                        tonic::Code::Unimplemented,
+                        "compressed messages are not accepted",
+                    ));
                 }
                 let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
                 if len > MAX_MESSAGE_BYTES {
-                    return Err((tonic::Code::ResourceExhausted, "reflection request too large"));
+                    return Err((
+                        tonic::Code::ResourceExhausted,
+                        "reflection request too large",
+                    ));
                 }
                 if buf.len() < 5 + len {
                     break;
@@ -222,7 +226,10 @@ pub async fn serve(
                 let message = buf.split_to(len).freeze();
                 count += 1;
                 if count > MAX_MESSAGES {
-                    return Err((tonic::Code::ResourceExhausted, "too many reflection requests on one call"));
+                    return Err((
+                        tonic::Code::ResourceExhausted,
+                        "too many reflection requests on one call",
+                    ));
                 }
                 let req = ServerReflectionRequest::decode(message)
                     .map_err(|_| (tonic::Code::InvalidArgument, "invalid reflection request"))?;
@@ -241,7 +248,10 @@ pub async fn serve(
                 Some(Ok(f)) => {
                     if let Ok(data) = f.into_data() {
                         if buf.len() + data.len() > 5 + MAX_MESSAGE_BYTES {
-                            return Err((tonic::Code::ResourceExhausted, "reflection request too large"));
+                            return Err((
+                                tonic::Code::ResourceExhausted,
+                                "reflection request too large",
+                            ));
                         }
                         buf.extend_from_slice(&data);
                     }
@@ -249,9 +259,10 @@ pub async fn serve(
             }
         }
     };
-    tokio::time::timeout(deadline, run)
-        .await
-        .unwrap_or(Err((tonic::Code::DeadlineExceeded, "reflection call took too long")))
+    tokio::time::timeout(deadline, run).await.unwrap_or(Err((
+        tonic::Code::DeadlineExceeded,
+        "reflection call took too long",
+    )))
 }
 
 #[cfg(test)]
@@ -269,7 +280,8 @@ mod tests {
 
     #[test]
     fn lists_the_served_services_and_finds_their_files() {
-        let MessageResponse::ListServicesResponse(l) = ask(MessageRequest::ListServices(String::new()))
+        let MessageResponse::ListServicesResponse(l) =
+            ask(MessageRequest::ListServices(String::new()))
         else {
             panic!("not a list");
         };
@@ -286,8 +298,17 @@ mod tests {
             .collect();
         assert_eq!(files[0].name(), "grpc_predict_v2.proto");
         assert!(files.iter().any(|f| f.name() == "triton_extensions.proto"));
-        let methods: Vec<&str> = files[0].service[0].method.iter().map(|m| m.name()).collect();
-        for m in ["ModelInfer", "ModelConfig", "ModelStatistics", "LogSettings"] {
+        let methods: Vec<&str> = files[0].service[0]
+            .method
+            .iter()
+            .map(|m| m.name())
+            .collect();
+        for m in [
+            "ModelInfer",
+            "ModelConfig",
+            "ModelStatistics",
+            "LogSettings",
+        ] {
             assert!(methods.contains(&m), "{m}: {methods:?}");
         }
         for symbol in [

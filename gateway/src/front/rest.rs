@@ -36,9 +36,18 @@ enum Route<'a> {
     Live,
     Ready,
     ServerMetadata,
-    ModelMetadata { model: &'a str, version: &'a str },
-    ModelReady { model: &'a str, version: &'a str },
-    Infer { model: &'a str, version: &'a str },
+    ModelMetadata {
+        model: &'a str,
+        version: &'a str,
+    },
+    ModelReady {
+        model: &'a str,
+        version: &'a str,
+    },
+    Infer {
+        model: &'a str,
+        version: &'a str,
+    },
     /// Triton's extensions (`front::triton`).
     Triton(triton::Route<'a>),
 }

@@ -50,9 +50,7 @@ pub fn route<'a>(segs: &[&'a str]) -> Option<Route<'a>> {
         }
         ["v2", "repository", "index"] => r(Op::RepositoryIndex, "", "", POST),
         ["v2", "repository", "models", model, "load"] => r(Op::RepositoryLoad, model, "", POST),
-        ["v2", "repository", "models", model, "unload"] => {
-            r(Op::RepositoryUnload, model, "", POST)
-        }
+        ["v2", "repository", "models", model, "unload"] => r(Op::RepositoryUnload, model, "", POST),
         ["v2", "logging"] => r(Op::LogSettings, "", "", GET_POST),
         _ => None,
     }
@@ -172,14 +170,14 @@ pub fn stats_message(stats: &[ModelStats]) -> proto::ModelStatisticsResponse {
 
 /// Statistics as Triton's HTTP server writes them.
 pub fn stats_json(stats: &[ModelStats]) -> Value {
-    let d = |d: &Option<proto::StatisticDuration>| {
-        let d = d.clone().unwrap_or_default();
+    let d = |d: Option<proto::StatisticDuration>| {
+        let d = d.unwrap_or_default();
         json!({"count": d.count, "ns": d.ns})
     };
     let m = stats_message(stats);
     json!({
         "model_stats": m.model_stats.iter().map(|s| {
-            let i = s.inference_stats.clone().unwrap_or_default();
+            let i = s.inference_stats.unwrap_or_default();
             json!({
                 "name": s.name,
                 "version": s.version,
@@ -187,14 +185,14 @@ pub fn stats_json(stats: &[ModelStats]) -> Value {
                 "inference_count": s.inference_count,
                 "execution_count": s.execution_count,
                 "inference_stats": {
-                    "success": d(&i.success),
-                    "fail": d(&i.fail),
-                    "queue": d(&i.queue),
-                    "compute_input": d(&i.compute_input),
-                    "compute_infer": d(&i.compute_infer),
-                    "compute_output": d(&i.compute_output),
-                    "cache_hit": d(&i.cache_hit),
-                    "cache_miss": d(&i.cache_miss),
+                    "success": d(i.success),
+                    "fail": d(i.fail),
+                    "queue": d(i.queue),
+                    "compute_input": d(i.compute_input),
+                    "compute_infer": d(i.compute_infer),
+                    "compute_output": d(i.compute_output),
+                    "cache_hit": d(i.cache_hit),
+                    "cache_miss": d(i.cache_miss),
                 },
                 "batch_stats": [],
             })
