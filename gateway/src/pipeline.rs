@@ -20,7 +20,9 @@
 //!
 //! INVARIANT: before step 2 succeeds, a caller costs a bounded amount of memory and CPU:
 //! nothing of its body is read (beyond the bounded discard that lets its client read the
-//! refusal), nothing it names is stored, logged or used as a label.
+//! refusal, and a `grpc.health.v1` call's message of at most [`HEALTH_MESSAGE_BYTES`],
+//! whose service name decides whether a credential is needed), nothing it names is
+//! stored, logged or used as a label.
 
 use crate::audit::Record;
 use crate::auth::{self, Principal};
@@ -200,8 +202,8 @@ pub type HealthUpdates = tokio::sync::mpsc::Receiver<Serving>;
 /// How often a watched health status is looked at again.
 pub const HEALTH_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What a Triton log settings call asks to change (the gateway's log filter is fixed
-/// at start, so any change is refused).
+/// What a Triton repository index or log settings message asks (the gateway's log
+/// filter is fixed at start, so any change to it is refused).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
     /// Repository index: only models ready now.
