@@ -473,6 +473,35 @@ async fn new_calls_refuse_the_same_through_rest_and_grpc_and_are_audited() {
             }
         }
     }
+    // Server reflection: a credential by default; one audit record per call.
+    let list = warden_shared::reflection_proto::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            warden_shared::reflection_proto::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    }
+    .encode_to_vec();
+    let path = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+    let alice = format!("Bearer {}", server.token(claims("alice", 600)));
+    for (who, code, decision) in [(None, 16, "denied"), (Some(alice.as_str()), 0, "allowed")] {
+        let headers: Vec<(&str, &str)> = who.iter().map(|a| ("authorization", *a)).collect();
+        let g = h2
+            .grpc_raw(path, &headers, grpc_frame(&list))
+            .await
+            .unwrap();
+        assert_eq!(g.code, code, "reflection: {}", g.message);
+        let rec = audit_record(&audit, g.headers["x-request-id"].to_str().unwrap()).unwrap();
+        assert_eq!(rec["decision"], decision, "reflection: {rec}");
+        if code == 0 {
+            let r: warden_shared::reflection_proto::ServerReflectionResponse = g.decode();
+            assert!(
+                format!("{r:?}").contains("inference.GRPCInferenceService"),
+                "{r:?}"
+            );
+        }
+    }
     // Unknown model names are never recorded.
     let admin = format!("Bearer {}", server.token(claims("admin", 600)));
     let r = server
@@ -491,7 +520,6 @@ async fn new_calls_refuse_the_same_through_rest_and_grpc_and_are_audited() {
         "a made-up name was recorded"
     );
     // Without a model, statistics list only the models granted.
-    let alice = format!("Bearer {}", server.token(claims("alice", 600)));
     let r = server
         .request(
             "GET",

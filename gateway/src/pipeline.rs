@@ -341,8 +341,11 @@ pub trait Codec: Sync {
     /// The model and version a message names (fronts whose head does not); for a
     /// `grpc.health.v1` call, the service name as the model.
     fn target(&self, op: Op, message: &[u8]) -> Result<Target, Refusal>;
-    /// What a repository index or log settings message asks.
-    fn options(&self, op: Op, message: &[u8]) -> Result<Options, Refusal>;
+    /// What a repository index or log settings message asks (a front without those
+    /// calls never routes them here).
+    fn options(&self, _op: Op, _message: &[u8]) -> Result<Options, Refusal> {
+        Err(Refusal::NoRoute)
+    }
     /// Decodes an inference message. Before allocating the decoded form, `charge` is
     /// called with the bytes it will take beyond the message itself.
     fn decode_infer(
