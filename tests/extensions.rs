@@ -567,8 +567,14 @@ async fn grpc_health_answers_probes_and_watch_sees_the_drain() {
     };
     const SERVING: i32 = 1;
     const NOT_SERVING: i32 = 2;
+    // The start record says which calls may come without a credential.
+    let records = audit_records(&audit);
+    let start = records.iter().find(|r| r["event"] == "start").unwrap();
+    assert_eq!(start["settings"]["health"]["grpc_unauthenticated"], true);
+    assert_eq!(start["settings"]["reflection"]["unauthenticated"], false);
+    assert_eq!(start["settings"]["triton"]["repository_control"], false);
     // The server's names: no credential, not audited.
-    let before = audit_records(&audit).len();
+    let before = records.len();
     for name in ["", "inference.GRPCInferenceService"] {
         let r = h2
             .grpc_raw(
