@@ -405,17 +405,7 @@ impl Codec for Grpc {
             Answer::Stream(s) => {
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
                 tokio::spawn(async move {
-                    let (data_tx, mut data_rx) = tokio::sync::mpsc::channel(4);
-                    let answers = reflection::serve(s.body, s.deadline, data_tx);
-                    let forward = async {
-                        while let Some(d) = data_rx.recv().await {
-                            if tx.send(http_body::Frame::data(d)).await.is_err() {
-                                return;
-                            }
-                        }
-                    };
-                    let (end, ()) = tokio::join!(answers, forward);
-                    let trailers = match end {
+                    let trailers = match reflection::serve(s.body, s.deadline, &tx).await {
                         Ok(()) => status_trailers(tonic::Code::Ok, ""),
                         Err((code, message)) => status_trailers(code, message),
                     };

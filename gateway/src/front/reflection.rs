@@ -194,12 +194,13 @@ pub fn answer(req: ServerReflectionRequest) -> ServerReflectionResponse {
 /// Why a reflection stream ended early: a gRPC code and message.
 pub type End = (tonic::Code, &'static str);
 
-/// Answers the request messages of `body` as they arrive, each answer framed, until
-/// the client half-closes (`Ok`), a bound is passed or the deadline comes (`Err`).
+/// Answers the request messages of `body` as they arrive, each answer a framed data
+/// frame on `send`, until the client half-closes or goes away (`Ok`), a bound is
+/// passed or the deadline comes (`Err`).
 pub async fn serve(
     mut body: Incoming,
     deadline: Duration,
-    send: tokio::sync::mpsc::Sender<Bytes>,
+    send: &tokio::sync::mpsc::Sender<http_body::Frame<Bytes>>,
 ) -> Result<(), End> {
     let run = async {
         let mut buf = BytesMut::new();
@@ -238,7 +239,11 @@ pub async fn serve(
                 framed.extend_from_slice(&[0]);
                 framed.extend_from_slice(&(out.len() as u32).to_be_bytes());
                 framed.extend_from_slice(&out);
-                if send.send(framed.freeze()).await.is_err() {
+                if send
+                    .send(http_body::Frame::data(framed.freeze()))
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
             }
