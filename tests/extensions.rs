@@ -42,8 +42,8 @@ operations = ["infer", "metadata", "config", "stats", "ready"]
 "#;
 
 /// A server with addn (every version), nsfw and identity, the policy above, an audit
-/// log, `triton.repository_control` as given, and any `extra` flags.
-fn start(tag: &str, control: bool, extra: &[&str]) -> (Server, PathBuf, TempDir) {
+/// log, the TOML configuration `toml`, and any `extra` flags.
+fn start(tag: &str, toml: &str, extra: &[&str]) -> (Server, PathBuf, TempDir) {
     let tmp = TempDir::new(tag);
     let f32 = serde_json::json!({"INFERENCE_PRECISION_HINT": "f32"});
     let models = serde_json::json!({"model_config_list": [
@@ -58,10 +58,7 @@ fn start(tag: &str, control: bool, extra: &[&str]) -> (Server, PathBuf, TempDir)
     };
     let config_json = write("config.json", &models.to_string());
     let policy = write("authz.toml", POLICY);
-    let toml = write(
-        "warden.toml",
-        &format!("[triton]\nrepository_control = {control}\n"),
-    );
+    let toml = write("warden.toml", toml);
     let audit = audit_dir(tmp.path()).join("audit.log");
     let mut flags = vec![
         "--config",
@@ -98,7 +95,11 @@ fn run_python(python: &Path, script: &str, args: &[String], server: &Server) -> 
 }
 
 async fn triton_clients(control: bool) {
-    let (mut server, _audit, _tmp) = start("triton", control, &[]);
+    let (mut server, _audit, _tmp) = start(
+        "triton",
+        &format!("[triton]\nrepository_control = {control}\n"),
+        &[],
+    );
     server.wait_ready().await;
     let args = vec![
         server.rest_port.to_string(),
@@ -128,7 +129,7 @@ async fn triton_clients_see_load_and_unload_refused_as_unsupported_with_model_co
 
 #[tokio::test]
 async fn kserve_sdk_checks_health_and_infers_like_openvino() {
-    let (mut server, _audit, tmp) = start("kserve-sdk", false, &[]);
+    let (mut server, _audit, tmp) = start("kserve-sdk", "", &[]);
     server.wait_ready().await;
     let request = tmp.path().join("nsfw.json");
     example_request("nsfw", "coffee.png", &request).unwrap();
@@ -183,7 +184,7 @@ async fn perf_analyzer_runs_over_https_with_a_token_and_grpc_tls_with_a_certific
     let client_ca = client_certs.join("ca.pem");
     let (mut server, audit, _tmp) = start(
         "perf",
-        false,
+        "",
         &[
             "--client-ca",
             client_ca.to_str().unwrap(),
@@ -336,7 +337,7 @@ fn load_request(model: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn new_calls_refuse_the_same_through_rest_and_grpc_and_are_audited() {
-    let (mut server, audit, _tmp) = start("ext-refusals", false, &[]);
+    let (mut server, audit, _tmp) = start("ext-refusals", "", &[]);
     server.wait_ready().await;
     let cases = [
         Case {
@@ -555,7 +556,7 @@ async fn next_status(body: &mut hyper::body::Incoming) -> Option<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpc_health_answers_probes_and_watch_sees_the_drain() {
-    let (mut server, audit, _tmp) = start("health", false, &[]);
+    let (mut server, audit, _tmp) = start("health", "", &[]);
     server.wait_ready().await;
     let ca = server.certs.join("ca.pem");
     let mut h2 = H2::connect(server.grpc_port, &ca).await.unwrap();
@@ -646,4 +647,34 @@ async fn grpc_health_answers_probes_and_watch_sees_the_drain() {
         .await
         .expect("a status change within the drain");
     assert_eq!(next, Some(NOT_SERVING));
+}
+
+#[tokio::test]
+async fn grpc_health_of_the_server_can_require_a_credential() {
+    let (mut server, audit, _tmp) = start(
+        "health-closed",
+        "[health]\ngrpc_unauthenticated = false\n",
+        &[],
+    );
+    server.wait_ready().await;
+    let mut h2 = H2::connect(server.grpc_port, &server.certs.join("ca.pem"))
+        .await
+        .unwrap();
+    let check = health_proto::HealthCheckRequest {
+        service: String::new(),
+    }
+    .encode_to_vec();
+    let path = "/grpc.health.v1.Health/Check";
+    let r = h2.grpc_raw(path, &[], grpc_frame(&check)).await.unwrap();
+    assert_eq!(r.code, 16, "{}", r.message);
+    let alice = format!("Bearer {}", server.token(claims("alice", 600)));
+    let r = h2
+        .grpc_raw(path, &[("authorization", &alice)], grpc_frame(&check))
+        .await
+        .unwrap();
+    assert_eq!(r.code, 0, "{}", r.message);
+    assert_eq!(r.decode::<health_proto::HealthCheckResponse>().status, 1);
+    let rec = audit_record(&audit, r.headers["x-request-id"].to_str().unwrap()).unwrap();
+    assert_eq!(rec["decision"], "allowed");
+    assert_eq!(rec["principal"], "alice");
 }
