@@ -14,6 +14,7 @@ if ! command -v testssl >/dev/null 2>&1 && ! command -v testssl.sh >/dev/null 2>
 fi
 bash scripts/fetch-runtime.sh
 bash scripts/fetch-models.sh
+bash scripts/fetch-perf-analyzer.sh
 # The deployment checks' own environment (kubernetes-validate, the kserve SDK, checkov),
 # apart from .venv so their pins never move the test and reference packages; reinstalled
 # whenever scripts/requirements-deploy.txt changes. tests/deploy.rs uses it.

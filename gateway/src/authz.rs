@@ -24,6 +24,15 @@ pub enum Operation {
     Infer,
     Metadata,
     Ready,
+    /// Triton's model configuration (`/v2/models/{m}/config`, `ModelConfig`).
+    Config,
+    /// Triton's statistics (`/v2/models/{m}/stats`, `ModelStatistics`); without a
+    /// model named, the answer lists only the models this operation is granted on.
+    Stats,
+    /// The server's administration: Triton's repository index, load and unload, log
+    /// settings. Load and unload are granted per model; the index and the log settings
+    /// concern the whole server and need a rule whose `models` include `*`.
+    Admin,
 }
 
 impl Operation {
@@ -32,9 +41,16 @@ impl Operation {
             Operation::Infer => "infer",
             Operation::Metadata => "metadata",
             Operation::Ready => "ready",
+            Operation::Config => "config",
+            Operation::Stats => "stats",
+            Operation::Admin => "admin",
         }
     }
 }
+
+/// The model name a server-wide operation (Triton's repository index, log settings)
+/// is authorized on: only a rule whose `models` include `*` grants it.
+pub const SERVER_WIDE: &str = "*";
 
 /// One rule of the policy.
 #[derive(Debug, Clone, Deserialize)]

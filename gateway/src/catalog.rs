@@ -117,6 +117,17 @@ impl Catalog {
         true
     }
 
+    /// The ready versions of a model the repository has, oldest first (empty for a
+    /// name it does not have).
+    pub fn versions(&self, model: &str) -> Vec<u64> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        index
+            .models
+            .get(model)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Names of the models known now, for readiness and `warden check`.
     pub fn models(&self) -> Vec<String> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
@@ -165,6 +176,8 @@ mod tests {
         assert_eq!(c.resolve("broken", ""), None);
         assert_eq!(c.resolve("n", ""), None);
         assert_eq!(c.models(), vec!["broken".to_string(), "m".to_string()]);
+        assert_eq!(c.versions("m"), vec![1, 3]);
+        assert!(c.versions("n").is_empty());
     }
 
     #[test]

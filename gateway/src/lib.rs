@@ -22,7 +22,9 @@ pub mod privilege;
 pub mod refusal;
 pub mod reload;
 pub mod state;
+pub mod stats;
 pub mod tls;
+pub mod triton;
 
 pub use authz::{issuer_names, load_policy};
 use tls::{GRPC_ALPN, REST_ALPN};
@@ -59,6 +61,10 @@ pub fn settings(config: &Config, policy: &authz::Policy) -> serde_json::Value {
                   "max_file_bytes": config.audit.max_file_bytes, "max_file_age_secs": config.audit.max_file_age_secs,
                   "max_files": config.audit.max_files, "max_total_bytes": config.audit.max_total_bytes},
         "gateway_uid": config.gateway.uid,
+        // Calls that may come without a credential, and the admin operations taken.
+        "health": config.health,
+        "reflection": config.reflection,
+        "triton": config.triton,
     })
 }
 

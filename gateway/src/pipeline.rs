@@ -20,7 +20,9 @@
 //!
 //! INVARIANT: before step 2 succeeds, a caller costs a bounded amount of memory and CPU:
 //! nothing of its body is read (beyond the bounded discard that lets its client read the
-//! refusal), nothing it names is stored, logged or used as a label.
+//! refusal, and a `grpc.health.v1` call's message of at most [`HEALTH_MESSAGE_BYTES`],
+//! whose service name decides whether a credential is needed), nothing it names is
+//! stored, logged or used as a label.
 
 use crate::audit::Record;
 use crate::auth::{self, Principal};
@@ -81,10 +83,47 @@ pub enum Op {
     ModelMetadata,
     ModelReady,
     ModelInfer,
+    /// Triton: the model's configuration, built from its metadata.
+    ModelConfig,
+    /// Triton: statistics of a model, or, when none is named, of every model the
+    /// caller may read statistics of.
+    ModelStats,
+    /// Triton: the repository's models and their states (admin).
+    RepositoryIndex,
+    /// Triton: load a model (admin; see `triton.repository_control`).
+    RepositoryLoad,
+    /// Triton: unload a model (admin; see `triton.repository_control`).
+    RepositoryUnload,
+    /// Triton: read (or ask to change) the log settings (admin).
+    LogSettings,
+    /// `grpc.health.v1.Health` Check or Watch; `model` once the service name read
+    /// from the message names a model rather than the server.
+    Health {
+        watch: bool,
+        model: bool,
+    },
+    /// gRPC server reflection: a bidirectional stream the front answers.
+    Reflection,
+}
+
+/// What a call must be authorized for, beyond authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Nothing more (server metadata, authenticated server health).
+    Server,
+    /// An operation on the model named, which the repository must have.
+    Model(Operation),
+    /// An operation on the model named, if one is; none named: every model.
+    ModelOrAll(Operation),
+    /// An operation on the model named, which is never looked up in the repository
+    /// (load and unload: the call is refused before that would matter).
+    Named(Operation),
+    /// An operation on the whole server ([`crate::authz::SERVER_WIDE`]).
+    ServerWide(Operation),
 }
 
 impl Op {
-    /// The KServe method name, for metrics.
+    /// The method name, for metrics.
     pub fn method(self) -> &'static str {
         match self {
             Op::ServerLive => "ServerLive",
@@ -93,10 +132,20 @@ impl Op {
             Op::ModelMetadata => "ModelMetadata",
             Op::ModelReady => "ModelReady",
             Op::ModelInfer => "ModelInfer",
+            Op::ModelConfig => "ModelConfig",
+            Op::ModelStats => "ModelStatistics",
+            Op::RepositoryIndex => "RepositoryIndex",
+            Op::RepositoryLoad => "RepositoryModelLoad",
+            Op::RepositoryUnload => "RepositoryModelUnload",
+            Op::LogSettings => "LogSettings",
+            Op::Health { watch: false, .. } => "Check",
+            Op::Health { watch: true, .. } => "Watch",
+            Op::Reflection => "ServerReflectionInfo",
         }
     }
 
-    /// The serving API (OVMS's `api` label).
+    /// The serving API (OVMS's `api` label): Triton's extensions, health and
+    /// reflection are served beside KServe and counted with it.
     pub fn api(self) -> &'static str {
         match self {
             Op::ServerLive
@@ -104,24 +153,124 @@ impl Op {
             | Op::ServerMetadata
             | Op::ModelMetadata
             | Op::ModelReady
-            | Op::ModelInfer => "KServe",
+            | Op::ModelInfer
+            | Op::ModelConfig
+            | Op::ModelStats
+            | Op::RepositoryIndex
+            | Op::RepositoryLoad
+            | Op::RepositoryUnload
+            | Op::LogSettings
+            | Op::Health { .. }
+            | Op::Reflection => "KServe",
         }
     }
 
-    /// The operation the policy authorizes, for calls on a model.
-    pub fn operation(self) -> Option<Operation> {
+    /// What the call must be authorized for.
+    pub fn scope(self) -> Scope {
         match self {
-            Op::ModelMetadata => Some(Operation::Metadata),
-            Op::ModelReady => Some(Operation::Ready),
-            Op::ModelInfer => Some(Operation::Infer),
-            _ => None,
+            Op::ServerLive | Op::ServerReady | Op::ServerMetadata | Op::Reflection => Scope::Server,
+            Op::Health { model: false, .. } => Scope::Server,
+            Op::ModelMetadata => Scope::Model(Operation::Metadata),
+            Op::ModelReady | Op::Health { model: true, .. } => Scope::Model(Operation::Ready),
+            Op::ModelInfer => Scope::Model(Operation::Infer),
+            Op::ModelConfig => Scope::Model(Operation::Config),
+            Op::ModelStats => Scope::ModelOrAll(Operation::Stats),
+            Op::RepositoryLoad | Op::RepositoryUnload => Scope::Named(Operation::Admin),
+            Op::RepositoryIndex | Op::LogSettings => Scope::ServerWide(Operation::Admin),
         }
     }
 
-    /// Health probes: open (rate-limited per client IP), not audited.
-    pub fn is_health(self) -> bool {
-        matches!(self, Op::ServerLive | Op::ServerReady)
+    /// The operation the policy authorizes, for the audit record.
+    pub fn operation(self) -> Option<Operation> {
+        match self.scope() {
+            Scope::Server => None,
+            Scope::Model(o) | Scope::ModelOrAll(o) | Scope::Named(o) | Scope::ServerWide(o) => {
+                Some(o)
+            }
+        }
     }
+
+    /// Health probes: `/v2/health/*` and `ServerLive`/`ServerReady` always, and
+    /// `grpc.health.v1.Health` as configured ([`warden_shared::config::HealthConfig`]),
+    /// answer without a credential: rate-limited per client IP, not audited.
+    pub fn is_open_probe(self, health: &warden_shared::config::HealthConfig) -> bool {
+        match self {
+            Op::ServerLive | Op::ServerReady => true,
+            Op::Health { model: false, .. } => health.grpc_unauthenticated,
+            Op::Health { model: true, .. } => health.grpc_models_unauthenticated,
+            _ => false,
+        }
+    }
+}
+
+/// The service names `grpc.health.v1.Health` answers for the whole server; any other
+/// name is a model's.
+pub const HEALTH_SERVER_NAMES: &[&str] = &["", "inference.GRPCInferenceService"];
+
+/// Most bytes of a `grpc.health.v1` request read before its caller is authenticated
+/// (its service name is what decides whether it must be).
+pub const HEALTH_MESSAGE_BYTES: usize = 5 + 512;
+
+/// A health status, as `grpc.health.v1` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    Serving,
+    NotServing,
+}
+
+/// Changes of a watched health status: each new status, until the server stops (its
+/// last message is then `NotServing`) or the receiver is dropped.
+pub type HealthUpdates = tokio::sync::mpsc::Receiver<Serving>;
+
+/// How often a watched health status is looked at again.
+pub const HEALTH_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a Triton repository index or log settings message asks (the gateway's log
+/// filter is fixed at start, so any change to it is refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Repository index: only models ready now.
+    pub ready_only: bool,
+    /// Log settings: how many settings the call asks to change.
+    pub changes: usize,
+}
+
+/// Triton's log settings, as the gateway's log filter has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub info: bool,
+    pub warning: bool,
+    pub error: bool,
+    /// 0: no debug output; 1: debug; 2: trace.
+    pub verbose_level: u32,
+}
+
+impl LogSettings {
+    /// The settings the process's log filter has now.
+    pub fn current() -> LogSettings {
+        use tracing::level_filters::LevelFilter;
+        let max = LevelFilter::current();
+        LogSettings {
+            info: max >= LevelFilter::INFO,
+            warning: max >= LevelFilter::WARN,
+            error: max >= LevelFilter::ERROR,
+            verbose_level: if max >= LevelFilter::TRACE {
+                2
+            } else if max >= LevelFilter::DEBUG {
+                1
+            } else {
+                0
+            },
+        }
+    }
+}
+
+/// One model version's statistics, as a front renders them.
+#[derive(Debug, Clone)]
+pub struct ModelStats {
+    pub name: String,
+    pub version: String,
+    pub stats: crate::stats::VersionStats,
 }
 
 /// A model and version as a client named them. `version` is empty for "the latest".
@@ -158,8 +307,29 @@ pub enum Answer<S> {
     Ready(bool),
     ServerMetadata,
     ModelMetadata(proto::ModelMetadataResponse),
-    ModelReady { model: String, ready: bool },
+    ModelReady {
+        model: String,
+        ready: bool,
+    },
     Infer(proto::ModelInferResponse, S),
+    /// Triton's model configuration, from the model's metadata.
+    ModelConfig(proto::ModelConfig),
+    ModelStats(Vec<ModelStats>),
+    RepositoryIndex(proto::RepositoryIndexResponse),
+    LogSettings(LogSettings),
+    Health(Serving),
+    /// The status now, then its changes.
+    HealthWatch(Serving, HealthUpdates),
+    /// A stream whose request messages the front answers as they arrive.
+    Stream(Stream),
+}
+
+/// The still-open request body of a bidirectional stream (gRPC reflection), and how
+/// long the front may keep answering it.
+#[derive(Debug)]
+pub struct Stream {
+    pub body: Incoming,
+    pub deadline: Duration,
 }
 
 /// A rendered answer and what the audit record says of it.
@@ -191,8 +361,14 @@ pub trait Codec: Sync {
     }
     /// The message inside a body read whole (gRPC: its length-prefixed frame).
     fn message(&self, body: Bytes) -> Result<Bytes, Refusal>;
-    /// The model and version a message names (fronts whose head does not).
+    /// The model and version a message names (fronts whose head does not); for a
+    /// `grpc.health.v1` call, the service name as the model.
     fn target(&self, op: Op, message: &[u8]) -> Result<Target, Refusal>;
+    /// What a repository index or log settings message asks (a front without those
+    /// calls never routes them here).
+    fn options(&self, _op: Op, _message: &[u8]) -> Result<Options, Refusal> {
+        Err(Refusal::NoRoute)
+    }
     /// Decodes an inference message. Before allocating the decoded form, `charge` is
     /// called with the bytes it will take beyond the message itself.
     fn decode_infer(
@@ -237,6 +413,9 @@ pub struct Call {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub reservation: Reservation,
+    /// For an inference the backend answered: the time before it was sent there, and
+    /// the round trip to the backend (Triton's statistics).
+    pub dispatch: Option<(Duration, Duration)>,
     _in_flight: InFlight,
 }
 
@@ -260,6 +439,9 @@ impl Drop for InFlight {
 pub struct Body {
     inner: Option<Incoming>,
     declared: Option<u64>,
+    /// A body read before authentication (a health call's bounded message), handed
+    /// out by the next `read`.
+    early: Option<Bytes>,
 }
 
 impl Body {
@@ -267,7 +449,13 @@ impl Body {
         Body {
             inner: Some(inner),
             declared,
+            early: None,
         }
+    }
+
+    /// The body itself, unread, for a front that answers it as it streams.
+    fn take(&mut self) -> Option<Incoming> {
+        self.inner.take()
     }
 
     /// Whether the client may still be sending it.
@@ -286,6 +474,9 @@ impl Body {
         cap: usize,
         framed_len: &(dyn Fn(&[u8]) -> Option<u64> + Sync),
     ) -> Result<Bytes, Refusal> {
+        if let Some(early) = self.early.take() {
+            return Ok(early);
+        }
         if self.declared.is_some_and(|len| len > cap as u64) {
             return Err(Refusal::TooLarge(cap));
         }
@@ -334,6 +525,38 @@ impl Body {
         Ok(buf.freeze())
     }
 
+    /// Reads a small body whole before its caller is authenticated: at most `cap`
+    /// bytes, in at most [`REFUSAL_DISCARD_TIME`], charged to no quota (the bound is
+    /// the charge). Kept for the next `read`.
+    async fn read_early(&mut self, cap: usize) -> Result<Bytes, Refusal> {
+        let Some(body) = self.inner.as_mut() else {
+            return Ok(Bytes::new());
+        };
+        if self.declared.is_some_and(|len| len > cap as u64) {
+            return Err(Refusal::TooLarge(cap));
+        }
+        let read = async {
+            let mut buf = BytesMut::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame
+                    .map_err(|_| Refusal::Malformed("request body could not be read".into()))?;
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() > cap {
+                        return Err(Refusal::TooLarge(cap));
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Ok(buf.freeze())
+        };
+        let bytes = tokio::time::timeout(REFUSAL_DISCARD_TIME, read)
+            .await
+            .map_err(|_| Refusal::Timeout)??;
+        self.inner = None;
+        self.early = Some(bytes.clone());
+        Ok(bytes)
+    }
+
     /// Reads and throws away what is left, up to a bound, so the client can read the
     /// answer (documented: docs/configuration.md, "early refusals").
     async fn discard(&mut self, max_bytes: usize, max_time: Duration) {
@@ -370,12 +593,26 @@ pub async fn serve<C: Codec>(
     codec: &C,
 ) -> Served<C::Response> {
     let _active = conn.activity.enter();
+    let mut head = head;
     let mut body = Body::new(body, head.declared_len);
+    if let Ok(Op::Health { watch, .. }) = head.op {
+        // The service name decides whether the call needs a credential: read its
+        // small, bounded message first.
+        match health_target(&mut body, codec, head.op.clone()).await {
+            Ok(t) => {
+                let model = !HEALTH_SERVER_NAMES.contains(&t.model.as_str());
+                head.op = Ok(Op::Health { watch, model });
+                head.target = model.then_some(t);
+            }
+            Err(r) => head.op = Err(r),
+        }
+    }
     if let Ok(op) = head.op
-        && op.is_health()
+        && op.is_open_probe(&state.config.health)
     {
         let id = state.next_request_id();
-        let rendered = match state.health(conn, op).await {
+        let answer = state.probe(conn, op, head.target.as_ref()).await;
+        let rendered = match answer.map(|a| watched(state, op, head.target.clone(), a)) {
             Ok(answer) => codec
                 .render(&id, answer)
                 .unwrap_or_else(|r| codec.refuse(&id, &r)),
@@ -397,6 +634,10 @@ pub async fn serve<C: Codec>(
     {
         Ok(r) => r,
         Err(_) => Err(Refusal::Timeout),
+    };
+    let result = match head.op {
+        Ok(op) => result.map(|a| watched(state, op, head.target.clone(), a)),
+        Err(_) => result,
     };
     let (refusal, rendered) = match result.and_then(|a| codec.render(&call.id, a)) {
         Ok(r) => (None, r),
@@ -422,6 +663,55 @@ pub async fn serve<C: Codec>(
     }
 }
 
+/// The service name of a `grpc.health.v1` call, read from its bounded message.
+async fn health_target<C: Codec>(
+    body: &mut Body,
+    codec: &C,
+    op: Result<Op, Refusal>,
+) -> Result<Target, Refusal> {
+    let op = op?;
+    let message = codec.message(body.read_early(HEALTH_MESSAGE_BYTES).await?)?;
+    codec.target(op, &message)
+}
+
+/// A health answer to a Watch call becomes a stream of its changes: a task looks at
+/// the status again every [`HEALTH_WATCH_INTERVAL`] and at once when the server begins
+/// to stop, sends each change, and ends when the client goes away or the server stops.
+fn watched<S>(state: &Arc<State>, op: Op, target: Option<Target>, answer: Answer<S>) -> Answer<S> {
+    let (Op::Health { watch: true, .. }, Answer::Health(now)) = (op, &answer) else {
+        return answer;
+    };
+    let now = *now;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let mut stop = state.shutdown.subscribe();
+        let mut last = now;
+        loop {
+            let stopping = tokio::select! {
+                _ = tx.closed() => return,
+                _ = stop.wait_for(|s| *s) => true,
+                _ = tokio::time::sleep(HEALTH_WATCH_INTERVAL) => false,
+            };
+            let status = if stopping {
+                Serving::NotServing
+            } else {
+                state.serving(target.as_ref()).await
+            };
+            if status != last {
+                if tx.send(status).await.is_err() {
+                    return;
+                }
+                last = status;
+            }
+            if stopping {
+                return;
+            }
+        }
+    });
+    Answer::HealthWatch(now, rx)
+}
+
 /// Steps 2 to 7 of the module documentation.
 async fn steps<C: Codec>(
     state: &State,
@@ -431,12 +721,30 @@ async fn steps<C: Codec>(
     codec: &C,
 ) -> Result<Answer<C::Shape>, Refusal> {
     let op = head.op.clone()?;
-    let principal = state.authenticate(call, head.token.as_deref())?;
-    call.reservation = state.quotas.start(Some(&principal.display_name()));
-    let principal = call.principal.insert(principal);
-    state.admit_principal(principal)?;
-    if let (Some(t), Some(operation)) = (&head.target, op.operation()) {
-        state.admit_model(call, t, operation).await?;
+    if op == Op::Reflection && state.config.reflection.unauthenticated {
+        // Opened by configuration: no credential, limited per client IP like the
+        // health probes, and audited.
+        state.limit_ip(&call.conn)?;
+    } else {
+        let principal = state.authenticate(call, head.token.as_deref())?;
+        call.reservation = state.quotas.start(Some(&principal.display_name()));
+        let principal = call.principal.insert(principal);
+        state.admit_principal(principal)?;
+    }
+    match (op.scope(), &head.target) {
+        (Scope::Model(o) | Scope::ModelOrAll(o), Some(t)) if !t.model.is_empty() => {
+            state.admit_model(call, t, o).await?
+        }
+        (Scope::Named(o), Some(t)) => state.admit_named(call, t, o)?,
+        (Scope::ServerWide(o), _) => state.admit_named(
+            call,
+            &Target {
+                model: crate::authz::SERVER_WIDE.into(),
+                version: String::new(),
+            },
+            o,
+        )?,
+        _ => {}
     }
     let message = if codec.has_body(op) {
         let cap = codec.body_cap(&state.config.limits, op);
@@ -445,35 +753,77 @@ async fn steps<C: Codec>(
     } else {
         Bytes::new()
     };
-    let target = match (&head.target, op.operation()) {
+    let target = match (&head.target, op.scope()) {
         (Some(t), _) => t.clone(),
-        (None, Some(operation)) => {
+        (None, Scope::Model(operation)) => {
             let t = codec.target(op, &message)?;
             state.admit_model(call, &t, operation).await?;
             t
         }
-        (None, None) => Target::default(),
+        (None, Scope::ModelOrAll(operation)) => {
+            let t = codec.target(op, &message)?;
+            if !t.model.is_empty() {
+                state.admit_model(call, &t, operation).await?;
+            }
+            t
+        }
+        (None, Scope::Named(operation)) => {
+            let t = codec.target(op, &message)?;
+            state.admit_named(call, &t, operation)?;
+            t
+        }
+        (None, Scope::Server | Scope::ServerWide(_)) => Target::default(),
     };
     let mut backend = state.backend.clone();
     let p = call.principal.clone();
     match op {
         Op::ServerLive | Op::ServerReady => unreachable!("health is answered before the pipeline"),
         Op::ServerMetadata => Ok(Answer::ServerMetadata),
-        Op::ModelMetadata => {
-            let m = backend
-                .model_metadata(backend_request(
-                    proto::ModelMetadataRequest {
-                        name: target.model,
-                        version: target.version,
-                    },
+        Op::ModelMetadata => Ok(Answer::ModelMetadata(
+            state.model_metadata(call, target).await?,
+        )),
+        Op::ModelConfig => Ok(Answer::ModelConfig(crate::triton::model_config(
+            state.model_metadata(call, target).await?,
+        ))),
+        Op::ModelStats => Ok(Answer::ModelStats(state.model_stats(call, &target))),
+        Op::RepositoryIndex => {
+            let options = codec.options(op, &message)?;
+            let mut index = backend
+                .repository_index(backend_request(
+                    proto::RepositoryIndexRequest::default(),
                     p.as_ref(),
                     &call.id,
                 ))
                 .await
                 .map_err(|s| Refusal::from_backend(&s))?
                 .into_inner();
-            Ok(Answer::ModelMetadata(m))
+            if options.ready_only {
+                index.models.retain(|m| m.state == "READY");
+            }
+            Ok(Answer::RepositoryIndex(index))
         }
+        Op::RepositoryLoad | Op::RepositoryUnload => {
+            Err(if state.config.triton.repository_control {
+                Refusal::NotSupported(
+                    "the backend serves the models of its configuration and follows their folders; it cannot load or unload a model on request",
+                )
+            } else {
+                Refusal::Disabled("model load and unload are disabled on this server")
+            })
+        }
+        Op::LogSettings => {
+            if codec.options(op, &message)?.changes > 0 {
+                return Err(Refusal::NotSupported(
+                    "log settings are read-only: the log level is set at start (--log_level, WARDEN_LOG)",
+                ));
+            }
+            Ok(Answer::LogSettings(LogSettings::current()))
+        }
+        Op::Health { .. } => Ok(Answer::Health(state.serving(head.target.as_ref()).await)),
+        Op::Reflection => Ok(Answer::Stream(Stream {
+            body: body.take().ok_or(Refusal::Internal)?,
+            deadline: Duration::from_secs(state.config.limits.request_timeout_secs),
+        })),
         Op::ModelReady => {
             let ready = backend
                 .model_ready(backend_request(
@@ -501,10 +851,12 @@ async fn steps<C: Codec>(
             };
             // The socket client encodes the request into one buffer of its own.
             state.charge(call, prost::Message::encoded_len(&request))?;
+            let sent = Instant::now();
             let resp = backend
                 .model_infer(backend_request(request, p.as_ref(), &call.id))
                 .await
                 .map_err(|s| Refusal::from_backend(&s))?;
+            call.dispatch = Some((sent - call.start, sent.elapsed()));
             call.timing = Timing::read(resp.metadata());
             let resp = resp.into_inner();
             // The backend answers the version it used; record that one.
@@ -547,6 +899,7 @@ impl State {
             bytes_in: 0,
             bytes_out: 0,
             reservation: Reservation::default(),
+            dispatch: None,
         }
     }
 
@@ -665,17 +1018,47 @@ impl State {
             })
     }
 
-    /// Health probes: limited per client IP. Ready means the backend has its models,
-    /// the audit log can be written (a server that would refuse every request for want
-    /// of an audit log is not ready) and the server is not draining.
-    async fn health<S>(&self, conn: &ConnInfo, op: Op) -> Result<Answer<S>, Refusal> {
+    /// Health probes without a credential: limited per client IP. A model's health
+    /// names only a model the repository has (an unknown name is `UnknownModel`, never
+    /// logged or counted by name).
+    async fn probe<S>(
+        &self,
+        conn: &ConnInfo,
+        op: Op,
+        target: Option<&Target>,
+    ) -> Result<Answer<S>, Refusal> {
+        self.limit_ip(conn)?;
+        match op {
+            Op::ServerLive => Ok(Answer::Live),
+            Op::ServerReady => Ok(Answer::Ready(self.ready().await)),
+            _ => {
+                if let Some(t) = target {
+                    warden_shared::repository::check_model_name(&t.model)
+                        .map_err(|_| Refusal::BadName("invalid model name"))?;
+                    if !self.catalog.loaded() {
+                        self.refresh_catalog().await;
+                    }
+                    if self.catalog.lookup(&t.model, "") == Lookup::UnknownModel {
+                        return Err(Refusal::UnknownModel);
+                    }
+                }
+                Ok(Answer::Health(self.serving(target).await))
+            }
+        }
+    }
+
+    /// The per-client-IP limit of calls without a credential.
+    fn limit_ip(&self, conn: &ConnInfo) -> Result<(), Refusal> {
         self.rates.check_ip(conn.peer.ip()).map_err(|l| {
             self.metrics.inc(metrics::RATE_LIMITED, [l.scope.as_str()]);
             Refusal::RateLimited(l)
-        })?;
-        if op == Op::ServerLive {
-            return Ok(Answer::Live);
-        }
+        })
+    }
+
+    /// Ready means the backend has its models, the audit log can be written (a server
+    /// that would refuse every request for want of an audit log is not ready) and the
+    /// server is not draining.
+    async fn ready(&self) -> bool {
         let backend = self
             .backend
             .clone()
@@ -683,10 +1066,115 @@ impl State {
             .await
             .map(|r| r.into_inner().ready)
             .unwrap_or(false);
-        let ready = backend
+        backend
             && (self.audit.healthy() || self.audit.fail_open())
-            && !self.draining.load(std::sync::atomic::Ordering::Relaxed);
-        Ok(Answer::Ready(ready))
+            && !self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The `grpc.health.v1` status of the server (no target) or of a model the
+    /// repository has: serving when ready and not draining.
+    async fn serving(&self, target: Option<&Target>) -> Serving {
+        let ready = match target {
+            None => self.ready().await,
+            Some(t) => {
+                !self.draining.load(std::sync::atomic::Ordering::Relaxed)
+                    && self
+                        .backend
+                        .clone()
+                        .model_ready(proto::ModelReadyRequest {
+                            name: t.model.clone(),
+                            version: String::new(),
+                        })
+                        .await
+                        .is_ok_and(|r| r.into_inner().ready)
+            }
+        };
+        if ready {
+            Serving::Serving
+        } else {
+            Serving::NotServing
+        }
+    }
+
+    /// Step 4 for a call that names a model it does not need the repository to have
+    /// (load, unload) or concerns the whole server: authorization only. The name is
+    /// checked for form and never recorded.
+    fn admit_named(
+        &self,
+        call: &mut Call,
+        t: &Target,
+        operation: Operation,
+    ) -> Result<(), Refusal> {
+        if t.model != crate::authz::SERVER_WIDE {
+            warden_shared::repository::check_model_name(&t.model)
+                .map_err(|_| Refusal::BadName("invalid model name"))?;
+        }
+        let p = call.principal.as_ref().ok_or(Refusal::Internal)?;
+        match self.policy().allows(p, &t.model, None, operation) {
+            Some(rule) => {
+                call.rule = Some(rule.to_owned());
+                Ok(())
+            }
+            None => {
+                self.metrics
+                    .inc(metrics::AUTHZ_DENIED, [UNKNOWN_MODEL_LABEL]);
+                tracing::info!(request_id = %call.id, principal = %p.log_name(), op = operation.as_str(), "authorization denied");
+                Err(Refusal::Forbidden)
+            }
+        }
+    }
+
+    /// The backend's metadata of an admitted model.
+    async fn model_metadata(
+        &self,
+        call: &Call,
+        target: Target,
+    ) -> Result<proto::ModelMetadataResponse, Refusal> {
+        Ok(self
+            .backend
+            .clone()
+            .model_metadata(backend_request(
+                proto::ModelMetadataRequest {
+                    name: target.model,
+                    version: target.version,
+                },
+                call.principal.as_ref(),
+                &call.id,
+            ))
+            .await
+            .map_err(|s| Refusal::from_backend(&s))?
+            .into_inner())
+    }
+
+    /// Statistics of an admitted model (its version, or every ready version), or, with
+    /// no model named, of every model the caller may read statistics of.
+    fn model_stats(&self, call: &Call, target: &Target) -> Vec<ModelStats> {
+        let models = if target.model.is_empty() {
+            let policy = self.policy();
+            let p = call.principal.as_ref();
+            self.catalog
+                .models()
+                .into_iter()
+                .filter(|m| {
+                    p.is_some_and(|p| policy.allows(p, m, None, Operation::Stats).is_some())
+                })
+                .collect()
+        } else {
+            vec![target.model.clone()]
+        };
+        let mut out = Vec::new();
+        for m in models {
+            for v in self.catalog.versions(&m) {
+                if target.version.is_empty() || target.version == v.to_string() {
+                    out.push(ModelStats {
+                        name: m.clone(),
+                        version: v.to_string(),
+                        stats: self.stats.get(&m, v),
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Creates, at 0, the request series of a served model version, as OVMS does when
@@ -779,6 +1267,25 @@ impl State {
     ) -> Result<(), Refusal> {
         let latency = call.start.elapsed();
         let ok = refusal.is_none() && status < 400;
+        if call.op == Some(Op::ModelInfer)
+            && let Some(m) = &call.model
+            && let Some(v) = call
+                .version
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+                .or_else(|| self.catalog.versions(m).last().copied())
+        {
+            self.stats.record(
+                m,
+                v,
+                crate::stats::Sample {
+                    total: latency,
+                    backend: call.dispatch.map(|t| t.1),
+                    before_backend: call.dispatch.map(|t| t.0),
+                    ok,
+                },
+            );
+        }
         let (decision, reason) = match refusal {
             None => (
                 Decision::Allowed,

@@ -106,6 +106,12 @@ pub enum Refusal {
     Internal,
     /// The audit record could not be written (fail closed).
     AuditUnavailable,
+    /// An operation this server's configuration turns off (e.g. Triton's model
+    /// load/unload while `triton.repository_control` is false).
+    Disabled(&'static str),
+    /// An operation Warden's design cannot carry out, though allowed (e.g. loading a
+    /// model on request: the backend serves the models of its configuration).
+    NotSupported(&'static str),
 }
 
 impl Refusal {
@@ -129,6 +135,8 @@ impl Refusal {
             BackendBusy | Overloaded => StatusCode::TOO_MANY_REQUESTS,
             BackendUnavailable | AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Disabled(_) => StatusCode::FORBIDDEN,
+            NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -139,9 +147,9 @@ impl Refusal {
             HeadersTooLarge | TooLarge(_) | Quota(_) | RateLimited(_) | BackendBusy
             | Overloaded => Code::ResourceExhausted,
             UrlTooLong | Framing(_) | BadName(_) | Malformed(_) => Code::InvalidArgument,
-            NoRoute | Unsupported(_) | MethodNotAllowed => Code::Unimplemented,
+            NoRoute | Unsupported(_) | MethodNotAllowed | NotSupported(_) => Code::Unimplemented,
             Unauthenticated(_) => Code::Unauthenticated,
-            Forbidden => Code::PermissionDenied,
+            Forbidden | Disabled(_) => Code::PermissionDenied,
             UnknownModel | UnknownVersion | BackendNotFound(_) => Code::NotFound,
             Timeout => Code::DeadlineExceeded,
             BackendUnavailable | AuditUnavailable => Code::Unavailable,
@@ -153,15 +161,14 @@ impl Refusal {
     pub fn decision(&self) -> Decision {
         use Refusal::*;
         match self {
-            Unauthenticated(_) | Forbidden => Decision::Denied,
+            Unauthenticated(_) | Forbidden | Disabled(_) => Decision::Denied,
             RateLimited(_) | Overloaded => Decision::RateLimited,
             Quota(_) => Decision::QuotaExceeded,
             HeadersTooLarge | UrlTooLong | Framing(_) | NoRoute | MethodNotAllowed | BadName(_)
             | UnknownModel | UnknownVersion | TooLarge(_) | Malformed(_) | Unsupported(_)
             | BackendNotFound(_) => Decision::Invalid,
-            Timeout | BackendBusy | BackendUnavailable | Internal | AuditUnavailable => {
-                Decision::Failed
-            }
+            Timeout | BackendBusy | BackendUnavailable | Internal | AuditUnavailable
+            | NotSupported(_) => Decision::Failed,
         }
     }
 
@@ -192,6 +199,8 @@ impl Refusal {
             BackendUnavailable => "backend_unavailable",
             Internal => "internal",
             AuditUnavailable => "audit_unavailable",
+            Disabled(_) => "disabled",
+            NotSupported(_) => "not_supported",
         }
     }
 
@@ -201,7 +210,7 @@ impl Refusal {
         match self {
             HeadersTooLarge => "request headers too large".into(),
             UrlTooLong => "request URL too long".into(),
-            Framing(m) | BadName(m) => (*m).into(),
+            Framing(m) | BadName(m) | Disabled(m) | NotSupported(m) => (*m).into(),
             NoRoute => "no such endpoint".into(),
             MethodNotAllowed => "method not allowed".into(),
             Unauthenticated(_) => "missing or invalid credentials".into(),
@@ -312,6 +321,8 @@ mod tests {
             Refusal::BackendUnavailable,
             Refusal::Internal,
             Refusal::AuditUnavailable,
+            Refusal::Disabled("x"),
+            Refusal::NotSupported("x"),
         ]
     }
 

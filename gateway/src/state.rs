@@ -36,8 +36,11 @@ pub struct State {
     pub quotas: Quotas,
     pub audit: AuditLog,
     pub metrics: Metrics,
-    /// Calls started and not yet dropped, for a graceful stop. Counted by a guard, so a
-    /// call whose client went away mid-request is still counted out.
+    /// Per-model inference statistics (Triton's statistics extension).
+    pub stats: crate::stats::Stats,
+    /// Calls started and not yet dropped, for a graceful stop and the
+    /// `ovms_current_requests` gauge. Counted by a guard, so a call whose client went
+    /// away mid-request is still counted out.
     pub in_flight: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// Set on SIGTERM: readiness turns false while in-flight calls finish.
     pub draining: std::sync::atomic::AtomicBool,
@@ -88,6 +91,7 @@ impl State {
             grpc_calls,
             audit,
             metrics: Metrics::default(),
+            stats: Default::default(),
             in_flight: Default::default(),
             draining: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),

@@ -112,6 +112,62 @@ pub struct Config {
     pub signing: SigningConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub health: HealthConfig,
+    pub triton: TritonConfig,
+    pub reflection: ReflectionConfig,
+}
+
+/// gRPC server reflection (`grpc.reflection.v1` and `v1alpha`) on the gRPC listener:
+/// the descriptors of the services the gateway serves, for grpcurl and the like.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReflectionConfig {
+    /// Answer reflection without a credential (still rate-limited per client IP and
+    /// audited). Default: a valid credential, like server metadata.
+    pub unauthenticated: bool,
+}
+
+/// Whether `grpc.health.v1.Health` answers without a credential.
+pub const DEFAULT_HEALTH_GRPC_UNAUTHENTICATED: bool = true;
+
+/// `grpc.health.v1.Health` on the gRPC listener. The server-level names (`""` and
+/// `inference.GRPCInferenceService`) answer probes (Kubernetes gRPC probes,
+/// grpc-health-probe) that carry no credential; per-model names say whether a model
+/// exists, so they take a credential and the `ready` operation on the model unless
+/// configured otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Server-level health names answer without a credential (rate-limited per client
+    /// IP, not audited, like `/v2/health/*`). False: they take a credential and are
+    /// audited.
+    pub grpc_unauthenticated: bool,
+    /// Per-model health names answer without a credential too (anyone can then learn
+    /// which model names exist).
+    pub grpc_models_unauthenticated: bool,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            grpc_unauthenticated: DEFAULT_HEALTH_GRPC_UNAUTHENTICATED,
+            grpc_models_unauthenticated: false,
+        }
+    }
+}
+
+/// Triton's extensions of the KServe v2 API (model configuration, statistics,
+/// repository, logging). Configuration and statistics are always served (authorized
+/// per model); the repository's load and unload are off unless enabled here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TritonConfig {
+    /// Take `repository/models/{m}/load|unload` (and the gRPC `RepositoryModelLoad` /
+    /// `RepositoryModelUnload`) from callers the policy grants `admin`. Off: they are
+    /// refused as disabled. On: Warden's backend loads the models of its configuration
+    /// and follows their folders, and cannot load or unload on request, so they are
+    /// refused as not supported (docs/configuration.md, "Triton extensions").
+    pub repository_control: bool,
 }
 
 /// Prometheus metrics (OVMS `--metrics_enable`, `--metrics_list` and config.json's

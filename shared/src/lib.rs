@@ -24,6 +24,23 @@ pub mod backend_proto {
     tonic::include_proto!("warden.backend");
 }
 
+/// gRPC's standard health checking messages (`grpc.health.v1`).
+#[allow(clippy::all, missing_docs)]
+pub mod health_proto {
+    tonic::include_proto!("grpc.health.v1");
+}
+
+/// gRPC server reflection messages (`grpc.reflection.v1`; v1alpha is the same on the
+/// wire).
+#[allow(clippy::all, missing_docs)]
+pub mod reflection_proto {
+    tonic::include_proto!("grpc.reflection.v1");
+}
+
+/// The descriptors of every proto file above (a `FileDescriptorSet`), for gRPC server
+/// reflection.
+pub const DESCRIPTORS: &[u8] = tonic::include_file_descriptor_set!("descriptors");
+
 /// Warden's version, reported in server metadata.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The server name reported in server metadata.

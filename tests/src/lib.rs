@@ -720,6 +720,29 @@ impl H2 {
         .await
     }
 
+    /// A gRPC call whose answer is read as it streams (a server-streaming method):
+    /// the response head, its body still open.
+    pub async fn grpc_open(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+        message: &[u8],
+    ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+        self.sender.ready().await?;
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://localhost{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Ok(self
+            .sender
+            .send_request(req.body(Full::new(grpc_frame(message)))?)
+            .await?)
+    }
+
     /// A gRPC call with the body as given (already framed, or deliberately not).
     pub async fn grpc_raw(
         &mut self,

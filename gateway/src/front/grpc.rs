@@ -8,9 +8,11 @@
 //! charged to the caller's quota. No client metadata crosses the socket: the backend
 //! gets a fresh request carrying only what the gateway verified.
 
-use crate::front::{protoscan, tensor};
+use crate::front::{protoscan, reflection, tensor, triton};
 use crate::peer::ConnInfo;
-use crate::pipeline::{self, Answer, Charge, Codec, Head, Listener, Op, Rendered, Target};
+use crate::pipeline::{
+    self, Answer, Charge, Codec, Head, HealthUpdates, Listener, Op, Rendered, Serving, Target,
+};
 use crate::refusal::Refusal;
 use crate::state::State;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -26,15 +28,27 @@ use warden_shared::proto;
 
 /// The service's path prefix.
 pub const SERVICE: &str = "/inference.GRPCInferenceService/";
+/// gRPC's standard health service's path prefix.
+pub const HEALTH_SERVICE: &str = "/grpc.health.v1.Health/";
 /// Most bytes of a request message that names a model but carries no tensor.
 pub const SMALL_MESSAGE_BYTES: usize = 16 << 10;
 /// Server extensions advertised in server metadata.
 pub const EXTENSIONS: &[&str] = crate::front::rest::EXTENSIONS;
 
-/// A unary gRPC response body: at most one message, then trailers.
+/// A gRPC response body: at most one message, then the messages of a stream (if
+/// any), then trailers.
 pub struct GrpcBody {
     data: Option<Bytes>,
+    stream: Option<Streamed>,
     trailers: Option<HeaderMap>,
+}
+
+/// What a streaming answer's messages come from.
+enum Streamed {
+    /// A health Watch: a message per status change.
+    Health(HealthUpdates),
+    /// Frames made by a task (reflection), its trailers last.
+    Frames(tokio::sync::mpsc::Receiver<http_body::Frame<Bytes>>),
 }
 
 impl http_body::Body for GrpcBody {
@@ -43,10 +57,31 @@ impl http_body::Body for GrpcBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         if let Some(d) = self.data.take() {
             return Poll::Ready(Some(Ok(http_body::Frame::data(d))));
+        }
+        match self.stream.as_mut() {
+            Some(Streamed::Health(updates)) => match updates.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(s)) => {
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(frame(&health(s))))));
+                }
+                Poll::Ready(None) => self.stream = None,
+            },
+            Some(Streamed::Frames(frames)) => match frames.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(f)) => {
+                    if f.is_trailers() {
+                        self.trailers = None;
+                        self.stream = None;
+                    }
+                    return Poll::Ready(Some(Ok(f)));
+                }
+                Poll::Ready(None) => self.stream = None,
+            },
+            None => {}
         }
         Poll::Ready(
             self.trailers
@@ -56,8 +91,31 @@ impl http_body::Body for GrpcBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.trailers.is_none()
+        self.data.is_none() && self.stream.is_none() && self.trailers.is_none()
     }
+}
+
+/// A health status as `grpc.health.v1` sends it.
+fn health(s: Serving) -> warden_shared::health_proto::HealthCheckResponse {
+    use warden_shared::health_proto::health_check_response::ServingStatus;
+    warden_shared::health_proto::HealthCheckResponse {
+        status: match s {
+            Serving::Serving => ServingStatus::Serving,
+            Serving::NotServing => ServingStatus::NotServing,
+        }
+        .into(),
+    }
+}
+
+/// One length-prefixed, uncompressed message.
+fn frame<M: Message>(message: &M) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+    // Encoding into a buffer of the exact size cannot fail.
+    let _ = message.encode(&mut buf);
+    buf.freeze()
 }
 
 /// Handles one gRPC call. Never fails: every error is a gRPC status.
@@ -85,6 +143,22 @@ pub async fn handle(
 }
 
 fn method(path: &str) -> Result<Op, Refusal> {
+    if path == reflection::V1 || path == reflection::V1ALPHA {
+        return Ok(Op::Reflection);
+    }
+    if let Some(m) = path.strip_prefix(HEALTH_SERVICE) {
+        return match m {
+            "Check" => Ok(Op::Health {
+                watch: false,
+                model: false,
+            }),
+            "Watch" => Ok(Op::Health {
+                watch: true,
+                model: false,
+            }),
+            _ => Err(Refusal::NoRoute),
+        };
+    }
     match path.strip_prefix(SERVICE) {
         Some("ServerLive") => Ok(Op::ServerLive),
         Some("ServerReady") => Ok(Op::ServerReady),
@@ -92,6 +166,12 @@ fn method(path: &str) -> Result<Op, Refusal> {
         Some("ModelMetadata") => Ok(Op::ModelMetadata),
         Some("ModelReady") => Ok(Op::ModelReady),
         Some("ModelInfer") => Ok(Op::ModelInfer),
+        Some("ModelConfig") => Ok(Op::ModelConfig),
+        Some("ModelStatistics") => Ok(Op::ModelStats),
+        Some("RepositoryIndex") => Ok(Op::RepositoryIndex),
+        Some("RepositoryModelLoad") => Ok(Op::RepositoryLoad),
+        Some("RepositoryModelUnload") => Ok(Op::RepositoryUnload),
+        Some("LogSettings") => Ok(Op::LogSettings),
         _ => Err(Refusal::NoRoute),
     }
 }
@@ -171,17 +251,32 @@ fn grpc_headers(h: &mut HeaderMap) {
 }
 
 fn ok<M: Message>(id: &str, message: &M) -> Rendered<Response<GrpcBody>> {
-    let len = message.encoded_len();
-    let mut buf = BytesMut::with_capacity(5 + len);
-    buf.put_u8(0);
-    buf.put_u32(len as u32);
-    // Encoding into a buffer of the exact size cannot fail.
-    let _ = message.encode(&mut buf);
+    streaming(id, Some(frame(message)), None)
+}
+
+/// Trailers with a status.
+fn status_trailers(code: tonic::Code, message: &str) -> HeaderMap {
     let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert("grpc-status", HeaderValue::from(code as i32));
+    if !message.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&percent_encode(message))
+    {
+        trailers.insert("grpc-message", v);
+    }
+    trailers
+}
+
+/// A first message (if any), then the messages of a stream (if any), then OK.
+fn streaming(
+    id: &str,
+    data: Option<Bytes>,
+    stream: Option<Streamed>,
+) -> Rendered<Response<GrpcBody>> {
+    let len = data.as_ref().map_or(0, |d| d.len().saturating_sub(5));
     let mut resp = Response::new(GrpcBody {
-        data: Some(buf.freeze()),
-        trailers: Some(trailers),
+        data,
+        stream,
+        trailers: Some(status_trailers(tonic::Code::Ok, "")),
     });
     grpc_headers(resp.headers_mut());
     if let Ok(v) = HeaderValue::from_str(id) {
@@ -200,7 +295,8 @@ impl Codec for Grpc {
     type Response = Response<GrpcBody>;
 
     fn has_body(&self, op: Op) -> bool {
-        !op.is_health()
+        // A reflection stream's messages are answered as they arrive, by this front.
+        !matches!(op, Op::ServerLive | Op::ServerReady | Op::Reflection)
     }
 
     fn body_cap(&self, limits: &LimitsConfig, op: Op) -> usize {
@@ -235,12 +331,32 @@ impl Codec for Grpc {
         Ok(body.slice(5..))
     }
 
-    fn target(&self, _: Op, message: &[u8]) -> Result<Target, Refusal> {
-        let (model, version) = protoscan::target(message).map_err(Refusal::Malformed)?;
-        Ok(Target {
-            model: model.to_owned(),
-            version: version.to_owned(),
-        })
+    fn target(&self, op: Op, message: &[u8]) -> Result<Target, Refusal> {
+        match op {
+            Op::Health { .. } => {
+                let m = warden_shared::health_proto::HealthCheckRequest::decode(message)
+                    .map_err(|e| Refusal::Malformed(format!("invalid HealthCheckRequest: {e}")))?;
+                Ok(Target {
+                    model: m.service,
+                    version: String::new(),
+                })
+            }
+            Op::RepositoryLoad | Op::RepositoryUnload => Ok(Target {
+                model: triton::grpc_load_target(message)?,
+                version: String::new(),
+            }),
+            _ => {
+                let (model, version) = protoscan::target(message).map_err(Refusal::Malformed)?;
+                Ok(Target {
+                    model: model.to_owned(),
+                    version: version.to_owned(),
+                })
+            }
+        }
+    }
+
+    fn options(&self, op: Op, message: &[u8]) -> Result<pipeline::Options, Refusal> {
+        triton::grpc_options(op, message)
     }
 
     fn decode_infer(
@@ -278,6 +394,25 @@ impl Codec for Grpc {
             Answer::ModelMetadata(m) => ok(id, &m),
             Answer::ModelReady { ready, .. } => ok(id, &proto::ModelReadyResponse { ready }),
             Answer::Infer(resp, ()) => ok(id, &resp),
+            Answer::ModelConfig(c) => ok(id, &proto::ModelConfigResponse { config: Some(c) }),
+            Answer::ModelStats(s) => ok(id, &triton::stats_message(&s)),
+            Answer::RepositoryIndex(i) => ok(id, &i),
+            Answer::LogSettings(l) => ok(id, &triton::log_message(&l)),
+            Answer::Health(s) => ok(id, &health(s)),
+            Answer::HealthWatch(s, updates) => {
+                streaming(id, Some(frame(&health(s))), Some(Streamed::Health(updates)))
+            }
+            Answer::Stream(s) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                tokio::spawn(async move {
+                    let trailers = match reflection::serve(s.body, s.deadline, &tx).await {
+                        Ok(()) => status_trailers(tonic::Code::Ok, ""),
+                        Err((code, message)) => status_trailers(code, message),
+                    };
+                    let _ = tx.send(http_body::Frame::trailers(trailers)).await;
+                });
+                streaming(id, None, Some(Streamed::Frames(rx)))
+            }
         })
     }
 
@@ -286,6 +421,7 @@ impl Codec for Grpc {
         let code = refusal.grpc_code();
         let mut resp = Response::new(GrpcBody {
             data: None,
+            stream: None,
             trailers: None,
         });
         *resp.status_mut() = StatusCode::OK;
@@ -329,7 +465,15 @@ mod tests {
         );
         assert_eq!(
             method("/grpc.health.v1.Health/Check"),
-            Err(Refusal::NoRoute)
+            Ok(Op::Health {
+                watch: false,
+                model: false
+            })
+        );
+        assert_eq!(method("/grpc.health.v1.Health/List"), Err(Refusal::NoRoute));
+        assert_eq!(
+            method("/inference.GRPCInferenceService/ModelStatistics"),
+            Ok(Op::ModelStats)
         );
         assert_eq!(parse_timeout("100m"), Some(Duration::from_millis(100)));
         assert_eq!(parse_timeout("2S"), Some(Duration::from_secs(2)));

@@ -5,5 +5,7 @@
 pub mod grpc;
 pub mod json;
 pub mod protoscan;
+pub mod reflection;
 pub mod rest;
 pub mod tensor;
+pub mod triton;

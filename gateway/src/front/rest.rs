@@ -4,6 +4,7 @@
 //! bodies when the pipeline asks, and renders answers and refusals as JSON.
 
 use crate::front::json::{self, JsonError, OutputPrefs};
+use crate::front::triton;
 use crate::peer::ConnInfo;
 use crate::pipeline::{self, Answer, Charge, Codec, Head, Listener, Op, Rendered, Target};
 use crate::refusal::Refusal;
@@ -19,8 +20,15 @@ use warden_shared::proto;
 /// The binary tensor data extension's header: the JSON part's length.
 pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
-/// Server extensions advertised in server metadata.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
+/// Server extensions advertised in server metadata (Triton's names; `model_repository`:
+/// the index, with load and unload refused, see docs/configuration.md).
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "statistics",
+    "model_repository",
+    "logging",
+];
 
 /// What a request path asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,9 +36,20 @@ enum Route<'a> {
     Live,
     Ready,
     ServerMetadata,
-    ModelMetadata { model: &'a str, version: &'a str },
-    ModelReady { model: &'a str, version: &'a str },
-    Infer { model: &'a str, version: &'a str },
+    ModelMetadata {
+        model: &'a str,
+        version: &'a str,
+    },
+    ModelReady {
+        model: &'a str,
+        version: &'a str,
+    },
+    Infer {
+        model: &'a str,
+        version: &'a str,
+    },
+    /// Triton's extensions (`front::triton`).
+    Triton(triton::Route<'a>),
 }
 
 fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, Refusal> {
@@ -42,6 +61,12 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, Refusal> {
         l == "." || l == ".." || l.contains("%2e") || l.contains("%2f") || l.contains("%5c")
     }) {
         return Err(Refusal::BadName("invalid request path"));
+    }
+    if let Some(t) = triton::route(&segs) {
+        if !t.methods.contains(method) {
+            return Err(Refusal::MethodNotAllowed);
+        }
+        return Ok(Route::Triton(t));
     }
     let (r, wanted) = match segs.as_slice() {
         ["v2", "health", "live"] => (Route::Live, Method::GET),
@@ -190,6 +215,7 @@ impl Route<'_> {
             Route::ModelMetadata { .. } => Op::ModelMetadata,
             Route::ModelReady { .. } => Op::ModelReady,
             Route::Infer { .. } => Op::ModelInfer,
+            Route::Triton(t) => t.op,
         }
     }
 
@@ -201,6 +227,12 @@ impl Route<'_> {
                 model: (*model).to_owned(),
                 version: (*version).to_owned(),
             }),
+            Route::Triton(t) if !matches!(t.op.scope(), pipeline::Scope::ServerWide(_)) => {
+                Some(Target {
+                    model: t.model.to_owned(),
+                    version: t.version.to_owned(),
+                })
+            }
             _ => None,
         }
     }
@@ -251,11 +283,18 @@ impl Codec for Rest {
     type Response = Response<Full<Bytes>>;
 
     fn has_body(&self, op: Op) -> bool {
-        op == Op::ModelInfer
+        matches!(op, Op::ModelInfer | Op::RepositoryIndex | Op::LogSettings)
     }
 
-    fn body_cap(&self, limits: &LimitsConfig, _: Op) -> usize {
-        limits.max_body_bytes
+    fn body_cap(&self, limits: &LimitsConfig, op: Op) -> usize {
+        match op {
+            Op::ModelInfer => limits.max_body_bytes,
+            _ => triton::MAX_BODY_BYTES,
+        }
+    }
+
+    fn options(&self, op: Op, message: &[u8]) -> Result<pipeline::Options, Refusal> {
+        triton::json_options(op, message)
     }
 
     fn message(&self, body: Bytes) -> Result<Bytes, Refusal> {
@@ -338,6 +377,14 @@ impl Codec for Rest {
                 },
                 &serde_json::json!({ "name": model, "ready": ready }),
             ),
+            Answer::ModelConfig(c) => json_value(StatusCode::OK, &triton::config_json(&c)),
+            Answer::ModelStats(s) => json_value(StatusCode::OK, &triton::stats_json(&s)),
+            Answer::RepositoryIndex(i) => json_value(StatusCode::OK, &triton::index_json(&i)),
+            Answer::LogSettings(l) => json_value(StatusCode::OK, &triton::log_json(&l)),
+            // gRPC only: no REST route asks for them.
+            Answer::Health(_) | Answer::HealthWatch(..) | Answer::Stream(_) => {
+                return Err(Refusal::NoRoute);
+            }
             Answer::Infer(resp, prefs) => {
                 let r = json::render_infer_response(&resp, &prefs).map_err(|e| {
                     tracing::error!(error = %e, "cannot render backend response");
