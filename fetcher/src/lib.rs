@@ -42,7 +42,9 @@ impl Redactor {
         for (k, v) in env {
             if k == "AZURE_STORAGE_CONNECTION_STRING" {
                 for part in v.split(';') {
-                    if let Some((_, value)) = part.split_once('=') {
+                    if let Some((name, value)) = part.split_once('=')
+                        && matches!(name.trim(), "AccountKey" | "SharedAccessSignature")
+                    {
                         secrets.push(value.to_owned());
                     }
                 }
@@ -396,11 +398,12 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let r = Redactor::new(&env);
-        let text = "GET http://h/c?sv=2022&sig=abcdef%2Bxyz failed; key c2VjcmV0a2V5, secret wJalrXUtnFEMI/K7MDENG, region eu-west-1";
+        let text = "GET http://h/c?sv=2022&sig=abcdef%2Bxyz failed; key c2VjcmV0a2V5, secret wJalrXUtnFEMI/K7MDENG, region eu-west-1, endpoint http://h:1/acct";
         let clean = r.clean(text);
         for s in ["abcdef%2Bxyz", "c2VjcmV0a2V5", "wJalrXUtnFEMI/K7MDENG"] {
             assert!(!clean.contains(s), "{clean}");
         }
         assert!(clean.contains("eu-west-1"), "{clean}");
+        assert!(clean.contains("http://h:1/acct"), "{clean}");
     }
 }
