@@ -240,9 +240,9 @@ def reachable_by_others(path):
 
 
 class Warden:
-    def __init__(self, workdir, models_dir, runtime_dir, certs, token):
+    def __init__(self, workdir, models_dir, runtime_dir, certs, token, binary=BIN):
         self.workdir, self.models_dir, self.runtime_dir = workdir, models_dir, runtime_dir
-        self.certs, self.token = certs, token
+        self.certs, self.token, self.binary = certs, token, binary
         self.proc = None
 
     def write_config(self, nireq=None):
@@ -297,7 +297,7 @@ path = "{self.workdir / 'audit' / 'audit.log'}"
     def start(self):
         self.write_config(int(os.environ["BENCH_NIREQ"]) if os.environ.get("BENCH_NIREQ") else None)
         self.log = open(self.workdir / "warden.log", "w")
-        self.proc = subprocess.Popen([str(BIN), "serve", "--config", str(self.workdir / "warden.toml")],
+        self.proc = subprocess.Popen([str(self.binary), "serve", "--config", str(self.workdir / "warden.toml")],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -324,7 +324,7 @@ path = "{self.workdir / 'audit' / 'audit.log'}"
         self.proc = None
 
     def version(self):
-        return run([str(BIN), "--version"]).strip()
+        return run([str(self.binary), "--version"]).strip()
 
 
 class Peer:
@@ -564,6 +564,51 @@ class Bench:
             log(f"cpu per request {kind}: gateway {r['gateway_us']:.1f} us, backend {r['backend_us']:.1f} us")
             res[kind] = r
         self.results["overhead"] = res
+
+    def versus_baseline(self, baseline, rounds=3):
+        """This build against another build of Warden (`--baseline BIN`, e.g. the commit
+        before a change), on the same bodies, in alternating rounds (the order flips each
+        round, so a steady drift of the shared host cancels): throughput on BlazeFace over
+        each path, and CPU per request of gateway + backend on `addn`. The figure is the
+        median over rounds of this build / the baseline."""
+        loads = [("blazeface grpc", lambda n: self.grpc("blazeface", 4, 8, n)),
+                 ("blazeface binary", lambda n: self.rest("blazeface", "binary", 4, 8, n)),
+                 ("blazeface json", lambda n: self.rest("blazeface", "json", 4, 4, n)),
+                 ("addn grpc", lambda n: self.grpc("addn", 4, 4, n)),
+                 ("addn binary", lambda n: self.rest("addn", "binary", 4, 4, n))]
+        builds = {"this": self.warden,
+                  "baseline": Warden(OUT / "baseline", self.models, self.runtime, self.certs, self.token,
+                                     binary=Path(baseline).resolve())}
+        (OUT / "baseline").mkdir(exist_ok=True)
+        runs = {b: {name: [] for name, _ in loads} for b in builds}
+        for i in range(rounds):
+            for b in (["this", "baseline"] if i % 2 == 0 else ["baseline", "this"]):
+                self.warden = builds[b]
+                self.warden.start()
+                try:
+                    for name, make in loads:
+                        r = self.on_warden(make(f"base.{b}.{name.replace(' ', '.')}.{i}"))
+                        n = max(r["server_ok"], 1)
+                        r["cpu_us"] = (r["cpu_s"]["gateway"] + r["cpu_s"]["backend"]) / n * 1e6
+                        runs[b][name].append(r)
+                finally:
+                    self.warden.stop()
+        self.warden = builds["this"]
+        med = lambda xs: float(np.median(xs))
+        res = {"baseline": str(baseline), "baseline_version": builds["baseline"].version(), "rounds": rounds,
+               "loads": {}}
+        for name, _ in loads:
+            t, b = runs["this"][name], runs["baseline"][name]
+            res["loads"][name] = {
+                "this_rps": [r["rps"] for r in t], "baseline_rps": [r["rps"] for r in b],
+                "this_cpu_us": [r["cpu_us"] for r in t], "baseline_cpu_us": [r["cpu_us"] for r in b],
+                "all_ok": all(r["all_ok"] for r in t + b),
+                "rps_ratio": med([x["rps"] / y["rps"] for x, y in zip(t, b) if y["rps"]]),
+                "cpu_ratio": med([x["cpu_us"] / y["cpu_us"] for x, y in zip(t, b) if y["cpu_us"]]),
+                "cmd": t[0]["cmd"]}
+            log(f"versus baseline {name}: req/s x{res['loads'][name]['rps_ratio']:.3f}, "
+                f"CPU/request x{res['loads'][name]['cpu_ratio']:.3f}")
+        self.results["versus_baseline"] = res
 
     def versus_warden(self):
         res = {}
@@ -910,6 +955,21 @@ def report(bench, made):
             L.append(f"| {kind} | {fmt(r['rps'])} | {fmt(r['gateway_us'])} | {fmt(r['backend_us'])} | "
                      f"{fmt(ov)} | {fmt(net)} | {fmt(r['client_us'])} |")
         L.append("")
+    if "versus_baseline" in res:
+        vb = res["versus_baseline"]
+        L.append(f"## This build vs a baseline build ({vb['baseline_version']})\n")
+        L.append(f"{vb['rounds']} alternating rounds (the order flips each round), each load "
+                 f"{bench.args.duration} s; the ratio is the median over rounds of this build / the baseline. "
+                 "CPU is gateway + backend process time per request Warden counted as successful.\n")
+        L.append("| load | this req/s | baseline req/s | req/s ratio | this CPU µs | baseline CPU µs | CPU ratio | all ok |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for name, r in vb["loads"].items():
+            L.append(f"| {name} | {' / '.join(fmt(x) for x in r['this_rps'])} | "
+                     f"{' / '.join(fmt(x) for x in r['baseline_rps'])} | {fmt(r['rps_ratio'], 3)} | "
+                     f"{' / '.join(fmt(x) for x in r['this_cpu_us'])} | "
+                     f"{' / '.join(fmt(x) for x in r['baseline_cpu_us'])} | {fmt(r['cpu_ratio'], 3)} | "
+                     f"{'yes' if r['all_ok'] else '**no**'} |")
+        L.append("")
     vs = res.get("versus", {})
     if "warden" in vs and "peer" in vs:
         L.append("## Warden vs MLServer 1.7.1 behind HAProxy (same bodies, 16 in flight, TLS 1.3 + JWT on both)\n")
@@ -989,6 +1049,9 @@ def main():
     ap.add_argument("--sweep-duration", type=int, default=8, help="seconds per sweep point")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--only", default=",".join(SECTIONS))
+    ap.add_argument("--baseline", metavar="BIN",
+                    help="another warden binary (e.g. a release build of an earlier commit) to compare "
+                         "this build with, in alternating rounds")
     args = ap.parse_args()
     only = args.only.split(",")
     b = Bench(args)
@@ -1009,6 +1072,8 @@ def main():
         res["backend_rss_bytes"] = rss_bytes(b.warden.pids["backend"])
     finally:
         b.warden.stop()
+    if args.baseline:
+        b.versus_baseline(args.baseline)
     if "versus" in only:
         b.versus_peer()
     if "inprocess" in only:

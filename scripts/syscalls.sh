@@ -3,7 +3,7 @@
 # inferences, and diffs them against the seccomp allow-lists in policies/.
 #
 # How: the end-to-end inference tests (tests/foundation.rs, tests/protocol.rs: IR, ONNX
-# and TFLite models, f32 and bf16, fixed and dynamic shapes, several versions, REST and
+# and TFLite models, f32, bf16 and int8 weights, fixed and dynamic shapes, several versions, REST and
 # gRPC, binary tensors), plus hot reload of a certificate and a policy (tests/reload.rs)
 # (with audit writing), are run with WARDEN_BIN pointing at a wrapper
 # that starts `warden` under `strace -f`; each server is stopped with SIGTERM, so the
@@ -25,7 +25,7 @@ if ! command -v strace >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq strace >/dev/null
 fi
 OUT="${WARDEN_SYSCALLS_OUT:-$PWD/target/syscalls}"
-FILTER="${WARDEN_SYSCALLS_TESTS:-test(real_models_match_the_independent_reference) | test(real_kserve_clients_work_unchanged) | test(version_policies_choose_what_is_served) | test(bf16_round_trips_through_the_binary_extension) | test(malformed_bodies_are_400_and_the_server_keeps_serving) | test(a_rotated_certificate_is_used_by_new_handshakes_while_old_connections_go_on) | test(an_invalid_policy_keeps_the_old_one_and_a_valid_one_takes_over)}"
+FILTER="${WARDEN_SYSCALLS_TESTS:-test(real_models_match_the_independent_reference) | test(an_int8_model_with_dynamic_int64_inputs_matches_the_reference) | test(real_kserve_clients_work_unchanged) | test(version_policies_choose_what_is_served) | test(bf16_round_trips_through_the_binary_extension) | test(malformed_bodies_are_400_and_the_server_keeps_serving) | test(a_rotated_certificate_is_used_by_new_handshakes_while_old_connections_go_on) | test(an_invalid_policy_keeps_the_old_one_and_a_valid_one_takes_over)}"
 cargo build -p warden
 REAL="${CARGO_TARGET_DIR:-$PWD/target}/debug/warden"
 rm -rf "$OUT" && mkdir -p "$OUT"

@@ -268,7 +268,7 @@ async fn one_record_per_decision_a_verifiable_chain_and_no_secrets() {
     );
     assert_eq!(
         delta(
-            "ovms_requests_success{api=\"KServe\",interface=\"REST\",method=\"ModelReady\",name=\"addn\",version=\"\"}"
+            "ovms_requests_success{api=\"KServe\",interface=\"REST\",method=\"ModelReady\",name=\"addn\"}"
         ),
         3.0
     );

@@ -1090,9 +1090,20 @@ async fn jwks_rotation_is_picked_up_without_a_restart() {
         401,
         "a removed kid is refused"
     );
-    // A broken JWKS keeps the current keys in force.
+    // A broken JWKS keeps the current keys in force: first see the gateway read it and
+    // reject it (its log says so), then check the key it had still works.
+    let rejected = |log: &str| log.matches("JWT key reload failed").count();
+    let before = rejected(&server.log_text());
     std::fs::write(&keys.jwks, "{ not json").unwrap();
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while rejected(&server.log_text()) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broken JWKS was never read and rejected:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     assert_eq!(
         call(sign(&new_key, "k2")).await,
         200,

@@ -108,6 +108,51 @@ async fn real_models_match_the_independent_reference() {
     assert_eq!(outs[0]["shape"], serde_json::json!([1, 896, 1]));
 }
 
+/// An int8-quantized model with int64 inputs of dynamic shape (all-MiniLM-L6-v2, int8
+/// weights): the quantized kernels run inside the sandbox's allow-list too
+/// (scripts/syscalls.sh traces this test), and answer like OpenVINO's own Python API.
+#[tokio::test]
+async fn an_int8_model_with_dynamic_int64_inputs_matches_the_reference() {
+    let mut server = Server::start(
+        &[
+            "--model-path".into(),
+            model_dir("minilm_int8").display().to_string(),
+            "--model-name".into(),
+            "minilm".into(),
+        ],
+        &["--plugin-config", r#"{"INFERENCE_PRECISION_HINT":"f32"}"#],
+    );
+    server.wait_ready().await;
+    // "[CLS] hello world [SEP]" and a longer second call: the shape is chosen per request.
+    for ids in [vec![101i64, 7592, 2088, 102], vec![101, 1996, 4248, 2829, 4419, 14523, 102]] {
+        let n = ids.len();
+        let tensor = |name: &str, data: Vec<i64>| {
+            serde_json::json!({"name": name, "shape": [1, n], "datatype": "INT64", "data": data})
+        };
+        let body = serde_json::json!({"inputs": [
+            tensor("input_ids", ids.clone()),
+            tensor("attention_mask", vec![1; n]),
+            tensor("token_type_ids", vec![0; n]),
+        ]});
+        let req = server.dir.path().join("minilm.json");
+        std::fs::write(&req, body.to_string()).unwrap();
+        let reply = server
+            .call("POST", "/v2/models/minilm/infer", body.to_string())
+            .await;
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        let got = reply.json();
+        let out = &got["outputs"][0];
+        assert_eq!(out["name"], "last_hidden_state");
+        assert_eq!(out["shape"], serde_json::json!([1, n, 384]));
+        let expected = reference(&model_dir("minilm_int8").join("1/model.onnx"), &req)
+            .expect("reference runs");
+        let want = &expected["outputs"]["last_hidden_state"];
+        assert_eq!(out["shape"], want["shape"]);
+        let diff = max_abs_diff(&floats(&out["data"]), &floats(&want["data"]));
+        assert!(diff <= TOLERANCE, "minilm: max |diff| {diff} > {TOLERANCE}");
+    }
+}
+
 #[tokio::test]
 async fn metadata_and_health_endpoints() {
     let server = nsfw_server().await;

@@ -154,6 +154,13 @@ async fn a_killed_backend_is_restarted_and_no_answer_is_wrong() {
     );
     let second = server.child_pid("backend");
     assert_ne!(first, second, "a new backend process");
+    let m = plain_get(server.admin_port, "/metrics").await.unwrap();
+    assert_eq!(metric(&m, "warden_backend_restarts_total"), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "warden_backend_unavailable_total"),
+        unavailable as f64,
+        "each 503 was a call that found the backend unavailable"
+    );
     if require_root("the restarted backend's uid drop") {
         assert_eq!(
             proc_status(second)["Uid"].split_whitespace().next(),

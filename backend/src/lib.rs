@@ -17,6 +17,7 @@ use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
+use warden_shared::backend_proto::backend_gauges_server::BackendGaugesServer;
 use warden_shared::config::{Config, OPENVINO_DIR_ENV};
 use warden_shared::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 use warden_shared::repository::ModelSpec;
@@ -135,6 +136,12 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         );
     }
 
+    // Set by `warden serve` on each backend it starts; absent when run alone. Read now:
+    // the sandbox clears the environment.
+    let restarts: u64 = std::env::var(warden_shared::wire::BACKEND_RESTARTS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let socket_path = config.socket_path();
     let mut listener = None;
     // INVARIANT: no thread exists yet and no model byte has been read.
@@ -182,6 +189,7 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         runtime_dir,
         integrity,
         gateway_uid,
+        restarts,
     ))
 }
 
@@ -229,7 +237,7 @@ async fn probe(
             let shapes: Vec<String> = inputs.iter().map(|i| format!("{:?}", i.shape)).collect();
             let outputs = (0..model.outputs.len()).collect();
             let result = match model.infer(inputs, outputs).await {
-                Ok(out) => format!("ok ({} outputs)", out.len()),
+                Ok((out, _)) => format!("ok ({} outputs)", out.len()),
                 Err(e) => {
                     failures += 1;
                     format!("FAILED: {e}")
@@ -270,6 +278,7 @@ async fn serve(
     runtime_dir: PathBuf,
     integrity: integrity::Integrity,
     gateway_uid: u32,
+    restarts: u64,
 ) -> anyhow::Result<()> {
     let max_tensor_elements = config.limits.max_tensor_elements;
     let max_queued_inferences = config.limits.max_queued_inferences;
@@ -318,18 +327,24 @@ async fn serve(
             }
         }
     });
+    let gauges = BackendGaugesServer::new(service::Gauges {
+        registry: Arc::clone(&registry),
+        restarts,
+    });
     let service = GrpcInferenceServiceServer::new(service::Backend {
         registry,
         max_tensor_elements,
     })
     .max_decoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES)
     .max_encoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES);
-    tracing::info!("backend serving");
+    tracing::info!(restarts, "backend serving");
     tonic::transport::Server::builder()
         .initial_stream_window_size(warden_shared::wire::SOCKET_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(warden_shared::wire::SOCKET_CONNECTION_WINDOW_BYTES)
         .max_frame_size(warden_shared::wire::SOCKET_MAX_FRAME_BYTES)
-        .serve_with_incoming_shutdown(service, ReceiverStream::new(rx), shutdown_signal())
+        .add_service(service)
+        .add_service(gauges)
+        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown_signal())
         .await?;
     tracing::info!("backend stopped");
     Ok(())

@@ -85,6 +85,17 @@ pub struct BoundInput {
     pub data: Bytes,
 }
 
+/// Where the time of one inference went, in microseconds (OVMS's two backend
+/// histograms).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    /// From the call until an infer request was free and bound to it: the wait for a
+    /// permit, then the hand-off to a blocking thread (`ovms_wait_for_infer_req_time_us`).
+    pub wait_us: u64,
+    /// OpenVINO's inference call alone (`ovms_inference_time_us`).
+    pub inference_us: u64,
+}
+
 /// One result tensor.
 #[derive(Debug)]
 pub struct OutputTensor {
@@ -109,6 +120,8 @@ pub struct ModelVersion {
     permits: Arc<Semaphore>,
     free: Mutex<Vec<InferRequest>>,
     pub nireq: usize,
+    /// OpenVINO's execution streams for this compiled model (`NUM_STREAMS`).
+    pub streams: u32,
     /// Inferences waiting for a permit now, and the most that may wait: past that a
     /// request fails fast ([`InferError::Busy`]) instead of queueing without bound.
     waiting: AtomicUsize,
@@ -426,6 +439,11 @@ impl ModelVersion {
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
             .unwrap_or(1);
+        let streams = compiled
+            .get_property(&PropertyKey::Rw(RwPropertyKey::NumStreams))
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(1);
         // Unset: twice OpenVINO's optimal number, so each stream has the next request
         // queued while the previous one's result travels back (the hand-off would
         // otherwise leave a stream idle: +40% on BlazeFace, bench/README.md).
@@ -454,6 +472,7 @@ impl ModelVersion {
             permits: Arc::new(Semaphore::new(nireq)),
             free: Mutex::new(requests),
             nireq,
+            streams,
             waiting: AtomicUsize::new(0),
             max_waiting: default_max_waiting(nireq),
             digest: outcome.digest().map(str::to_owned),
@@ -490,12 +509,19 @@ impl ModelVersion {
         found
     }
 
+    /// Infer requests bound to a call now (holding a permit): loading its data,
+    /// inferring or handing the results back.
+    pub fn active(&self) -> usize {
+        self.nireq.saturating_sub(self.permits.available_permits())
+    }
+
     /// Runs one inference on a pooled infer request, on a blocking thread.
     pub async fn infer(
         self: &Arc<Self>,
         inputs: Vec<BoundInput>,
         outputs: Vec<usize>,
-    ) -> Result<Vec<OutputTensor>, InferError> {
+    ) -> Result<(Vec<OutputTensor>, Timing), InferError> {
+        let called = std::time::Instant::now();
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(p) => p,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(InferError::Worker),
@@ -524,7 +550,18 @@ impl ModelVersion {
                 .unwrap_or_else(|e| e.into_inner())
                 .pop()
                 .ok_or(InferError::Worker)?;
-            let result = this.run(&mut request, &inputs, &outputs);
+            let wait_us = called.elapsed().as_micros() as u64;
+            let result = this
+                .run(&mut request, &inputs, &outputs)
+                .map(|(out, inference_us)| {
+                    (
+                        out,
+                        Timing {
+                            wait_us,
+                            inference_us,
+                        },
+                    )
+                });
             this.free
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -540,15 +577,17 @@ impl ModelVersion {
         request: &mut InferRequest,
         inputs: &[BoundInput],
         outputs: &[usize],
-    ) -> Result<Vec<OutputTensor>, InferError> {
+    ) -> Result<(Vec<OutputTensor>, u64), InferError> {
         for input in inputs {
             let info = &self.inputs[input.index];
             let mut tensor = Tensor::new(info.element_type, &Shape::new(&input.shape)?)?;
             tensor.get_raw_data_mut()?.copy_from_slice(&input.data);
             request.set_input_tensor_by_index(input.index, &tensor)?;
         }
+        let started = std::time::Instant::now();
         request.infer()?;
-        outputs
+        let inference_us = started.elapsed().as_micros() as u64;
+        let outputs = outputs
             .iter()
             .map(|&i| {
                 let info = &self.outputs[i];
@@ -564,6 +603,7 @@ impl ModelVersion {
                     data,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, InferError>>()?;
+        Ok((outputs, inference_us))
     }
 }

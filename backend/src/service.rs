@@ -5,10 +5,13 @@ use crate::validate;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use warden_shared::backend_proto::backend_gauges_server::BackendGauges;
+use warden_shared::backend_proto::{GaugesRequest, GaugesResponse, gauges_response};
 use warden_shared::proto::grpc_inference_service_server::GrpcInferenceService;
 use warden_shared::proto::model_infer_response::InferOutputTensor;
 use warden_shared::proto::model_metadata_response::TensorMetadata;
 use warden_shared::proto::*;
+use warden_shared::wire;
 
 /// The platform reported in model metadata (as OVMS does).
 pub const PLATFORM: &str = "OpenVINO";
@@ -201,7 +204,7 @@ impl GrpcInferenceService for Backend {
         let mut req = req.into_inner();
         let model = Arc::clone(self.registry().find(&req.model_name, &req.model_version)?);
         let prepared = validate::prepare(&model, &mut req, self.max_tensor_elements)?;
-        let outputs = model.infer(prepared.inputs, prepared.outputs).await.map_err(|e| {
+        let (outputs, timing) = model.infer(prepared.inputs, prepared.outputs).await.map_err(|e| {
             if matches!(e, crate::model::InferError::Busy) {
                 // Fail fast: the gateway answers 503 / UNAVAILABLE with Retry-After.
                 tracing::debug!(request_id, model = %model.name, version = model.version, "inference queue full");
@@ -244,6 +247,42 @@ impl GrpcInferenceService for Backend {
             });
             response.raw_output_contents.push(out.data);
         }
-        Ok(Response::new(response))
+        // The gateway turns these into OVMS's two backend histograms; it renders its
+        // answers from the message alone, so no backend metadata reaches a client.
+        let mut response = Response::new(response);
+        let md = response.metadata_mut();
+        md.insert(wire::WAIT_US_HEADER, timing.wait_us.into());
+        md.insert(wire::INFERENCE_US_HEADER, timing.inference_us.into());
+        Ok(response)
+    }
+}
+
+/// The backend's gauges service: what only the backend sees of each served version.
+pub struct Gauges {
+    pub registry: Arc<std::sync::RwLock<Arc<Registry>>>,
+    /// Restarts before this process, as the supervisor counted them.
+    pub restarts: u64,
+}
+
+#[tonic::async_trait]
+impl BackendGauges for Gauges {
+    async fn read(&self, _: Request<GaugesRequest>) -> Result<Response<GaugesResponse>, Status> {
+        let registry = Arc::clone(&self.registry.read().unwrap_or_else(|e| e.into_inner()));
+        let versions = registry
+            .models
+            .values()
+            .flat_map(|versions| versions.values())
+            .map(|m| gauges_response::ModelVersion {
+                name: m.name.clone(),
+                version: m.version,
+                streams: m.streams,
+                infer_req_queue_size: m.nireq as u32,
+                infer_req_active: m.active() as u32,
+            })
+            .collect();
+        Ok(Response::new(GaugesResponse {
+            versions,
+            restarts: self.restarts,
+        }))
     }
 }

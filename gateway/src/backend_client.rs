@@ -4,13 +4,17 @@
 use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
 use tonic::transport::{Channel, Endpoint};
+use warden_shared::backend_proto::backend_gauges_client::BackendGaugesClient;
 use warden_shared::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 
 /// A cheap-to-clone handle on the backend.
 pub type BackendClient = GrpcInferenceServiceClient<Channel>;
+/// The backend's gauges service, on the same connection.
+pub type GaugesClient = BackendGaugesClient<Channel>;
 
-/// Makes a client for the socket at `path`. It connects on first use.
-pub fn connect_lazy(path: PathBuf) -> BackendClient {
+/// Makes the clients for the socket at `path`, sharing one connection made on first
+/// use.
+pub fn connect_lazy(path: PathBuf) -> (BackendClient, GaugesClient) {
     // The URI is required by the API and ignored: the connector below dials the socket.
     let endpoint = Endpoint::from_static("http://backend.warden.invalid")
         .connect_timeout(std::time::Duration::from_secs(2))
@@ -26,9 +30,31 @@ pub fn connect_lazy(path: PathBuf) -> BackendClient {
                 .map(TokioIo::new)
         }
     }));
-    GrpcInferenceServiceClient::new(channel)
+    let kserve = GrpcInferenceServiceClient::new(channel.clone())
         .max_decoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES)
-        .max_encoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES)
+        .max_encoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES);
+    (kserve, BackendGaugesClient::new(channel))
+}
+
+/// What the backend measured of one inference, from its answer's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Waiting for a free infer request (`ovms_wait_for_infer_req_time_us`).
+    pub wait_us: u64,
+    /// OpenVINO's inference call (`ovms_inference_time_us`).
+    pub inference_us: u64,
+}
+
+impl Timing {
+    /// `None` when the answer does not carry both (a backend of another version).
+    pub fn read(md: &tonic::metadata::MetadataMap) -> Option<Timing> {
+        use warden_shared::wire;
+        let us = |key: &str| md.get(key)?.to_str().ok()?.parse::<u64>().ok();
+        Some(Timing {
+            wait_us: us(wire::WAIT_US_HEADER)?,
+            inference_us: us(wire::INFERENCE_US_HEADER)?,
+        })
+    }
 }
 
 /// Wraps a message for the backend with the verified principal and request id. Nothing

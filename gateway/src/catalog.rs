@@ -92,6 +92,17 @@ impl Catalog {
         }
     }
 
+    /// The version a call on `model` reaches: the one named, or the highest when none
+    /// is (as the backend picks it). `None` when the catalog does not have it.
+    pub fn resolve(&self, model: &str, version: &str) -> Option<u64> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let versions = index.models.get(model)?;
+        if version.is_empty() {
+            return versions.last().copied();
+        }
+        version.parse().ok().filter(|v| versions.contains(v))
+    }
+
     /// Whether a miss may cause a refresh now (and, if so, takes the turn).
     pub fn take_miss_refresh(&self) -> bool {
         let mut next = self
@@ -148,6 +159,11 @@ mod tests {
         assert_eq!(c.lookup("m", &"9".repeat(40)), Lookup::UnknownVersion);
         assert_eq!(c.lookup("n", ""), Lookup::UnknownModel);
         assert_eq!(c.lookup("broken", ""), Lookup::UnknownVersion);
+        assert_eq!(c.resolve("m", ""), Some(3));
+        assert_eq!(c.resolve("m", "1"), Some(1));
+        assert_eq!(c.resolve("m", "2"), None);
+        assert_eq!(c.resolve("broken", ""), None);
+        assert_eq!(c.resolve("n", ""), None);
         assert_eq!(c.models(), vec!["broken".to_string(), "m".to_string()]);
     }
 

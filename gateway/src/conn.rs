@@ -3,6 +3,7 @@
 //! protocol limits, and an idle timeout. A failing connection is logged and dropped; it
 //! never affects another connection or the process.
 
+use crate::metrics;
 use crate::peer::{Activity, ConnInfo};
 use crate::state::State;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -180,9 +181,7 @@ pub async fn accept_loop<F, S, B>(
         let slot = match conns.acquire(peer.ip(), &limits_cfg) {
             Ok(s) => s,
             Err(why) => {
-                state
-                    .metrics
-                    .inc("warden_connections_refused_total", &[("reason", why)]);
+                state.metrics.inc(metrics::CONNECTIONS_REFUSED, [why]);
                 tracing::debug!(%peer, why, "connection refused by limit");
                 continue;
             }
@@ -200,22 +199,16 @@ pub async fn accept_loop<F, S, B>(
             let _open = OpenConn(Arc::clone(&state));
             let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                 Ok(Ok(s)) => {
-                    state
-                        .metrics
-                        .inc("warden_tls_handshakes_total", &[("result", "ok")]);
+                    state.metrics.inc(metrics::TLS_HANDSHAKES, ["ok"]);
                     s
                 }
                 Ok(Err(e)) => {
-                    state
-                        .metrics
-                        .inc("warden_tls_handshakes_total", &[("result", "failed")]);
+                    state.metrics.inc(metrics::TLS_HANDSHAKES, ["failed"]);
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
-                    state
-                        .metrics
-                        .inc("warden_tls_handshakes_total", &[("result", "timeout")]);
+                    state.metrics.inc(metrics::TLS_HANDSHAKES, ["timeout"]);
                     tracing::debug!(%peer, "TLS handshake timed out");
                     return;
                 }
@@ -223,9 +216,7 @@ pub async fn accept_loop<F, S, B>(
             let info = conn_info(peer, &stream);
             let activity = Arc::clone(&info.activity);
             let service = make(info);
-            state
-                .metrics
-                .gauge_add("warden_connections", &[("listener", name)], 1);
+            state.metrics.gauge_add(metrics::CONNECTIONS, [name], 1);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let mut shutdown = state.shutdown.subscribe();
@@ -264,7 +255,7 @@ pub async fn accept_loop<F, S, B>(
                             }
                         } else if !activity.started() && born.elapsed() >= first_request {
                             tracing::debug!(%peer, "closing connection with no request in time");
-                            state.metrics.inc("warden_connections_timed_out_total", &[("reason", "first_request")]);
+                            state.metrics.inc(metrics::CONNECTIONS_TIMED_OUT, ["first_request"]);
                             conn.as_mut().graceful_shutdown();
                             closing = Some(Instant::now());
                         } else if activity.idle_for().is_some_and(|d| d >= idle) {
@@ -275,9 +266,7 @@ pub async fn accept_loop<F, S, B>(
                     }
                 }
             }
-            state
-                .metrics
-                .gauge_add("warden_connections", &[("listener", name)], -1);
+            state.metrics.gauge_add(metrics::CONNECTIONS, [name], -1);
         });
     }
 }

@@ -169,16 +169,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     let rt = rt.enable_all().thread_name("warden-gateway").build()?;
     rt.block_on(async move {
-        let backend = backend_client::connect_lazy(config.socket_path());
+        let (backend, gauges) = backend_client::connect_lazy(config.socket_path());
         let start = audit::Record {
             event: "start",
             settings: Some(settings(&config, &policy)),
             ..Default::default()
         };
-        let state = Arc::new(state::State::new(config, jwt, policy, (rest_tls, grpc_tls), audit, backend));
+        let state = Arc::new(state::State::new(config, jwt, policy, (rest_tls, grpc_tls), audit, backend, gauges));
         if state.audit.write(&start).is_err() {
-            state.metrics.inc("warden_audit_write_failures_total", &[]);
+            state.metrics.inc(metrics::AUDIT_WRITE_FAILURES, []);
         }
+        zero_fixed_series(&state.metrics);
         let rest = tokio::net::TcpListener::from_std(rest)?;
         tracing::info!(%rest_addr, "gateway listening (REST, TLS)");
         let mut tasks = tokio::task::JoinSet::new();
@@ -224,6 +225,32 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     })
 }
 
+/// Series whose label values are a small fixed set start at 0, so a dashboard panel
+/// that filters them (`result!="ok"`) shows 0 rather than nothing until one happens.
+fn zero_fixed_series(m: &metrics::Metrics) {
+    use limits::Scope;
+    for result in ["ok", "failed", "timeout"] {
+        m.add(metrics::TLS_HANDSHAKES, [result], 0);
+    }
+    for result in ["ok", "failed"] {
+        m.add(metrics::CONFIG_RELOADS, [result], 0);
+    }
+    for scope in [Scope::Total, Scope::Principal, Scope::Model, Scope::Ip] {
+        m.add(metrics::RATE_LIMITED, [scope.as_str()], 0);
+    }
+    for scope in [Scope::Total, Scope::Principal] {
+        m.add(metrics::QUOTA_REFUSED, [scope.as_str()], 0);
+    }
+    m.add(metrics::AUTHZ_DENIED, [pipeline::UNKNOWN_MODEL_LABEL], 0);
+    for reason in ["total", "per_ip"] {
+        m.add(metrics::CONNECTIONS_REFUSED, [reason], 0);
+    }
+    m.add(metrics::CONNECTIONS_TIMED_OUT, ["first_request"], 0);
+    for listener in [pipeline::Listener::Rest, pipeline::Listener::Grpc] {
+        m.gauge_add(metrics::CONNECTIONS, [listener.as_str()], 0);
+    }
+}
+
 /// Periodic upkeep: reloads on SIGHUP or when a watched file changes, JWKS files
 /// that changed on disk, rate-limiter memory.
 async fn housekeeping(state: Arc<state::State>) {
@@ -250,9 +277,7 @@ async fn housekeeping(state: Arc<state::State>) {
                 Ok(()) => ("ok", true),
                 Err(_) => ("failed", false),
             };
-            state
-                .metrics
-                .inc("warden_config_reloads_total", &[("result", label)]);
+            state.metrics.inc(metrics::CONFIG_RELOADS, [label]);
             let reason = result.err().map(|e| e.to_string());
             if ok {
                 tracing::info!(issuer = %logsafe::log_safe(&issuer), "JWT keys reloaded (a key file changed)");

@@ -25,9 +25,11 @@
 use crate::audit::Record;
 use crate::auth::{self, Principal};
 use crate::authz::Operation;
+use crate::backend_client::Timing;
 use crate::backend_client::backend_request;
 use crate::catalog::Lookup;
 use crate::limits::quota::Reservation;
+use crate::metrics::{self, Tracked};
 use crate::peer::ConnInfo;
 use crate::refusal::{Decision, Refusal};
 use crate::state::State;
@@ -91,6 +93,18 @@ impl Op {
             Op::ModelMetadata => "ModelMetadata",
             Op::ModelReady => "ModelReady",
             Op::ModelInfer => "ModelInfer",
+        }
+    }
+
+    /// The serving API (OVMS's `api` label).
+    pub fn api(self) -> &'static str {
+        match self {
+            Op::ServerLive
+            | Op::ServerReady
+            | Op::ServerMetadata
+            | Op::ModelMetadata
+            | Op::ModelReady
+            | Op::ModelInfer => "KServe",
         }
     }
 
@@ -215,10 +229,22 @@ pub struct Call {
     pub rule: Option<String>,
     /// `model_digest` the backend reported for the version that answered.
     pub model_digest: Option<String>,
+    /// The call's place in the model's metric series, once the repository is known to
+    /// have the version.
+    pub series: Option<Series>,
+    /// What the backend measured of the inference.
+    pub timing: Option<Timing>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub reservation: Reservation,
     _in_flight: InFlight,
+}
+
+/// A call's metric series: the version label and its count in
+/// `ovms_current_requests`, held until the call ends, however it ends.
+pub struct Series {
+    version: String,
+    _current: Tracked,
 }
 
 /// Counts a call out when it ends, however it ends.
@@ -478,8 +504,9 @@ async fn steps<C: Codec>(
             let resp = backend
                 .model_infer(backend_request(request, p.as_ref(), &call.id))
                 .await
-                .map_err(|s| Refusal::from_backend(&s))?
-                .into_inner();
+                .map_err(|s| Refusal::from_backend(&s))?;
+            call.timing = Timing::read(resp.metadata());
+            let resp = resp.into_inner();
             // The backend answers the version it used; record that one.
             call.version = Some(resp.model_version.clone());
             call.model_digest = digest_of(&resp.parameters);
@@ -515,6 +542,8 @@ impl State {
             version: None,
             rule: None,
             model_digest: None,
+            series: None,
+            timing: None,
             bytes_in: 0,
             bytes_out: 0,
             reservation: Reservation::default(),
@@ -529,13 +558,12 @@ impl State {
             Listener::Grpc => self.config.auth.grpc_mode,
         };
         auth::authenticate(mode, &self.jwt, &call.conn, token).map_err(|e| {
-            self.metrics
-                .inc("warden_auth_failures_total", &[("reason", e.reason())]);
+            self.metrics.inc(metrics::AUTH_FAILURES, [e.reason()]);
             tracing::info!(request_id = %call.id, peer = %call.conn.peer, reason = e.reason(), "authentication failed");
             match self.rates.check_ip(call.conn.peer.ip()) {
                 Err(l) => {
                     self.metrics
-                        .inc("warden_rate_limited_total", &[("scope", l.scope.as_str())]);
+                        .inc(metrics::RATE_LIMITED, [l.scope.as_str()]);
                     Refusal::RateLimited(l)
                 }
                 Ok(()) => Refusal::Unauthenticated(e),
@@ -549,8 +577,7 @@ impl State {
         self.rates
             .check_principal(&p.display_name(), over)
             .map_err(|l| {
-                self.metrics
-                    .inc("warden_rate_limited_total", &[("scope", l.scope.as_str())]);
+                self.metrics.inc(metrics::RATE_LIMITED, [l.scope.as_str()]);
                 Refusal::RateLimited(l)
             })
     }
@@ -581,6 +608,17 @@ impl State {
         }
         if lookup == Lookup::Known {
             call.version = Some(t.version.clone()).filter(|v| !v.is_empty());
+            if call.series.is_none()
+                && let Some(v) = self.catalog.resolve(&t.model, &t.version)
+            {
+                let version = v.to_string();
+                call.series = Some(Series {
+                    _current: self
+                        .metrics
+                        .track(metrics::CURRENT_REQUESTS, [&t.model, &version]),
+                    version,
+                });
+            }
         }
         let p = call.principal.as_ref().ok_or(Refusal::Internal)?;
         let version = t.version.parse().ok();
@@ -588,8 +626,7 @@ impl State {
             Some(rule) => call.rule = Some(rule.to_owned()),
             None => {
                 let label = call.model.as_deref().unwrap_or(UNKNOWN_MODEL_LABEL);
-                self.metrics
-                    .inc("warden_authz_denied_total", &[("model", label)]);
+                self.metrics.inc(metrics::AUTHZ_DENIED, [label]);
                 tracing::info!(request_id = %call.id, principal = %p.log_name(), model = label, op = operation.as_str(), "authorization denied");
                 return Err(Refusal::Forbidden);
             }
@@ -598,8 +635,7 @@ impl State {
             Lookup::UnknownModel => Err(Refusal::UnknownModel),
             Lookup::UnknownVersion => Err(Refusal::UnknownVersion),
             Lookup::Known => self.rates.check_model(&t.model).map_err(|l| {
-                self.metrics
-                    .inc("warden_rate_limited_total", &[("scope", l.scope.as_str())]);
+                self.metrics.inc(metrics::RATE_LIMITED, [l.scope.as_str()]);
                 Refusal::RateLimited(l)
             }),
         }
@@ -624,8 +660,7 @@ impl State {
         self.quotas
             .grow(&mut call.reservation, bytes)
             .map_err(|scope| {
-                self.metrics
-                    .inc("warden_quota_refused_total", &[("scope", scope.as_str())]);
+                self.metrics.inc(metrics::QUOTA_REFUSED, [scope.as_str()]);
                 Refusal::Quota(scope)
             })
     }
@@ -635,8 +670,7 @@ impl State {
     /// of an audit log is not ready) and the server is not draining.
     async fn health<S>(&self, conn: &ConnInfo, op: Op) -> Result<Answer<S>, Refusal> {
         self.rates.check_ip(conn.peer.ip()).map_err(|l| {
-            self.metrics
-                .inc("warden_rate_limited_total", &[("scope", l.scope.as_str())]);
+            self.metrics.inc(metrics::RATE_LIMITED, [l.scope.as_str()]);
             Refusal::RateLimited(l)
         })?;
         if op == Op::ServerLive {
@@ -655,6 +689,85 @@ impl State {
         Ok(Answer::Ready(ready))
     }
 
+    /// Creates, at 0, the request series of a served model version, as OVMS does when
+    /// it loads one: a dashboard shows 0 rather than nothing until a call comes.
+    pub fn zero_model_series(&self, model: &str, version: &str) {
+        let m = &self.metrics;
+        for op in [Op::ModelMetadata, Op::ModelReady, Op::ModelInfer] {
+            let v = if op == Op::ModelReady { "" } else { version };
+            for listener in [Listener::Rest, Listener::Grpc] {
+                for requests in [metrics::REQUESTS_SUCCESS, metrics::REQUESTS_FAIL] {
+                    let labels = [op.api(), listener.interface(), op.method(), model, v];
+                    m.add(requests, labels, 0);
+                }
+            }
+        }
+        m.gauge_add(metrics::CURRENT_REQUESTS, [model, version], 0);
+    }
+
+    /// Step 8, metrics. OVMS's request metrics count calls on a model the repository
+    /// has, labelled as OVMS labels them; every call counts in `warden_requests_total`.
+    fn count(
+        &self,
+        call: &Call,
+        refusal: Option<&Refusal>,
+        ok: bool,
+        decision: Decision,
+        latency: Duration,
+    ) {
+        let m = &self.metrics;
+        let api = call.op.map_or("KServe", Op::api);
+        let interface = call.listener.interface();
+        m.inc(metrics::REQUESTS, [api, interface, decision.as_str()]);
+        if let Some(r) = refusal {
+            m.inc(metrics::REFUSALS, [r.label()]);
+            if matches!(r, Refusal::BackendUnavailable) {
+                m.inc(metrics::BACKEND_UNAVAILABLE, []);
+            }
+        }
+        let Some(model) = call.model.as_deref() else {
+            return;
+        };
+        // The version that answered, else the one the call reaches.
+        let version = call
+            .version
+            .as_deref()
+            .or(call.series.as_ref().map(|s| s.version.as_str()))
+            .unwrap_or("");
+        let method = call.op.map_or("Unknown", Op::method);
+        // OVMS labels `ModelReady` without a version.
+        let method_version = if call.op == Some(Op::ModelReady) {
+            ""
+        } else {
+            version
+        };
+        let requests = if ok {
+            metrics::REQUESTS_SUCCESS
+        } else {
+            metrics::REQUESTS_FAIL
+        };
+        m.inc(requests, [api, interface, method, model, method_version]);
+        if ok && call.op == Some(Op::ModelInfer) {
+            m.observe(
+                metrics::REQUEST_TIME,
+                [interface, model, version],
+                latency.as_micros() as f64,
+            );
+        }
+        if let Some(t) = call.timing {
+            m.observe(
+                metrics::INFERENCE_TIME,
+                [model, version],
+                t.inference_us as f64,
+            );
+            m.observe(
+                metrics::WAIT_FOR_INFER_REQ_TIME,
+                [model, version],
+                t.wait_us as f64,
+            );
+        }
+    }
+
     /// Step 8: metrics and the audit record. `Err` carries the refusal to answer with
     /// instead, when the record could not be written (fail closed).
     fn finish(
@@ -665,39 +778,7 @@ impl State {
         grpc_code: Option<i32>,
     ) -> Result<(), Refusal> {
         let latency = call.start.elapsed();
-        let model = call.model.as_deref().unwrap_or("");
-        let version = call.version.as_deref().unwrap_or("");
-        let labels = [
-            ("api", "KServe"),
-            ("interface", call.listener.interface()),
-            ("method", call.op.map_or("Unknown", Op::method)),
-            ("name", model),
-            ("version", version),
-        ];
         let ok = refusal.is_none() && status < 400;
-        self.metrics.inc(
-            if ok {
-                "ovms_requests_success"
-            } else {
-                "ovms_requests_fail"
-            },
-            &labels,
-        );
-        if let Some(r) = refusal {
-            self.metrics
-                .inc("warden_refusals_total", &[("reason", r.label())]);
-        }
-        if call.model.is_some() {
-            self.metrics.observe(
-                "ovms_request_time_us",
-                &[
-                    ("interface", call.listener.interface()),
-                    ("name", model),
-                    ("version", version),
-                ],
-                latency.as_micros() as f64,
-            );
-        }
         let (decision, reason) = match refusal {
             None => (
                 Decision::Allowed,
@@ -705,6 +786,7 @@ impl State {
             ),
             Some(r) => (r.decision(), Some(r.reason())),
         };
+        self.count(&call, refusal, ok, decision, latency);
         let p = call.principal.as_ref();
         let record = Record {
             event: "request",
@@ -739,7 +821,7 @@ impl State {
         match self.audit.write(&record) {
             Ok(()) => Ok(()),
             Err(_) => {
-                self.metrics.inc("warden_audit_write_failures_total", &[]);
+                self.metrics.inc(metrics::AUDIT_WRITE_FAILURES, []);
                 if self.audit.fail_open() {
                     Ok(())
                 } else {

@@ -80,8 +80,8 @@ pub fn reload(state: &State, cause: &str) -> Result<(), String> {
     };
     let ok = result.is_ok();
     state.metrics.inc(
-        "warden_config_reloads_total",
-        &[("result", if ok { "ok" } else { "failed" })],
+        crate::metrics::CONFIG_RELOADS,
+        [if ok { "ok" } else { "failed" }],
     );
     match &result {
         Ok(()) => tracing::info!(
@@ -102,7 +102,7 @@ pub fn reload(state: &State, cause: &str) -> Result<(), String> {
         ..Default::default()
     };
     if state.audit.write(&record).is_err() {
-        state.metrics.inc("warden_audit_write_failures_total", &[]);
+        state.metrics.inc(crate::metrics::AUDIT_WRITE_FAILURES, []);
     }
     result
 }

@@ -6,7 +6,7 @@
 use crate::audit::AuditLog;
 use crate::auth::jwt::JwtAuthority;
 use crate::authz::Policy;
-use crate::backend_client::BackendClient;
+use crate::backend_client::{BackendClient, GaugesClient};
 use crate::catalog::Catalog;
 use crate::limits::quota::Quotas;
 use crate::limits::rate::RateLimits;
@@ -26,6 +26,8 @@ pub struct State {
         std::sync::Arc<rustls::ServerConfig>,
     )>,
     pub backend: BackendClient,
+    /// The backend's gauges (streams, infer request pool), read for `/metrics`.
+    pub backend_gauges: GaugesClient,
     /// The model names and versions the backend serves.
     pub catalog: Catalog,
     /// gRPC calls handled at once (OVMS `--grpc_max_threads`); `None`: no bound.
@@ -34,9 +36,8 @@ pub struct State {
     pub quotas: Quotas,
     pub audit: AuditLog,
     pub metrics: Metrics,
-    /// Calls started and not yet dropped, for a graceful stop and the
-    /// `ovms_current_requests` gauge. Counted by a guard, so a call whose client went
-    /// away mid-request is still counted out.
+    /// Calls started and not yet dropped, for a graceful stop. Counted by a guard, so a
+    /// call whose client went away mid-request is still counted out.
     pub in_flight: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// Set on SIGTERM: readiness turns false while in-flight calls finish.
     pub draining: std::sync::atomic::AtomicBool,
@@ -60,6 +61,7 @@ impl State {
         ),
         audit: AuditLog,
         backend: BackendClient,
+        backend_gauges: GaugesClient,
     ) -> State {
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -81,6 +83,7 @@ impl State {
             policy: std::sync::RwLock::new(std::sync::Arc::new(policy)),
             tls: std::sync::RwLock::new(tls),
             backend,
+            backend_gauges,
             catalog: Catalog::default(),
             grpc_calls,
             audit,

@@ -56,19 +56,47 @@ pub const DEFAULT_GRPC_H2_MAX_CONCURRENT_STREAMS: Option<u32> = None;
 /// Prometheus metrics on the admin listener.
 pub const DEFAULT_METRICS_ENABLED: bool = true;
 
-/// Every metric name OVMS documents (`--metrics_list`, `monitoring.metrics.metrics_list`).
-/// The first six are OVMS's default set.
+/// Every OVMS metric of a model that Warden exports (`--metrics_list`,
+/// `monitoring.metrics.metrics_list`); the first [`OVMS_DEFAULT_METRICS`] are OVMS's
+/// default set, the others OVMS's optional metrics. The gateway's metrics registry is
+/// checked against this list by a test.
 pub const OVMS_METRICS: &[&str] = &[
     "ovms_requests_success",
     "ovms_requests_fail",
     "ovms_request_time_us",
-    "ovms_streams",
     "ovms_inference_time_us",
     "ovms_wait_for_infer_req_time_us",
+    "ovms_streams",
+    "ovms_current_requests",
     "ovms_infer_req_queue_size",
     "ovms_infer_req_active",
-    "ovms_current_requests",
 ];
+/// How many of [`OVMS_METRICS`] OVMS exports by default.
+pub const OVMS_DEFAULT_METRICS: usize = 7;
+/// OVMS's MediaPipe graph metrics: OVMS names, but Warden serves no MediaPipe graph,
+/// so listing one is refused with that reason rather than exporting an empty family.
+pub const OVMS_GRAPH_METRICS: &[&str] = &[
+    "ovms_current_graphs",
+    "ovms_requests_accepted",
+    "ovms_requests_rejected",
+    "ovms_responses",
+];
+
+/// Checks one name of an OVMS metrics list: `Err` says why it is refused.
+pub fn check_ovms_metric(name: &str) -> Result<(), String> {
+    if OVMS_METRICS.contains(&name) {
+        Ok(())
+    } else if OVMS_GRAPH_METRICS.contains(&name) {
+        Err(format!(
+            "{name:?} is an OVMS MediaPipe graph metric; Warden serves no MediaPipe graphs"
+        ))
+    } else {
+        Err(format!(
+            "{name:?} is not an OVMS metric (known: {})",
+            OVMS_METRICS.join(", ")
+        ))
+    }
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -94,8 +122,9 @@ pub struct MetricsConfig {
     /// Serve `/metrics` on the admin listener. False: the admin listener answers 404
     /// there and no metric is exported.
     pub enabled: bool,
-    /// Which OVMS metrics ([`OVMS_METRICS`]) are exported; empty: OVMS's default set.
-    /// Warden's own `warden_*` metrics are always exported while `enabled`.
+    /// Which OVMS metrics ([`OVMS_METRICS`]) are exported, exactly as OVMS's
+    /// `metrics_list`; empty: OVMS's default set. Warden's own `warden_*` metrics are
+    /// always exported while `enabled`.
     pub list: Vec<String>,
 }
 
@@ -109,24 +138,21 @@ impl Default for MetricsConfig {
 }
 
 impl MetricsConfig {
-    /// Whether an OVMS metric is exported.
+    /// Whether a metric family is exported.
     pub fn exports(&self, name: &str) -> bool {
         self.enabled
-            && if self.list.is_empty() {
-                OVMS_METRICS[..6].contains(&name) || !name.starts_with("ovms_")
-            } else {
-                self.list.iter().any(|m| m == name) || !name.starts_with("ovms_")
-            }
+            && (!name.starts_with("ovms_")
+                || if self.list.is_empty() {
+                    OVMS_METRICS[..OVMS_DEFAULT_METRICS].contains(&name)
+                } else {
+                    self.list.iter().any(|m| m == name)
+                })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         for m in &self.list {
-            if !OVMS_METRICS.contains(&m.as_str()) {
-                return Err(ConfigError::Invalid(format!(
-                    "metrics.list: {m:?} is not an OVMS metric (known: {})",
-                    OVMS_METRICS.join(", ")
-                )));
-            }
+            check_ovms_metric(m)
+                .map_err(|why| ConfigError::Invalid(format!("metrics.list: {why}")))?;
         }
         Ok(())
     }
@@ -1084,6 +1110,46 @@ pub enum ModelsSource<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_list_selects_as_ovms_and_names_what_it_refuses() {
+        let default = MetricsConfig::default();
+        assert!(
+            default.exports("ovms_current_requests"),
+            "in OVMS's default set"
+        );
+        assert!(
+            !default.exports("ovms_infer_req_active"),
+            "optional in OVMS"
+        );
+        assert!(default.exports("warden_requests_total"));
+        let listed = MetricsConfig {
+            enabled: true,
+            list: vec!["ovms_infer_req_active".into()],
+        };
+        assert!(listed.exports("ovms_infer_req_active"));
+        assert!(
+            !listed.exports("ovms_requests_success"),
+            "only what is listed"
+        );
+        assert!(listed.exports("warden_requests_total"));
+        let off = MetricsConfig {
+            enabled: false,
+            list: Vec::new(),
+        };
+        assert!(!off.exports("warden_requests_total"));
+        assert!(check_ovms_metric("ovms_streams").is_ok());
+        assert!(
+            check_ovms_metric("ovms_bogus")
+                .unwrap_err()
+                .contains("\"ovms_bogus\" is not")
+        );
+        assert!(
+            check_ovms_metric("ovms_current_graphs")
+                .unwrap_err()
+                .contains("MediaPipe")
+        );
+    }
 
     #[test]
     fn unknown_keys_are_refused() {

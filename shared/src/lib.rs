@@ -18,6 +18,13 @@ pub mod proto {
     tonic::include_proto!("inference");
 }
 
+/// The backend's gauges service (`proto/warden_backend.proto`): model state only the
+/// backend sees, read by the gateway for `/metrics`.
+#[allow(clippy::all, missing_docs)]
+pub mod backend_proto {
+    tonic::include_proto!("warden.backend");
+}
+
 /// Warden's version, reported in server metadata.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The server name reported in server metadata.

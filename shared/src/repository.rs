@@ -626,11 +626,8 @@ fn monitoring(path: &Path, v: &serde_json::Value) -> Result<Monitoring, Reposito
                         .and_then(|a| a.iter().map(|m| m.as_str().map(str::to_owned)).collect())
                         .ok_or_else(|| bad("metrics.metrics_list is not a list of names".into()))?;
                     for name in &out.metrics_list {
-                        if !crate::config::OVMS_METRICS.contains(&name.as_str()) {
-                            return Err(bad(format!(
-                                "metrics.metrics_list: {name:?} is not an OVMS metric"
-                            )));
-                        }
+                        crate::config::check_ovms_metric(name)
+                            .map_err(|why| bad(format!("metrics.metrics_list: {why}")))?;
                     }
                 }
                 other => return Err(bad(format!("metrics: unknown key {other:?}"))),

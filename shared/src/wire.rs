@@ -31,3 +31,13 @@ pub const SOCKET_STREAM_WINDOW_BYTES: u32 = 16 << 20;
 pub const SOCKET_CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
 /// Largest HTTP/2 frame on the socket (the protocol's maximum is 16 MiB - 1).
 pub const SOCKET_MAX_FRAME_BYTES: u32 = (1 << 20) - 1;
+
+/// Response metadata of a backend `ModelInfer`: microseconds the request waited for a
+/// free infer request (OVMS `ovms_wait_for_infer_req_time_us`).
+pub const WAIT_US_HEADER: &str = "x-warden-wait-us";
+/// Response metadata of a backend `ModelInfer`: microseconds OpenVINO spent in the
+/// inference call itself (OVMS `ovms_inference_time_us`).
+pub const INFERENCE_US_HEADER: &str = "x-warden-inference-us";
+/// Environment variable the supervisor sets on a backend it starts: how many times it
+/// restarted the backend before (reported by the gauges service).
+pub const BACKEND_RESTARTS_ENV: &str = "WARDEN_BACKEND_RESTARTS";

@@ -43,26 +43,24 @@ GATEWAY_PORTS = {8443, 9443}
 METRICS_PORT = 9180
 SOCKET_DIR = "/run/warden"
 
-# The metrics Warden exports (OVMS names first); dashboards may use nothing else.
-ALLOWED_METRICS = {
-    "ovms_requests_success",
-    "ovms_requests_fail",
-    "ovms_request_time_us",
-    "ovms_inference_time_us",
-    "ovms_wait_for_infer_req_time_us",
-    "ovms_current_requests",
-    "ovms_streams",
-    "warden_auth_failures_total",
-    "warden_authz_denied_total",
-    "warden_rate_limited_total",
-    "warden_quota_refused_total",
-    "warden_tls_handshakes_total",
-    "warden_connections",
-    "warden_backend_restarts_total",
-    "warden_audit_write_failures_total",
-    "warden_config_reloads_total",
-}
-HISTOGRAMS = {"ovms_request_time_us", "ovms_inference_time_us", "ovms_wait_for_infer_req_time_us"}
+
+def registry_metrics(root: Path) -> dict[str, tuple[str, str]]:
+    """name -> (type, exported) from the metrics table of docs/metrics.md, which a unit
+    test of gateway/src/metrics.rs keeps equal to the gateway's metrics registry."""
+    out = {}
+    for line in (root / "docs/metrics.md").read_text().splitlines():
+        m = re.match(r"\| `([a-z_]+)` \| (counter|gauge|histogram) \| [^|]* \| ([^|]+) \|", line)
+        if m:
+            out[m.group(1)] = (m.group(2), m.group(3).strip())
+    return out
+
+
+# The metrics Warden exports; dashboards may use nothing else, and must show every one
+# exported by default (OVMS's optional ones are off unless listed).
+REGISTRY = registry_metrics(Path(__file__).resolve().parents[2])
+ALLOWED_METRICS = set(REGISTRY)
+DEFAULT_METRICS = {n for n, (_, exported) in REGISTRY.items() if not exported.startswith("only when")}
+HISTOGRAMS = {n for n, (kind, _) in REGISTRY.items() if kind == "histogram"}
 
 # The root supervisor's capabilities (deploy/systemd/README.md says why each one).
 SUPERVISOR_CAPS = {
@@ -710,9 +708,10 @@ def check_grafana(text: str) -> list[str]:
                 errors.append(f"{where}: unknown metric {name!r} in {expr}")
             else:
                 used.add(base)
-        if re.search(r"\b(rate|increase|irate)\(\s*(ovms_current_requests|ovms_streams|warden_connections)\b", expr or ""):
+        gauges = "|".join(n for n, (kind, _) in REGISTRY.items() if kind == "gauge")
+        if re.search(rf"\b(rate|increase|irate)\(\s*({gauges})\b", expr or ""):
             errors.append(f"{where}: rate() of a gauge: {expr}")
-    for missing in sorted(ALLOWED_METRICS - used):
+    for missing in sorted(DEFAULT_METRICS - used):
         errors.append(f"no panel shows {missing}")
     ids = [p.get("id") for p in dash.get("panels", [])]
     if len(ids) != len(set(ids)):

@@ -497,12 +497,8 @@ impl RunArgs {
                 .map(str::to_owned)
                 .collect();
             for m in &c.metrics.list {
-                if !warden_shared::config::OVMS_METRICS.contains(&m.as_str()) {
-                    anyhow::bail!(
-                        "--metrics_list: {m:?} is not an OVMS metric (known: {})",
-                        warden_shared::config::OVMS_METRICS.join(", ")
-                    );
-                }
+                warden_shared::config::check_ovms_metric(m)
+                    .map_err(|why| anyhow::anyhow!("--metrics_list: {why}"))?;
             }
             map.push(format!(
                 "--metrics_list {list} -> metrics.list = {:?}",

@@ -100,11 +100,17 @@ pub fn scrub_cloud_env(cmd: &mut std::process::Command) {
     }
 }
 
-fn spawn(role: &str, args: &[OsString], pipe_stderr: bool) -> anyhow::Result<Child> {
+fn spawn(
+    role: &str,
+    args: &[OsString],
+    pipe_stderr: bool,
+    env: &[(&str, String)],
+) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("cannot find the warden executable")?;
     let mut cmd = Command::new(exe);
     cmd.arg(role)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if role != "fetcher" {
@@ -210,7 +216,7 @@ fn check_root_capabilities() -> anyhow::Result<()> {
 /// reason (which it logged).
 async fn start_fetcher(args: &[OsString]) -> anyhow::Result<Child> {
     use tokio::io::AsyncBufReadExt;
-    let mut child = spawn("fetcher", args, false)?;
+    let mut child = spawn("fetcher", args, false, &[])?;
     let out = child.stdout.take().context("fetcher stdout")?;
     let mut lines = tokio::io::BufReader::new(out).lines();
     loop {
@@ -263,8 +269,11 @@ async fn supervise(args: Vec<OsString>, fetch: bool) -> anyhow::Result<i32> {
         None
     };
     let mut fetcher_backoff = MIN_BACKOFF;
-    let mut backend = spawn("backend", &args, true)?;
-    let mut gateway = spawn("gateway", &args, false)?;
+    // The backend reports how often it was restarted (`warden_backend_restarts_total`).
+    let mut restarts: u64 = 0;
+    let restarts_env = |n: u64| [(warden_shared::wire::BACKEND_RESTARTS_ENV, n.to_string())];
+    let mut backend = spawn("backend", &args, true, &restarts_env(restarts))?;
+    let mut gateway = spawn("gateway", &args, false, &[])?;
     let mut backend_started = Instant::now();
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -280,7 +289,8 @@ async fn supervise(args: Vec<OsString>, fetch: bool) -> anyhow::Result<i32> {
                     _ = int.recv() => { stop(&mut gateway).await; return Ok(0); }
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                backend = spawn("backend", &args, true)?;
+                restarts += 1;
+                backend = spawn("backend", &args, true, &restarts_env(restarts))?;
                 backend_started = Instant::now();
             }
             status = wait_opt(&mut fetcher) => {
@@ -289,7 +299,7 @@ async fn supervise(args: Vec<OsString>, fetch: bool) -> anyhow::Result<i32> {
                 tracing::error!(status = ?status.ok(), "fetcher exited; restarting (the cached models keep serving)");
                 tokio::time::sleep(fetcher_backoff).await;
                 fetcher_backoff = (fetcher_backoff * 2).min(MAX_BACKOFF);
-                fetcher = Some(spawn("fetcher", &args, false)?);
+                fetcher = Some(spawn("fetcher", &args, false, &[])?);
             }
             status = gateway.wait() => {
                 let status = status?;

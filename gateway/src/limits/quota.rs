@@ -43,6 +43,14 @@ impl Quotas {
         }
     }
 
+    /// Bytes reserved against the server's quota now (in whole KiB units); `None`
+    /// when there is no server quota.
+    pub fn global_in_flight_bytes(&self) -> Option<usize> {
+        let global = self.global.as_ref()?;
+        let used = (self.global_units as usize).saturating_sub(global.available_permits());
+        Some(used * UNIT)
+    }
+
     /// An empty reservation for `principal` (None: charged to the global quota only).
     pub fn start(&self, principal: Option<&str>) -> Reservation {
         let principal_sem = principal.map(|p| {
