@@ -25,3 +25,5 @@ if [ ! -x .venv-deploy/bin/python ] || ! cmp -s scripts/requirements-deploy.txt 
   .venv-deploy/bin/python -m pip install --quiet -r scripts/requirements-deploy.txt
   cp scripts/requirements-deploy.txt .venv-deploy/.requirements
 fi
+# The local S3, Azure Blob and GCS servers of tests/object_storage.rs.
+bash scripts/object-storage-servers.sh

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use warden_shared::backend_proto::backend_gauges_server::BackendGaugesServer;
-use warden_shared::config::{Config, ModelsSource, OPENVINO_DIR_ENV};
+use warden_shared::config::{Config, OPENVINO_DIR_ENV};
 use warden_shared::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 use warden_shared::repository::ModelSpec;
 
@@ -38,16 +38,9 @@ pub struct BackendOptions {
 /// The models to load, resolved before the sandbox (the operator's config.json is read
 /// here because its base paths become the sandbox's read-only rules).
 fn model_specs(config: &Config) -> anyhow::Result<(Vec<ModelSpec>, Vec<PathBuf>)> {
-    match config.models_source()? {
-        ModelsSource::Single { path, name } => Ok((
-            vec![ModelSpec::single(name, path, &config.models).map_err(anyhow::Error::msg)?],
-            vec![],
-        )),
-        ModelsSource::OvmsConfig(path) => {
-            let specs = warden_shared::repository::read_ovms_config(path)?;
-            Ok((specs, vec![path.to_owned()]))
-        }
-    }
+    // Remote repositories are read from the fetcher's cache, never from the network.
+    let (specs, file) = config.model_specs().map_err(anyhow::Error::msg)?;
+    Ok((specs, file.into_iter().collect()))
 }
 
 /// Binds the socket with a umask that makes it 0660 from the start: no window in which

@@ -73,6 +73,8 @@ pub fn plan(config: &Config) -> Result<Plan, String> {
         },
         read_only,
         write_dirs,
+        tree_dirs: vec![],
+        connect_ports: vec![],
         policy,
         enforcement: if config.backend.insecure_allow_unenforced_sandbox {
             Enforcement::BestEffort

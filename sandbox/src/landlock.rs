@@ -2,12 +2,11 @@
 //! widen or narrow what Warden asks for, and an older one that cannot enforce it stops
 //! the start (unless the operator chose [`Enforcement::BestEffort`]).
 
-use crate::Enforcement;
+use crate::{Enforcement, Plan};
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
-use std::path::PathBuf;
 
 /// The Landlock ABI Warden is written and tested against (kernel 6.12+): file access
 /// rights incl. truncate and ioctl on devices, TCP bind/connect, abstract-socket and
@@ -20,11 +19,8 @@ pub fn kernel_abi() -> i64 {
 }
 
 /// What `enter` needs from Landlock.
-pub(crate) fn restrict(
-    read_only: &[PathBuf],
-    write_dirs: &[PathBuf],
-    enforcement: Enforcement,
-) -> Result<String, String> {
+pub(crate) fn restrict(plan: &Plan) -> Result<String, String> {
+    let enforcement = plan.enforcement;
     let abi = LANDLOCK_ABI;
     let level = match enforcement {
         Enforcement::Required => CompatLevel::HardRequirement,
@@ -45,7 +41,14 @@ pub(crate) fn restrict(
     // Appending to and rotating files in a folder: no folders, devices, links or sockets.
     let write =
         read | AccessFs::WriteFile | AccessFs::MakeReg | AccessFs::RemoveFile | AccessFs::Truncate;
-    for (paths, access) in [(read_only, read), (write_dirs, write)] {
+    // A cache tree: folders made, removed and renamed into place (Refer), files
+    // written; still no links, devices, sockets or fifos.
+    let tree = write | AccessFs::MakeDir | AccessFs::RemoveDir | AccessFs::Refer;
+    for (paths, access) in [
+        (&plan.read_only, read),
+        (&plan.write_dirs, write),
+        (&plan.tree_dirs, tree),
+    ] {
         for path in paths {
             // A path that does not exist on this host (say /lib64) grants nothing.
             let Ok(fd) = PathFd::new(path) else { continue };
@@ -58,6 +61,11 @@ pub(crate) fn restrict(
                 .add_rule(PathBeneath::new(fd, a))
                 .map_err(|err| format!("rule for {}: {err}", path.display()))?;
         }
+    }
+    for port in &plan.connect_ports {
+        ruleset = ruleset
+            .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+            .map_err(|err| format!("rule for TCP port {port}: {err}"))?;
     }
     let status = ruleset.restrict_self().map_err(e)?;
     match (status.ruleset, enforcement) {

@@ -75,6 +75,12 @@ pub struct Plan {
     pub read_only: Vec<PathBuf>,
     /// Folders in which files may be created, written, truncated and removed.
     pub write_dirs: Vec<PathBuf>,
+    /// Folders whose whole tree may be changed: files and folders made, removed and
+    /// renamed inside it (the fetcher's model cache). No links, devices or sockets.
+    pub tree_dirs: Vec<PathBuf>,
+    /// TCP ports the process may connect to (the fetcher's object-storage endpoints);
+    /// no port may ever be bound.
+    pub connect_ports: Vec<u16>,
     /// The seccomp policy (policies/*.toml).
     pub policy: Policy,
     pub enforcement: Enforcement,
@@ -267,10 +273,11 @@ pub fn enter_layers(
 
     before_landlock().map_err(SandboxError::BeforeLandlock)?;
 
-    // 5. Landlock: read-only where the policy says, writes only in `write_dirs`, no TCP
-    //    bind/connect, abstract sockets and signals scoped to the sandbox.
+    // 5. Landlock: read-only where the policy says, writes only in `write_dirs` and
+    //    `tree_dirs`, no TCP bind, TCP connect only to `connect_ports`, abstract sockets
+    //    and signals scoped to the sandbox.
     report.landlock = if layers.landlock {
-        self::landlock::restrict(&plan.read_only, &plan.write_dirs, plan.enforcement)
+        self::landlock::restrict(plan)
             .map_err(SandboxError::Landlock)?
     } else {
         "off".into()

@@ -498,6 +498,80 @@ pub struct ModelsConfig {
     /// Seconds between scans of the repository for new, removed or changed versions
     /// (and of `config.json`); 0: only on SIGHUP.
     pub file_system_poll_wait_seconds: u64,
+    /// Model repositories in S3, GCS or Azure Blob (`s3://`, `gs://`, `az://` paths).
+    pub object_storage: ObjectStorageConfig,
+}
+
+/// Where remote repositories are cached: 0750, owned by the fetcher's uid, group the
+/// backend's gid (which reads it, read-only).
+pub const DEFAULT_MODEL_CACHE_DIR: &str = "/var/cache/warden/models";
+/// The uid `warden fetcher` runs as when started as root.
+pub const DEFAULT_FETCHER_UID: u32 = 5002;
+/// Largest total size of all remote repositories.
+pub const DEFAULT_MAX_REPOSITORY_BYTES: u64 = 16 << 30;
+/// Most objects over all remote repositories.
+pub const DEFAULT_MAX_REPOSITORY_FILES: usize = 10_000;
+/// Longest time one request (a listing, one object's download) may take.
+pub const DEFAULT_OBJECT_STORAGE_TIMEOUT_SECS: u64 = 300;
+/// Retries of a failed request, with exponential backoff.
+pub const DEFAULT_OBJECT_STORAGE_RETRIES: usize = 5;
+
+/// Model repositories in object storage, synced by `warden fetcher` into `cache_dir`.
+/// Credentials are never in this file: they come from the environment, as OVMS and
+/// the clouds' own tools take them (docs/configuration.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectStorageConfig {
+    /// The local cache the backend reads; only the fetcher writes it.
+    pub cache_dir: PathBuf,
+    /// uid the fetcher runs as when started as root (its gid is the backend's, so the
+    /// backend can read what it writes).
+    pub uid: u32,
+    /// Largest total size of the remote repositories; a larger listing is refused and
+    /// the versions already cached keep serving.
+    pub max_repository_bytes: u64,
+    /// Most objects in the remote repositories.
+    pub max_repository_files: usize,
+    /// Timeout of one request (a listing, one object's download), in seconds.
+    pub timeout_secs: u64,
+    /// Retries of a failed request, with exponential backoff.
+    pub retries: usize,
+}
+
+impl Default for ObjectStorageConfig {
+    fn default() -> Self {
+        ObjectStorageConfig {
+            cache_dir: DEFAULT_MODEL_CACHE_DIR.into(),
+            uid: DEFAULT_FETCHER_UID,
+            max_repository_bytes: DEFAULT_MAX_REPOSITORY_BYTES,
+            max_repository_files: DEFAULT_MAX_REPOSITORY_FILES,
+            timeout_secs: DEFAULT_OBJECT_STORAGE_TIMEOUT_SECS,
+            retries: DEFAULT_OBJECT_STORAGE_RETRIES,
+        }
+    }
+}
+
+impl ObjectStorageConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.cache_dir.is_relative() || self.cache_dir == Path::new("/") {
+            return Err(ConfigError::Invalid(format!(
+                "models.object_storage.cache_dir {} must be an absolute folder other than /",
+                self.cache_dir.display()
+            )));
+        }
+        if self.max_repository_bytes == 0 || self.max_repository_files == 0 {
+            return Err(ConfigError::Invalid(
+                "models.object_storage.max_repository_bytes and max_repository_files must be above 0"
+                    .into(),
+            ));
+        }
+        if self.timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "models.object_storage.timeout_secs must be above 0".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ModelsConfig {
@@ -514,6 +588,7 @@ impl Default for ModelsConfig {
             nireq: None,
             model_version_policy: None,
             file_system_poll_wait_seconds: DEFAULT_FILE_SYSTEM_POLL_WAIT_SECONDS,
+            object_storage: ObjectStorageConfig::default(),
         }
     }
 }
@@ -850,7 +925,17 @@ impl Config {
         }
         fix(&mut self.auth.jwt_key);
         fix(&mut self.backend.openvino_dir);
-        fix(&mut self.models.model_path);
+        if self
+            .models
+            .model_path
+            .as_deref()
+            .is_some_and(|p| !p.to_string_lossy().contains("://"))
+        {
+            fix(&mut self.models.model_path);
+        }
+        if self.models.object_storage.cache_dir.is_relative() {
+            self.models.object_storage.cache_dir = base.join(&self.models.object_storage.cache_dir);
+        }
         fix(&mut self.models.config_path);
         for key in &mut self.signing.trusted_keys {
             if key.is_relative() {
@@ -1011,11 +1096,17 @@ impl Config {
             )));
         }
         if let Some(path) = &m.model_path {
-            crate::repository::check_local_path(path).map_err(ConfigError::Invalid)?;
+            crate::remote::check_model_path(path).map_err(ConfigError::Invalid)?;
         }
-        if let Some(path) = &m.config_path {
-            crate::repository::check_local_path(path).map_err(ConfigError::Invalid)?;
+        if let Some(path) = &m.config_path
+            && path.to_string_lossy().contains("://")
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--config_path {}: config.json must be a local file (its base_path entries may be s3://, gs:// or az:// URLs)",
+                path.display()
+            )));
         }
+        m.object_storage.validate()?;
         if let Some(shape) = &m.shape {
             crate::repository::parse_shape_setting(&serde_json::Value::String(shape.clone()))
                 .map_err(|e| ConfigError::Invalid(format!("models.shape (--shape): {e}")))?;
@@ -1030,6 +1121,33 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Every model served, with remote base paths replaced by their cache folders (what
+    /// the backend reads), and the config.json read, if any.
+    pub fn model_specs(
+        &self,
+    ) -> Result<(Vec<crate::repository::ModelSpec>, Option<PathBuf>), String> {
+        let (mut specs, file) = self.configured_specs()?;
+        crate::remote::localize(&mut specs, &self.models.object_storage.cache_dir)?;
+        Ok((specs, file))
+    }
+
+    /// Every model served, base paths as configured (`s3://...` kept).
+    pub fn configured_specs(
+        &self,
+    ) -> Result<(Vec<crate::repository::ModelSpec>, Option<PathBuf>), String> {
+        match self.models_source().map_err(|e| e.to_string())? {
+            ModelsSource::Single { path, name } => Ok((
+                vec![crate::repository::ModelSpec::single(name, path, &self.models)?],
+                None,
+            )),
+            ModelsSource::OvmsConfig(path) => {
+                let specs =
+                    crate::repository::read_ovms_config(path).map_err(|e| e.to_string())?;
+                Ok((specs, Some(path.to_owned())))
+            }
+        }
     }
 
     /// The socket path inside the socket directory.

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod datatype;
+pub mod remote;
 pub mod repository;
 pub mod wire;
 

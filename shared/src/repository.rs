@@ -356,21 +356,6 @@ impl LayoutSetting {
     }
 }
 
-/// Refuses object-store URLs (`s3://`, `gs://`, `az://`, `azure://`, any `scheme://`),
-/// which OVMS reads from the cloud and which must not be taken as local folder names.
-pub fn check_local_path(path: &Path) -> Result<(), String> {
-    let text = path.to_string_lossy();
-    if let Some(at) = text.find("://") {
-        let start = text[..at].rfind('/').map_or(0, |i| i + 1);
-        let scheme = &text[start..at];
-        return Err(format!(
-            "{}: {scheme}:// paths (object storage) are not supported yet; copy the model to a local folder",
-            &text[start..]
-        ));
-    }
-    Ok(())
-}
-
 /// Why a repository cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RepositoryError {
@@ -523,7 +508,8 @@ fn model_entry(
                 let p = v
                     .as_str()
                     .ok_or_else(|| err("base_path is not a string".into()))?;
-                check_local_path(Path::new(p)).map_err(|e| err(format!("base_path {e}")))?;
+                crate::remote::check_model_path(Path::new(p))
+                    .map_err(|e| err(format!("base_path {e}")))?;
                 base_path = Some(PathBuf::from(p));
             }
             "target_device" => {
@@ -606,7 +592,9 @@ fn model_entry(
         }
     }
     let base_path = base_path.ok_or_else(|| err("no base_path".into()))?;
-    spec.base_path = if base_path.is_relative() {
+    // An object-storage URL is not relative to anything.
+    let remote = crate::remote::RemoteUrl::of(&base_path).ok().flatten().is_some();
+    spec.base_path = if base_path.is_relative() && !remote {
         base.join(base_path)
     } else {
         base_path

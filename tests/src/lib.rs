@@ -218,6 +218,11 @@ impl Server {
     /// Starts `warden serve` with dev certificates on free ports; `models` are the
     /// model-selection flags (e.g. `--model-path X --model-name Y`), `extra` any others.
     pub fn start(models: &[String], extra: &[&str]) -> Server {
+        Server::start_with_env(models, extra, &[])
+    }
+
+    /// [`Server::start`] with more environment variables (cloud credentials).
+    pub fn start_with_env(models: &[String], extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = TempDir::new("serve");
         let certs = make_certs(dir.path());
         let rest_port = free_port();
@@ -249,6 +254,7 @@ impl Server {
             .arg(runtime_dir())
             .args(extra)
             .env("WARDEN_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(logf.try_clone().expect("dup"))
             .stderr(logf);
         if !extra.contains(&"--audit-log") {

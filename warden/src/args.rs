@@ -60,6 +60,9 @@ pub struct RunArgs {
     /// OVMS-style model folder (`<path>/<version>/model.xml|.onnx|.tflite`).
     #[arg(long = "model-path", alias = "model_path", value_name = "DIR")]
     pub model_path: Option<PathBuf>,
+    /// Where s3://, gs:// and az:// repositories are cached (models.object_storage.cache_dir).
+    #[arg(long = "model-cache-dir", value_name = "DIR")]
+    pub model_cache_dir: Option<PathBuf>,
     /// Name to serve the model under.
     #[arg(long = "model-name", alias = "model_name")]
     pub model_name: Option<String>,
@@ -268,12 +271,13 @@ impl RunArgs {
             ("--config_path", &self.config_path),
         ] {
             if let Some(p) = p {
-                warden_shared::repository::check_local_path(p)
+                warden_shared::remote::check_model_path(p)
                     .map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
             }
         }
         set!(self.model_path => c.models.model_path);
         set!(self.model_name => c.models.model_name);
+        set!(self.model_cache_dir => c.models.object_storage.cache_dir);
         set!(self.config_path => c.models.config_path);
         set!(self.target_device => c.models.target_device);
         if let Some(json) = &self.plugin_config {
@@ -340,8 +344,18 @@ impl RunArgs {
                 *path = cwd.join(&*path);
             }
         };
-        abs(&mut c.models.model_path);
+        if c
+            .models
+            .model_path
+            .as_deref()
+            .is_some_and(|p| !p.to_string_lossy().contains("://"))
+        {
+            abs(&mut c.models.model_path);
+        }
         abs(&mut c.models.config_path);
+        if c.models.object_storage.cache_dir.is_relative() {
+            c.models.object_storage.cache_dir = cwd.join(&c.models.object_storage.cache_dir);
+        }
         abs(&mut c.tls.cert);
         abs(&mut c.tls.key);
         abs(&mut c.auth.jwt_key);

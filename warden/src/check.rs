@@ -3,16 +3,11 @@
 
 use std::fmt::Write as _;
 use warden_backend::integrity::Outcome;
-use warden_shared::config::{AuthMode, ClientCertMode, Config, ModelsSource, OPENVINO_DIR_ENV};
+use warden_shared::config::{AuthMode, ClientCertMode, Config, OPENVINO_DIR_ENV};
 use warden_shared::repository::{self, ModelSpec};
 
 fn specs(config: &Config) -> anyhow::Result<Vec<ModelSpec>> {
-    Ok(match config.models_source()? {
-        ModelsSource::Single { path, name } => {
-            vec![ModelSpec::single(name, path, &config.models).map_err(anyhow::Error::msg)?]
-        }
-        ModelsSource::OvmsConfig(p) => repository::read_ovms_config(p)?,
-    })
+    Ok(config.model_specs().map_err(anyhow::Error::msg)?.0)
 }
 
 fn client_certs(mode: ClientCertMode) -> &'static str {
@@ -263,9 +258,21 @@ pub fn run(config: &Config, mapping: &[String]) -> anyhow::Result<String> {
     for (name, mode) in &config.signing.models {
         writeln!(out, "         model {name}: {mode}")?;
     }
+    let (remote, mut problems) = warden_fetcher::describe(config)?;
+    out += &remote;
     writeln!(out, "models:")?;
-    let mut problems = 0;
-    for spec in specs(config)? {
+    let configured = config.configured_specs().map_err(anyhow::Error::msg)?.0;
+    for (spec, conf) in specs(config)?.into_iter().zip(configured) {
+        if let Ok(Some(url)) = warden_shared::remote::RemoteUrl::of(&conf.base_path)
+            && !spec.base_path.exists()
+        {
+            writeln!(
+                out,
+                "  {:<20} from {url}: not in the cache yet (fetched at start; see object storage above)",
+                spec.name
+            )?;
+            continue;
+        }
         writeln!(
             out,
             "  {:<20} settings: {}",

@@ -35,6 +35,9 @@ enum Command {
     Gateway(args::RunArgs),
     /// Run only the sandboxed inference backend (two-container deployments).
     Backend(args::RunArgs),
+    /// Run only the object-storage fetcher: sync s3://, gs:// and az:// repositories
+    /// into the local model cache (started by `serve`; its own container otherwise).
+    Fetcher(args::RunArgs),
     /// Make DEVELOPMENT-ONLY certificates and a token signing key.
     CertsDev {
         /// Folder to write ca.pem, server.pem, server.key, client.pem, client.key, jwt.key, jwt.pub.pem.
@@ -119,7 +122,7 @@ fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if matches!(
         args.get(1).and_then(|a| a.to_str()),
-        Some("serve" | "gateway" | "backend" | "check")
+        Some("serve" | "gateway" | "backend" | "fetcher" | "check")
     ) && let Err(e) = ovms::refuse_unsupported(&args[2..])
     {
         eprintln!("warden: error: {e:#}");
@@ -160,6 +163,12 @@ fn run(command: Command) -> anyhow::Result<i32> {
                 probe: a.probe,
             };
             warden_backend::run(&config, &options)?;
+            Ok(0)
+        }
+        Command::Fetcher(a) => {
+            let config = a.load()?;
+            init_logging(config.log.format, a.log_filter()?);
+            warden_fetcher::run(&config)?;
             Ok(0)
         }
         Command::CertsDev { out } => certs::run(&out).map(|()| 0),
@@ -219,10 +228,13 @@ fn run(command: Command) -> anyhow::Result<i32> {
             println!("probe (each model loaded and run once in the sandbox):");
             let exe = std::env::current_exe()?;
             // Piped: the sandboxed child may not write to a regular file (RLIMIT_FSIZE 0).
-            let out = std::process::Command::new(exe)
+            let mut probe = std::process::Command::new(exe);
+            probe
                 .arg("backend")
                 .args(std::env::args_os().skip(2))
-                .env("WARDEN_LOG", "warn")
+                .env("WARDEN_LOG", "warn");
+            serve::scrub_cloud_env(&mut probe);
+            let out = probe
                 .output()?;
             print!("{}", String::from_utf8_lossy(&out.stdout));
             eprint!("{}", String::from_utf8_lossy(&out.stderr));

@@ -35,18 +35,9 @@ pub fn describe(config: &Config) -> anyhow::Result<String> {
     )
     .ok();
     let mut backend_read: Vec<std::path::PathBuf> = runtime.into_iter().collect();
-    if let Ok(source) = config.models_source() {
-        match source {
-            warden_shared::config::ModelsSource::Single { path, .. } => {
-                backend_read.push(path.to_owned())
-            }
-            warden_shared::config::ModelsSource::OvmsConfig(p) => {
-                backend_read.push(p.to_owned());
-                if let Ok(specs) = warden_shared::repository::read_ovms_config(p) {
-                    backend_read.extend(specs.into_iter().map(|s| s.base_path));
-                }
-            }
-        }
+    if let Ok((specs, file)) = config.model_specs() {
+        backend_read.extend(file);
+        backend_read.extend(specs.into_iter().map(|s| s.base_path));
     }
     let backend = warden_backend::sandbox::plan(
         config.backend.uid,
@@ -55,7 +46,17 @@ pub fn describe(config: &Config) -> anyhow::Result<String> {
         warden_sandbox::Enforcement::Required,
     )
     .map_err(anyhow::Error::msg)?;
-    for (name, plan) in [("gateway", &gateway), ("backend", &backend)] {
+    let fetcher = if warden_fetcher::needed(config) {
+        Some(warden_fetcher::sandbox_plan(
+            config,
+            &warden_fetcher::store::process_env(),
+        )?)
+    } else {
+        None
+    };
+    let mut plans = vec![("gateway", &gateway), ("backend", &backend)];
+    plans.extend(fetcher.as_ref().map(|f| ("fetcher", f)));
+    for (name, plan) in plans {
         let identity = if root {
             format!("uid {}:{}", plan.uid, plan.gid)
         } else {
@@ -94,10 +95,25 @@ pub fn describe(config: &Config) -> anyhow::Result<String> {
                 list(&plan.write_dirs)
             }
         )?;
-        writeln!(
-            out,
-            "    landlock network: no TCP bind or connect; signals and abstract sockets scoped"
-        )?;
+        if !plan.tree_dirs.is_empty() {
+            writeln!(
+                out,
+                "    landlock tree:      {} (files and folders made, renamed, removed)",
+                list(&plan.tree_dirs)
+            )?;
+        }
+        if plan.connect_ports.is_empty() {
+            writeln!(
+                out,
+                "    landlock network: no TCP bind or connect; signals and abstract sockets scoped"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "    landlock network: no TCP bind; TCP connect only to ports {:?}; signals and abstract sockets scoped",
+                plan.connect_ports
+            )?;
+        }
         writeln!(out, "    seccomp: {}", plan.policy.describe())?;
     }
     Ok(out)

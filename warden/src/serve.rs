@@ -85,6 +85,21 @@ pub fn prepare_socket_dir(config: &Config) -> anyhow::Result<()> {
 /// `GLIBC_TUNABLES` in the environment is left as it is.
 pub const GATEWAY_MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=1048576";
 
+/// Removes the cloud credentials (and every variable that selects them) from a child's
+/// environment: only the fetcher gets them. The sandbox clears a process's environment
+/// too, but /proc/<pid>/environ keeps the one it started with; this keeps the secrets
+/// out of that as well.
+pub fn scrub_cloud_env(cmd: &mut std::process::Command) {
+    for (name, _) in std::env::vars_os() {
+        if name
+            .to_str()
+            .is_some_and(warden_shared::remote::is_cloud_env)
+        {
+            cmd.env_remove(&name);
+        }
+    }
+}
+
 fn spawn(
     role: &str,
     args: &[OsString],
@@ -98,8 +113,16 @@ fn spawn(
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    if role != "fetcher" {
+        scrub_cloud_env(cmd.as_std_mut());
+    }
     if role == "gateway" && std::env::var_os("GLIBC_TUNABLES").is_none() {
         cmd.env("GLIBC_TUNABLES", GATEWAY_MALLOC_TUNABLES);
+    }
+    if role == "fetcher" {
+        // Its standard output says when the first fetch is complete; its logs go to
+        // our standard error.
+        cmd.stdout(Stdio::piped());
     }
     if pipe_stderr {
         // The backend sets RLIMIT_FSIZE to 0; relaying its output through a pipe keeps
@@ -187,6 +210,44 @@ fn check_root_capabilities() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the fetcher and waits for its first complete fetch, so the backend starts
+/// with every remote repository in the cache. A fetcher that exits instead (wrong
+/// credentials, an unreachable endpoint, a refused key) stops the start with its
+/// reason (which it logged).
+async fn start_fetcher(args: &[OsString]) -> anyhow::Result<Child> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = spawn("fetcher", args, false, &[])?;
+    let out = child.stdout.take().context("fetcher stdout")?;
+    let mut lines = tokio::io::BufReader::new(out).lines();
+    loop {
+        match lines.next_line().await? {
+            Some(line) if line == warden_fetcher::READY => break,
+            Some(line) => println!("{line}"),
+            None => {
+                let status = child.wait().await?;
+                anyhow::bail!(
+                    "the object-storage fetcher failed before its first fetch was complete ({status}); see its error above"
+                );
+            }
+        }
+    }
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            println!("{line}");
+        }
+    });
+    tracing::info!("remote model repositories fetched");
+    Ok(child)
+}
+
+/// Waits for `child` if there is one; never otherwise.
+async fn wait_opt(child: &mut Option<Child>) -> std::io::Result<ExitStatus> {
+    match child {
+        Some(c) => c.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the supervisor until SIGTERM/SIGINT or until the gateway exits.
 pub fn run(config: &Config, child_args: Vec<OsString>) -> anyhow::Result<i32> {
     config.validate()?;
@@ -195,13 +256,19 @@ pub fn run(config: &Config, child_args: Vec<OsString>) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(supervise(child_args))
+    rt.block_on(supervise(child_args, warden_fetcher::needed(config)))
 }
 
-async fn supervise(args: Vec<OsString>) -> anyhow::Result<i32> {
+async fn supervise(args: Vec<OsString>, fetch: bool) -> anyhow::Result<i32> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut fetcher = if fetch {
+        Some(start_fetcher(&args).await?)
+    } else {
+        None
+    };
+    let mut fetcher_backoff = MIN_BACKOFF;
     // The backend reports how often it was restarted (`warden_backend_restarts_total`).
     let mut restarts: u64 = 0;
     let restarts_env = |n: u64| [(warden_shared::wire::BACKEND_RESTARTS_ENV, n.to_string())];
@@ -226,10 +293,21 @@ async fn supervise(args: Vec<OsString>) -> anyhow::Result<i32> {
                 backend = spawn("backend", &args, true, &restarts_env(restarts))?;
                 backend_started = Instant::now();
             }
+            status = wait_opt(&mut fetcher) => {
+                // The cache keeps serving what it holds; the fetcher comes back and
+                // resumes polling.
+                tracing::error!(status = ?status.ok(), "fetcher exited; restarting (the cached models keep serving)");
+                tokio::time::sleep(fetcher_backoff).await;
+                fetcher_backoff = (fetcher_backoff * 2).min(MAX_BACKOFF);
+                fetcher = Some(spawn("fetcher", &args, false, &[])?);
+            }
             status = gateway.wait() => {
                 let status = status?;
                 tracing::error!(?status, "gateway exited; stopping the backend");
                 stop(&mut backend).await;
+                if let Some(f) = fetcher.as_mut() {
+                    stop(f).await;
+                }
                 return Ok(status.code().unwrap_or(1).max(1));
             }
             _ = term.recv() => break,
@@ -239,6 +317,9 @@ async fn supervise(args: Vec<OsString>) -> anyhow::Result<i32> {
                 // backend its model repository.
                 signal_child(&gateway, Signal::SIGHUP);
                 signal_child(&backend, Signal::SIGHUP);
+                if let Some(f) = &fetcher {
+                    signal_child(f, Signal::SIGHUP);
+                }
             }
         }
     }
@@ -246,6 +327,9 @@ async fn supervise(args: Vec<OsString>) -> anyhow::Result<i32> {
     // The gateway first: it drains calls in flight, which need the backend until done.
     let g = stop(&mut gateway).await;
     let b = stop(&mut backend).await;
+    if let Some(f) = fetcher.as_mut() {
+        stop(f).await;
+    }
     tracing::info!(gateway = ?g, backend = ?b, "stopped");
     Ok(0)
 }

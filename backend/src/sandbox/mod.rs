@@ -46,6 +46,8 @@ pub fn plan(
         },
         read_only,
         write_dirs: vec![],
+        tree_dirs: vec![],
+        connect_ports: vec![],
         policy,
         enforcement,
     })
