@@ -106,6 +106,16 @@ impl Catalog {
         true
     }
 
+    /// The versions of `model` served now, oldest first.
+    pub fn versions(&self, model: &str) -> Vec<u64> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        index
+            .models
+            .get(model)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Names of the models known now, for readiness and `warden check`.
     pub fn models(&self) -> Vec<String> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
@@ -149,6 +159,8 @@ mod tests {
         assert_eq!(c.lookup("n", ""), Lookup::UnknownModel);
         assert_eq!(c.lookup("broken", ""), Lookup::UnknownVersion);
         assert_eq!(c.models(), vec!["broken".to_string(), "m".to_string()]);
+        assert_eq!(c.versions("m"), vec![1, 3]);
+        assert!(c.versions("broken").is_empty());
     }
 
     #[test]

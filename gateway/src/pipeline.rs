@@ -1,8 +1,8 @@
 //! The one ordered path every call takes, whatever front it came in on (REST JSON,
 //! REST binary, gRPC, and any front added later):
 //!
-//! 1. headers only: the front builds a [`Head`] (operation, model named in the path,
-//!    token, deadline) without reading a body byte;
+//! 1. headers only: the front builds a [`Head`] (API, operation, model named in the
+//!    path, token, deadline) without reading a body byte;
 //! 2. authenticate (a failure is throttled per client IP);
 //! 3. per-principal admission: the total and per-principal rate limits;
 //! 4. authorize the model, version and operation, then check that the repository has
@@ -10,7 +10,9 @@
 //! 5. only then read the body, bounded by its cap and reserved against the caller's
 //!    memory quota as it streams in (a front whose message names the model, as gRPC's
 //!    does, runs step 4 on the message before decoding it);
-//! 6. decode, with the memory the decoded form takes charged to the quota first;
+//! 6. decode, with the memory the decoded form takes charged to the quota first (a
+//!    format that needs the model's metadata to decode, as TFS's JSON does, gets it
+//!    from the backend first);
 //! 7. forward to the backend, which validates against the model's metadata;
 //! 8. the front renders the answer; one audit record; metrics.
 //!
@@ -70,6 +72,23 @@ impl Listener {
     }
 }
 
+/// Which API a call speaks (the `api` label of the OVMS request metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    KServe,
+    /// The TensorFlow Serving API.
+    Tfs,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::KServe => "KServe",
+            Api::Tfs => "TensorFlowServing",
+        }
+    }
+}
+
 /// What a call asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -82,8 +101,16 @@ pub enum Op {
 }
 
 impl Op {
-    /// The KServe method name, for metrics.
-    pub fn method(self) -> &'static str {
+    /// The method name in `api`, for metrics (as OVMS names them).
+    pub fn method(self, api: Api) -> &'static str {
+        if api == Api::Tfs {
+            match self {
+                Op::ModelMetadata => return "GetModelMetadata",
+                Op::ModelReady => return "GetModelStatus",
+                Op::ModelInfer => return "Predict",
+                _ => {}
+            }
+        }
         match self {
             Op::ServerLive => "ServerLive",
             Op::ServerReady => "ServerReady",
@@ -121,6 +148,7 @@ pub struct Target {
 #[derive(Debug)]
 pub struct Head {
     pub listener: Listener,
+    pub api: Api,
     /// `HTTP/1.1`, `HTTP/2`, `gRPC`.
     pub protocol: &'static str,
     /// What the call asks for, or why the head alone already refuses it (no such
@@ -143,8 +171,17 @@ pub enum Answer<S> {
     Live,
     Ready(bool),
     ServerMetadata,
-    ModelMetadata(proto::ModelMetadataResponse),
-    ModelReady { model: String, ready: bool },
+    /// `version`: the one asked for, or the latest when none was.
+    ModelMetadata {
+        meta: proto::ModelMetadataResponse,
+        version: String,
+    },
+    /// `versions`: the one asked for, or every version served when none was.
+    ModelReady {
+        model: String,
+        ready: bool,
+        versions: Vec<u64>,
+    },
     Infer(proto::ModelInferResponse, S),
 }
 
@@ -179,13 +216,20 @@ pub trait Codec: Sync {
     fn message(&self, body: Bytes) -> Result<Bytes, Refusal>;
     /// The model and version a message names (fronts whose head does not).
     fn target(&self, op: Op, message: &[u8]) -> Result<Target, Refusal>;
+    /// Whether decoding an inference message needs the model's metadata (a format
+    /// whose tensors do not carry their datatype).
+    fn needs_metadata(&self) -> bool {
+        false
+    }
     /// Decodes an inference message. Before allocating the decoded form, `charge` is
-    /// called with the bytes it will take beyond the message itself.
+    /// called with the bytes it will take beyond the message itself. `metadata` is the
+    /// model's, when [`Codec::needs_metadata`] says so.
     fn decode_infer(
         &self,
         target: &Target,
         message: Bytes,
         limits: &LimitsConfig,
+        metadata: Option<&proto::ModelMetadataResponse>,
         charge: &mut Charge<'_>,
     ) -> Result<(proto::ModelInferRequest, Self::Shape), Refusal>;
     /// Renders an answer; an `Err` is rendered as that refusal instead.
@@ -204,6 +248,7 @@ pub struct Call {
     pub client_request_id: Option<String>,
     pub conn: Arc<ConnInfo>,
     pub listener: Listener,
+    pub api: Api,
     pub protocol: &'static str,
     pub start: Instant,
     pub op: Option<Op>,
@@ -434,19 +479,13 @@ async fn steps<C: Codec>(
         Op::ServerLive | Op::ServerReady => unreachable!("health is answered before the pipeline"),
         Op::ServerMetadata => Ok(Answer::ServerMetadata),
         Op::ModelMetadata => {
-            let m = backend
-                .model_metadata(backend_request(
-                    proto::ModelMetadataRequest {
-                        name: target.model,
-                        version: target.version,
-                    },
-                    p.as_ref(),
-                    &call.id,
-                ))
-                .await
-                .map_err(|s| Refusal::from_backend(&s))?
-                .into_inner();
-            Ok(Answer::ModelMetadata(m))
+            let meta = model_metadata(&mut backend, &target, p.as_ref(), &call.id).await?;
+            let version = if target.version.is_empty() {
+                meta.versions.first().cloned().unwrap_or_default()
+            } else {
+                target.version
+            };
+            Ok(Answer::ModelMetadata { meta, version })
         }
         Op::ModelReady => {
             let ready = backend
@@ -462,16 +501,26 @@ async fn steps<C: Codec>(
                 .map_err(|s| Refusal::from_backend(&s))?
                 .into_inner()
                 .ready;
+            let versions = match target.version.parse() {
+                Ok(v) => vec![v],
+                Err(_) => state.catalog.versions(&target.model),
+            };
             Ok(Answer::ModelReady {
                 model: target.model,
                 ready,
+                versions,
             })
         }
         Op::ModelInfer => {
             let limits = &state.config.limits;
+            let metadata = if codec.needs_metadata() {
+                Some(model_metadata(&mut backend, &target, p.as_ref(), &call.id).await?)
+            } else {
+                None
+            };
             let (request, shape) = {
                 let mut charge = |n: usize| state.charge(call, n);
-                codec.decode_infer(&target, message, limits, &mut charge)?
+                codec.decode_infer(&target, message, limits, metadata.as_ref(), &mut charge)?
             };
             // The socket client encodes the request into one buffer of its own.
             state.charge(call, prost::Message::encoded_len(&request))?;
@@ -486,6 +535,27 @@ async fn steps<C: Codec>(
             Ok(Answer::Infer(resp, shape))
         }
     }
+}
+
+/// The model's metadata, from the backend.
+async fn model_metadata(
+    backend: &mut crate::backend_client::BackendClient,
+    target: &Target,
+    principal: Option<&Principal>,
+    id: &str,
+) -> Result<proto::ModelMetadataResponse, Refusal> {
+    Ok(backend
+        .model_metadata(backend_request(
+            proto::ModelMetadataRequest {
+                name: target.model.clone(),
+                version: target.version.clone(),
+            },
+            principal,
+            id,
+        ))
+        .await
+        .map_err(|s| Refusal::from_backend(&s))?
+        .into_inner())
 }
 
 /// A model version as a client may write it: decimal digits, at most 20.
@@ -507,6 +577,7 @@ impl State {
             client_request_id: head.client_request_id.clone(),
             conn,
             listener: head.listener,
+            api: head.api,
             protocol: head.protocol,
             start: Instant::now(),
             op: head.op.as_ref().ok().copied(),
@@ -668,9 +739,9 @@ impl State {
         let model = call.model.as_deref().unwrap_or("");
         let version = call.version.as_deref().unwrap_or("");
         let labels = [
-            ("api", "KServe"),
+            ("api", call.api.as_str()),
             ("interface", call.listener.interface()),
-            ("method", call.op.map_or("Unknown", Op::method)),
+            ("method", call.op.map_or("Unknown", |op| op.method(call.api))),
             ("name", model),
             ("version", version),
         ];

@@ -1,5 +1,6 @@
 //! Types both of Warden's processes agree on: the KServe v2 wire types (used on the
-//! network *and* on the Unix socket between gateway and backend), the tensor datatypes,
+//! network *and* on the Unix socket between gateway and backend), the TensorFlow
+//! Serving API messages (the gateway's second API), the tensor datatypes,
 //! the configuration file, and the OVMS model repository layout.
 //!
 //! Nothing in here touches the network, the file system beyond reading a config file,
@@ -15,6 +16,16 @@ pub mod wire;
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
     tonic::include_proto!("inference");
+}
+
+/// The TensorFlow Serving API messages (`tensorflow.*`, `tensorflow.serving.*`), from
+/// the trimmed protos under `proto/tensorflow*`.
+#[allow(clippy::all, missing_docs)]
+pub mod tensorflow {
+    tonic::include_proto!("tensorflow");
+    pub mod serving {
+        tonic::include_proto!("tensorflow.serving");
+    }
 }
 
 /// Warden's version, reported in server metadata.

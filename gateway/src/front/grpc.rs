@@ -1,5 +1,6 @@
-//! KServe v2 gRPC (`inference.GRPCInferenceService`) over TLS: a codec for the
-//! pipeline, speaking gRPC's HTTP/2 framing itself.
+//! gRPC over TLS, speaking gRPC's HTTP/2 framing itself: KServe v2
+//! (`inference.GRPCInferenceService`, this module's codec) and the TensorFlow Serving
+//! API (`tensorflow.serving.*`, the codec in `tfs_grpc`), each a codec for the pipeline.
 //!
 //! The front reads the method from the path and the credential and deadline from the
 //! metadata, and hands the pipeline a head; the message is read only after the caller
@@ -8,9 +9,10 @@
 //! charged to the caller's quota. No client metadata crosses the socket: the backend
 //! gets a fresh request carrying only what the gateway verified.
 
+use crate::front::tfs_grpc::TfsGrpc;
 use crate::front::{protoscan, tensor};
 use crate::peer::ConnInfo;
-use crate::pipeline::{self, Answer, Charge, Codec, Head, Listener, Op, Rendered, Target};
+use crate::pipeline::{self, Answer, Api, Charge, Codec, Head, Listener, Op, Rendered, Target};
 use crate::refusal::Refusal;
 use crate::state::State;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -24,8 +26,10 @@ use std::time::Duration;
 use warden_shared::config::LimitsConfig;
 use warden_shared::proto;
 
-/// The service's path prefix.
+/// The KServe service's path prefix.
 pub const SERVICE: &str = "/inference.GRPCInferenceService/";
+/// The path prefix of the TensorFlow Serving services.
+pub const TFS_PACKAGE: &str = "/tensorflow.serving.";
 /// Most bytes of a request message that names a model but carries no tensor.
 pub const SMALL_MESSAGE_BYTES: usize = 16 << 10;
 /// Server extensions advertised in server metadata.
@@ -79,12 +83,21 @@ pub async fn handle(
         },
         None => None,
     };
-    pipeline::serve(&state, &conn, head, req.into_body(), &Grpc)
-        .await
-        .response
+    if req.uri().path().starts_with(TFS_PACKAGE) {
+        pipeline::serve(&state, &conn, head, req.into_body(), &TfsGrpc)
+            .await
+            .response
+    } else {
+        pipeline::serve(&state, &conn, head, req.into_body(), &Grpc)
+            .await
+            .response
+    }
 }
 
 fn method(path: &str) -> Result<Op, Refusal> {
+    if path.starts_with(TFS_PACKAGE) {
+        return crate::front::tfs_grpc::method(path);
+    }
     match path.strip_prefix(SERVICE) {
         Some("ServerLive") => Ok(Op::ServerLive),
         Some("ServerReady") => Ok(Op::ServerReady),
@@ -134,6 +147,11 @@ fn head(limits: &LimitsConfig, req: &Request<Incoming>) -> Head {
     })();
     Head {
         listener: Listener::Grpc,
+        api: if req.uri().path().starts_with(TFS_PACKAGE) {
+            Api::Tfs
+        } else {
+            Api::KServe
+        },
         protocol: "gRPC",
         op,
         target: None,
@@ -170,7 +188,8 @@ fn grpc_headers(h: &mut HeaderMap) {
     h.insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
 }
 
-fn ok<M: Message>(id: &str, message: &M) -> Rendered<Response<GrpcBody>> {
+/// A successful unary answer carrying `message`.
+pub(crate) fn ok<M: Message>(id: &str, message: &M) -> Rendered<Response<GrpcBody>> {
     let len = message.encoded_len();
     let mut buf = BytesMut::with_capacity(5 + len);
     buf.put_u8(0);
@@ -211,28 +230,11 @@ impl Codec for Grpc {
     }
 
     fn framed_len(&self, first: &[u8]) -> Option<u64> {
-        let p: [u8; 4] = first.get(1..5)?.try_into().ok()?;
-        Some(5 + u64::from(u32::from_be_bytes(p)))
+        framed_len(first)
     }
 
     fn message(&self, body: Bytes) -> Result<Bytes, Refusal> {
-        if body.len() < 5 {
-            return Err(Refusal::Malformed(
-                "a unary call carries one message".into(),
-            ));
-        }
-        if body[0] != 0 {
-            return Err(Refusal::Unsupported(
-                "compressed messages are not accepted (grpc-accept-encoding: identity)",
-            ));
-        }
-        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-        if len != body.len() - 5 {
-            return Err(Refusal::Malformed(
-                "a unary call carries one message".into(),
-            ));
-        }
-        Ok(body.slice(5..))
+        unframe(body)
     }
 
     fn target(&self, _: Op, message: &[u8]) -> Result<Target, Refusal> {
@@ -248,6 +250,7 @@ impl Codec for Grpc {
         _: &Target,
         message: Bytes,
         limits: &LimitsConfig,
+        _: Option<&proto::ModelMetadataResponse>,
         charge: &mut Charge<'_>,
     ) -> Result<(proto::ModelInferRequest, ()), Refusal> {
         let cost = protoscan::infer_request_cost(&message).map_err(Refusal::Malformed)?;
@@ -275,41 +278,73 @@ impl Codec for Grpc {
                     extensions: EXTENSIONS.iter().map(|s| s.to_string()).collect(),
                 },
             ),
-            Answer::ModelMetadata(m) => ok(id, &m),
+            Answer::ModelMetadata { meta, .. } => ok(id, &meta),
             Answer::ModelReady { ready, .. } => ok(id, &proto::ModelReadyResponse { ready }),
             Answer::Infer(resp, ()) => ok(id, &resp),
         })
     }
 
     fn refuse(&self, id: &str, refusal: &Refusal) -> Rendered<Response<GrpcBody>> {
-        // Trailers-only: the status travels in the response head.
-        let code = refusal.grpc_code();
-        let mut resp = Response::new(GrpcBody {
-            data: None,
-            trailers: None,
-        });
-        *resp.status_mut() = StatusCode::OK;
-        let h = resp.headers_mut();
-        grpc_headers(h);
-        h.insert("grpc-status", HeaderValue::from(code as i32));
-        if let Ok(v) = HeaderValue::from_str(&percent_encode(&refusal.message())) {
-            h.insert("grpc-message", v);
-        }
-        if let Some(v) = refusal
-            .retry_after()
-            .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
-        {
-            h.insert("retry-after", v);
-        }
-        if let Ok(v) = HeaderValue::from_str(id) {
-            h.insert("x-request-id", v);
-        }
-        Rendered {
-            response: resp,
-            status: refusal.http_status().as_u16(),
-            grpc_code: Some(code as i32),
-            bytes_out: 0,
-        }
+        refused(id, refusal)
+    }
+}
+
+/// A gRPC message's length as its 5-byte prefix declares it, prefix included.
+pub(crate) fn framed_len(first: &[u8]) -> Option<u64> {
+    let p: [u8; 4] = first.get(1..5)?.try_into().ok()?;
+    Some(5 + u64::from(u32::from_be_bytes(p)))
+}
+
+/// The one uncompressed message of a unary call's body.
+pub(crate) fn unframe(body: Bytes) -> Result<Bytes, Refusal> {
+    if body.len() < 5 {
+            return Err(Refusal::Malformed(
+            "a unary call carries one message".into(),
+        ));
+    }
+    if body[0] != 0 {
+        return Err(Refusal::Unsupported(
+            "compressed messages are not accepted (grpc-accept-encoding: identity)",
+        ));
+    }
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    if len != body.len() - 5 {
+        return Err(Refusal::Malformed(
+            "a unary call carries one message".into(),
+        ));
+    }
+    Ok(body.slice(5..))
+}
+
+/// A refusal as a trailers-only gRPC answer, with the code from the refusal table.
+pub(crate) fn refused(id: &str, refusal: &Refusal) -> Rendered<Response<GrpcBody>> {
+    // Trailers-only: the status travels in the response head.
+    let code = refusal.grpc_code();
+    let mut resp = Response::new(GrpcBody {
+        data: None,
+        trailers: None,
+    });
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    grpc_headers(h);
+    h.insert("grpc-status", HeaderValue::from(code as i32));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(&refusal.message())) {
+        h.insert("grpc-message", v);
+    }
+    if let Some(v) = refusal
+        .retry_after()
+        .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+    {
+        h.insert("retry-after", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(id) {
+        h.insert("x-request-id", v);
+    }
+    Rendered {
+        response: resp,
+        status: refusal.http_status().as_u16(),
+        grpc_code: Some(code as i32),
+        bytes_out: 0,
     }
 }
 
@@ -348,16 +383,16 @@ mod tests {
             Bytes::from(b)
         };
         assert_eq!(
-            Grpc.message(frame(0, 2, b"ab")).unwrap(),
+            unframe(frame(0, 2, b"ab")).unwrap(),
             Bytes::from_static(b"ab")
         );
         assert!(matches!(
-            Grpc.message(frame(1, 2, b"ab")),
+            unframe(frame(1, 2, b"ab")),
             Err(Refusal::Unsupported(_))
         ));
-        assert!(Grpc.message(frame(0, 3, b"ab")).is_err(), "short");
-        assert!(Grpc.message(frame(0, 1, b"ab")).is_err(), "two messages");
-        assert!(Grpc.message(Bytes::from_static(&[0, 0])).is_err());
+        assert!(unframe(frame(0, 3, b"ab")).is_err(), "short");
+        assert!(unframe(frame(0, 1, b"ab")).is_err(), "two messages");
+        assert!(unframe(Bytes::from_static(&[0, 0])).is_err());
     }
 
     #[test]

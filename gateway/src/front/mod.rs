@@ -7,3 +7,6 @@ pub mod json;
 pub mod protoscan;
 pub mod rest;
 pub mod tensor;
+pub mod tfs;
+pub mod tfs_grpc;
+pub mod tfs_json;
