@@ -91,14 +91,14 @@ async fn tfs_clients_work_unchanged_over_mtls_and_tokens() {
     // The same pipeline recorded every call: the certificate's principal for ovmsclient,
     // the token's for the stubs and REST, the operation each TFS method maps to.
     let records = audit_records(&audit);
-    let requests: Vec<&serde_json::Value> = records
-        .iter()
-        .filter(|r| r["event"] == "request")
-        .collect();
+    let requests: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["event"] == "request").collect();
     let by = |method: &str, op: &str, decision: &str| {
         requests
             .iter()
-            .filter(|r| r["auth_method"] == method && r["operation"] == op && r["decision"] == decision)
+            .filter(|r| {
+                r["auth_method"] == method && r["operation"] == op && r["decision"] == decision
+            })
             .count()
     };
     for op in ["infer", "metadata", "ready"] {
@@ -119,7 +119,8 @@ async fn tfs_clients_work_unchanged_over_mtls_and_tokens() {
     assert!(
         requests
             .iter()
-            .any(|r| r["decision"] == "denied" && r["reason"] == "authentication: missing_credentials"),
+            .any(|r| r["decision"] == "denied"
+                && r["reason"] == "authentication: missing_credentials"),
         "{requests:?}"
     );
 

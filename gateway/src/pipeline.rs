@@ -492,7 +492,7 @@ async fn steps<C: Codec>(
                 .model_ready(backend_request(
                     proto::ModelReadyRequest {
                         name: target.model.clone(),
-                        version: target.version,
+                        version: target.version.clone(),
                     },
                     p.as_ref(),
                     &call.id,
@@ -741,7 +741,10 @@ impl State {
         let labels = [
             ("api", call.api.as_str()),
             ("interface", call.listener.interface()),
-            ("method", call.op.map_or("Unknown", |op| op.method(call.api))),
+            (
+                "method",
+                call.op.map_or("Unknown", |op| op.method(call.api)),
+            ),
             ("name", model),
             ("version", version),
         ];

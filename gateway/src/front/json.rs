@@ -561,30 +561,30 @@ pub(crate) struct Element<'a> {
 
 impl Serialize for Element<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error;
         let c = self.bytes;
-        let n = |len: usize| -> Result<&[u8], S::Error> {
-            c.get(..len)
-                .filter(|b| b.len() == c.len())
-                .ok_or_else(|| S::Error::custom("element of the wrong size"))
-        };
         match self.dtype {
-            DataType::Bool => s.serialize_bool(n(1)?[0] != 0),
-            DataType::U8 => s.serialize_u8(n(1)?[0]),
-            DataType::I8 => s.serialize_i8(n(1)?[0] as i8),
-            DataType::U16 => s.serialize_u16(u16::from_le_bytes(n(2)?.try_into().map_err(S::Error::custom)?)),
-            DataType::I16 => s.serialize_i16(i16::from_le_bytes(n(2)?.try_into().map_err(S::Error::custom)?)),
-            DataType::F16 => s.serialize_f32(half::f16::from_le_bytes(n(2)?.try_into().map_err(S::Error::custom)?).to_f32()),
-            DataType::Bf16 => s.serialize_f32(half::bf16::from_le_bytes(n(2)?.try_into().map_err(S::Error::custom)?).to_f32()),
-            DataType::U32 => s.serialize_u32(u32::from_le_bytes(n(4)?.try_into().map_err(S::Error::custom)?)),
-            DataType::I32 => s.serialize_i32(i32::from_le_bytes(n(4)?.try_into().map_err(S::Error::custom)?)),
-            DataType::F32 => s.serialize_f32(f32::from_le_bytes(n(4)?.try_into().map_err(S::Error::custom)?)),
-            DataType::U64 => s.serialize_u64(u64::from_le_bytes(n(8)?.try_into().map_err(S::Error::custom)?)),
-            DataType::I64 => s.serialize_i64(i64::from_le_bytes(n(8)?.try_into().map_err(S::Error::custom)?)),
-            DataType::F64 => s.serialize_f64(f64::from_le_bytes(n(8)?.try_into().map_err(S::Error::custom)?)),
-            DataType::Bytes => Err(S::Error::custom("BYTES element")),
+            DataType::Bool => s.serialize_bool(exact::<1, S::Error>(c)?[0] != 0),
+            DataType::U8 => s.serialize_u8(exact::<1, S::Error>(c)?[0]),
+            DataType::I8 => s.serialize_i8(i8::from_le_bytes(exact(c)?)),
+            DataType::U16 => s.serialize_u16(u16::from_le_bytes(exact(c)?)),
+            DataType::I16 => s.serialize_i16(i16::from_le_bytes(exact(c)?)),
+            DataType::F16 => s.serialize_f32(half::f16::from_le_bytes(exact(c)?).to_f32()),
+            DataType::Bf16 => s.serialize_f32(half::bf16::from_le_bytes(exact(c)?).to_f32()),
+            DataType::U32 => s.serialize_u32(u32::from_le_bytes(exact(c)?)),
+            DataType::I32 => s.serialize_i32(i32::from_le_bytes(exact(c)?)),
+            DataType::F32 => s.serialize_f32(f32::from_le_bytes(exact(c)?)),
+            DataType::U64 => s.serialize_u64(u64::from_le_bytes(exact(c)?)),
+            DataType::I64 => s.serialize_i64(i64::from_le_bytes(exact(c)?)),
+            DataType::F64 => s.serialize_f64(f64::from_le_bytes(exact(c)?)),
+            DataType::Bytes => Err(serde::ser::Error::custom("BYTES element")),
         }
     }
+}
+
+/// The `N` bytes of one element.
+fn exact<const N: usize, E: serde::ser::Error>(c: &[u8]) -> Result<[u8; N], E> {
+    c.try_into()
+        .map_err(|_| E::custom("element of the wrong size"))
 }
 
 #[derive(Serialize)]

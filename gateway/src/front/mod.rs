@@ -3,6 +3,7 @@
 //! into its own form. None of them decides anything about a call.
 
 pub mod grpc;
+pub mod grpc_wire;
 pub mod json;
 pub mod protoscan;
 pub mod rest;

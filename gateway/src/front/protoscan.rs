@@ -340,8 +340,12 @@ fn tensor_proto_cost(b: &[u8]) -> Result<usize, ScanError> {
                         if let (2, Value::Bytes(dim)) = (dn, dv) {
                             rank += 1;
                             cost = cost.saturating_add(
-                                repeated(1, std::mem::size_of::<warden_shared::tensorflow::tensor_shape_proto::Dim>())
-                                    + dim.len(),
+                                repeated(
+                                    1,
+                                    std::mem::size_of::<
+                                        warden_shared::tensorflow::tensor_shape_proto::Dim,
+                                    >(),
+                                ) + dim.len(),
                             );
                         }
                     }
@@ -403,7 +407,9 @@ pub fn predict_request_cost(message: &[u8]) -> Result<usize, ScanError> {
             }
             (3, Value::Bytes(s)) => {
                 outputs += 1;
-                repeated(1, 24) + repeated(1, std::mem::size_of::<InferRequestedOutputTensor>()) + 2 * s.len()
+                repeated(1, 24)
+                    + repeated(1, std::mem::size_of::<InferRequestedOutputTensor>())
+                    + 2 * s.len()
             }
             _ => 0,
         };

@@ -365,10 +365,9 @@ impl Codec for Rest {
         answer: Answer<Shape>,
     ) -> Result<Rendered<Response<Full<Bytes>>>, Refusal> {
         let resp = match answer {
-            Answer::ModelMetadata { meta, version } if self.api == Api::Tfs => json_value(
-                StatusCode::OK,
-                &tfs_json::metadata_json(&meta, &version),
-            ),
+            Answer::ModelMetadata { meta, version } if self.api == Api::Tfs => {
+                json_value(StatusCode::OK, &tfs_json::metadata_json(&meta, &version))
+            }
             Answer::ModelReady {
                 ready, versions, ..
             } if self.api == Api::Tfs => {

@@ -151,8 +151,8 @@ fn typed_to_raw(dtype: DataType, t: &TensorProto, count: usize) -> Result<Bytes,
         }
         DataType::F16 | DataType::Bf16 => {
             for (i, &v) in t.half_val.iter().enumerate() {
-                let bits: u16 = u16::try_from(v)
-                    .map_err(|_| format!("half_val element {i} is not 16 bits"))?;
+                let bits: u16 =
+                    u16::try_from(v).map_err(|_| format!("half_val element {i} is not 16 bits"))?;
                 out.put_u16_le(bits);
             }
             t.half_val.len()
@@ -199,17 +199,18 @@ fn tensor_info(t: &TensorMetadata) -> TensorInfo {
     TensorInfo {
         name: t.name.clone(),
         // A datatype the backend reports is always one of ours.
-        dtype: t
-            .datatype
-            .parse()
-            .map_or(TfType::DtInvalid, tf_type) as i32,
+        dtype: t.datatype.parse().map_or(TfType::DtInvalid, tf_type) as i32,
         tensor_shape: Some(shape_proto(&t.shape)),
     }
 }
 
 /// The model's one signature, `serving_default`, keyed by tensor name.
 pub fn signature_def_map(m: &ModelMetadataResponse) -> SignatureDefMap {
-    let map = |ts: &[TensorMetadata]| ts.iter().map(|t| (t.name.clone(), tensor_info(t))).collect();
+    let map = |ts: &[TensorMetadata]| {
+        ts.iter()
+            .map(|t| (t.name.clone(), tensor_info(t)))
+            .collect()
+    };
     SignatureDefMap {
         signature_def: [(
             SIGNATURE.to_owned(),
@@ -226,16 +227,17 @@ pub fn signature_def_map(m: &ModelMetadataResponse) -> SignatureDefMap {
 /// Status of the versions served: every one listed is loaded (the backend serves only
 /// loaded versions), so AVAILABLE with status OK, as OVMS answers.
 pub fn model_status(versions: &[u64], ready: bool) -> GetModelStatusResponse {
+    let state = if ready {
+        State::Available
+    } else {
+        State::Unknown
+    };
     GetModelStatusResponse {
         model_version_status: versions
             .iter()
             .map(|&v| ModelVersionStatus {
                 version: v as i64,
-                state: if ready {
-                    State::Available
-                } else {
-                    State::Unknown
-                } as i32,
+                state: state as i32,
                 status: Some(StatusProto {
                     error_code: 0,
                     error_message: OK_MESSAGE.into(),
@@ -337,8 +339,12 @@ mod tests {
         assert_eq!(t.dtype, TfType::DtInt32 as i32);
         let back = tensor_to_raw(&t, 10).unwrap();
         assert_eq!(back.2, raw);
-        let s = raw_to_tensor(DataType::Bytes, &[1], &Bytes::from_static(&[1, 0, 0, 0, b'x']))
-            .unwrap();
+        let s = raw_to_tensor(
+            DataType::Bytes,
+            &[1],
+            &Bytes::from_static(&[1, 0, 0, 0, b'x']),
+        )
+        .unwrap();
         assert_eq!(s.string_val, vec![b"x".to_vec()]);
     }
 

@@ -9,7 +9,7 @@
 //! a KServe `ModelInferRequest` for the backend, which validates it against the model;
 //! `output_filter` becomes its requested outputs.
 
-use crate::front::grpc::{self, GrpcBody, SMALL_MESSAGE_BYTES};
+use crate::front::grpc_wire::{self as grpc, GrpcBody, SMALL_MESSAGE_BYTES};
 use crate::front::{protoscan, tfs};
 use crate::pipeline::{Answer, Charge, Codec, Op, Rendered, Target};
 use crate::refusal::Refusal;
@@ -155,7 +155,11 @@ impl Codec for TfsGrpc {
         Ok((req, ()))
     }
 
-    fn render(&self, id: &str, answer: Answer<()>) -> Result<Rendered<Response<GrpcBody>>, Refusal> {
+    fn render(
+        &self,
+        id: &str,
+        answer: Answer<()>,
+    ) -> Result<Rendered<Response<GrpcBody>>, Refusal> {
         Ok(match answer {
             Answer::ModelMetadata { meta, version } => {
                 let signatures = tfs::signature_def_map(&meta);
@@ -270,7 +274,10 @@ mod tests {
         twice.push(0x0a);
         twice.push(second.encoded_len() as u8);
         twice.extend(second.encode_to_vec());
-        let decoded = PredictRequest::decode(&twice[..]).unwrap().model_spec.unwrap();
+        let decoded = PredictRequest::decode(&twice[..])
+            .unwrap()
+            .model_spec
+            .unwrap();
         assert_eq!(decoded.name, "n");
         assert_eq!(
             decoded.version_choice,

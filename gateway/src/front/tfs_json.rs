@@ -177,11 +177,12 @@ fn irregular() -> PredictError {
 
 /// The datatype an input takes, from the model's metadata.
 fn input_type(meta: &ModelMetadataResponse, name: &str) -> Result<DataType, String> {
-    let t = meta
-        .inputs
-        .iter()
-        .find(|t| t.name == name)
-        .ok_or_else(|| format!("the model has no input {:?}", name.chars().take(64).collect::<String>()))?;
+    let t = meta.inputs.iter().find(|t| t.name == name).ok_or_else(|| {
+        format!(
+            "the model has no input {:?}",
+            name.chars().take(64).collect::<String>()
+        )
+    })?;
     t.datatype.parse().map_err(|e| format!("{e}"))
 }
 
@@ -214,14 +215,16 @@ pub fn parse_predict(
     charge: &mut (dyn FnMut(usize) -> Result<(), Refusal> + Send + '_),
 ) -> Result<(ModelInferRequest, Format), PredictError> {
     charge(body.len().saturating_mul(TREE_COST_PER_BYTE)).map_err(PredictError::Refused)?;
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
     let Value::Object(top) = v else {
         return Err("the request must be a JSON object".to_string().into());
     };
     for key in top.keys() {
         if !matches!(key.as_str(), "instances" | "inputs" | "signature_name") {
-            return Err(format!("unknown key {:?}", key.chars().take(64).collect::<String>()).into());
+            return Err(
+                format!("unknown key {:?}", key.chars().take(64).collect::<String>()).into(),
+            );
         }
     }
     if let Some(sig) = top.get("signature_name")
@@ -233,9 +236,15 @@ pub fn parse_predict(
     let mut tensors: Vec<(String, DataType, Vec<i64>, Vec<&Value>)> = Vec::new();
     let format = match (top.get("instances"), top.get("inputs")) {
         (Some(_), Some(_)) => {
-            return Err("a request has either instances or inputs, not both".to_string().into());
+            return Err("a request has either instances or inputs, not both"
+                .to_string()
+                .into());
         }
-        (None, None) => return Err("the request has neither instances nor inputs".to_string().into()),
+        (None, None) => {
+            return Err("the request has neither instances nor inputs"
+                .to_string()
+                .into());
+        }
         (Some(Value::Array(items)), None) => {
             if items.is_empty() {
                 return Err("instances is empty".to_string().into());
@@ -255,8 +264,13 @@ pub fn parse_predict(
                     shape.extend(shape_of(values[0], bounds.max_depth)?);
                     tensors.push((name.clone(), input_type(meta, name)?, shape, values));
                 }
-                if items.iter().any(|it| named(it).is_none_or(|m| m.len() != first.len())) {
-                    return Err("every instance must name the same inputs".to_string().into());
+                if items
+                    .iter()
+                    .any(|it| named(it).is_none_or(|m| m.len() != first.len()))
+                {
+                    return Err("every instance must name the same inputs"
+                        .to_string()
+                        .into());
                 }
             } else {
                 let input = only_input(meta)?;
@@ -299,9 +313,13 @@ pub fn parse_predict(
             count: 0,
             max: bounds.max_elements,
             charged: 0,
-            charge,
+            charge: &mut *charge,
         };
-        let item_shape = if format == Format::Row { &shape[1..] } else { &shape[..] };
+        let item_shape = if format == Format::Row {
+            &shape[1..]
+        } else {
+            &shape[..]
+        };
         for v in values {
             w.write(v, item_shape).map_err(|e| match e {
                 PredictError::Invalid(m) => PredictError::Invalid(format!("input {shown:?}: {m}")),
@@ -354,7 +372,12 @@ impl<'a> Out<'a> {
             Vec::new()
         };
         tensor::check_raw(dtype, count, raw)?;
-        Ok(Out { dtype, dims, raw, items })
+        Ok(Out {
+            dtype,
+            dims,
+            raw,
+            items,
+        })
     }
 }
 
@@ -420,13 +443,25 @@ struct RowItem<'a, 'b> {
 
 impl Serialize for RowItem<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let item = |o: &'_ Out<'_>| -> usize { o.dims[1..].iter().product::<usize>() * self.b };
+        let item = |o: &Out| -> usize { o.dims[1..].iter().product::<usize>() * self.b };
         if let [(_, o)] = self.outs {
-            return Nested { out: o, dims: &o.dims[1..], start: item(o) }.serialize(s);
+            return Nested {
+                out: o,
+                dims: &o.dims[1..],
+                start: item(o),
+            }
+            .serialize(s);
         }
         let mut m = s.serialize_map(Some(self.outs.len()))?;
         for (name, o) in self.outs {
-            m.serialize_entry(name, &Nested { out: o, dims: &o.dims[1..], start: item(o) })?;
+            m.serialize_entry(
+                name,
+                &Nested {
+                    out: o,
+                    dims: &o.dims[1..],
+                    start: item(o),
+                },
+            )?;
         }
         m.end()
     }
@@ -438,11 +473,23 @@ struct Columns<'a, 'b>(&'b [(&'b str, Out<'a>)]);
 impl Serialize for Columns<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if let [(_, o)] = self.0 {
-            return Nested { out: o, dims: &o.dims, start: 0 }.serialize(s);
+            return Nested {
+                out: o,
+                dims: &o.dims,
+                start: 0,
+            }
+            .serialize(s);
         }
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (name, o) in self.0 {
-            m.serialize_entry(name, &Nested { out: o, dims: &o.dims, start: 0 })?;
+            m.serialize_entry(
+                name,
+                &Nested {
+                    out: o,
+                    dims: &o.dims,
+                    start: 0,
+                },
+            )?;
         }
         m.end()
     }
@@ -587,12 +634,17 @@ mod tests {
         max_depth: 8,
     };
 
-    fn parse(body: &str, m: &ModelMetadataResponse) -> Result<(ModelInferRequest, Format), PredictError> {
+    fn parse(
+        body: &str,
+        m: &ModelMetadataResponse,
+    ) -> Result<(ModelInferRequest, Format), PredictError> {
         parse_predict(body.as_bytes(), m, "m", "", BOUNDS, &mut |_| Ok(()))
     }
 
     fn f32s(b: &[u8]) -> Vec<f32> {
-        b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
 
     #[test]
@@ -602,7 +654,8 @@ mod tests {
         assert_eq!(f, Format::Row);
         let (col, f) = parse(r#"{"inputs": [[1, 2], [3, 4.5]]}"#, &m).unwrap();
         assert_eq!(f, Format::Columnar);
-        let (named_row, _) = parse(r#"{"instances": [{"x": [1, 2]}, {"x": [3, 4.5]}]}"#, &m).unwrap();
+        let (named_row, _) =
+            parse(r#"{"instances": [{"x": [1, 2]}, {"x": [3, 4.5]}]}"#, &m).unwrap();
         let (named_col, _) = parse(r#"{"inputs": {"x": [[1, 2], [3, 4.5]]}}"#, &m).unwrap();
         for r in [&row, &col, &named_row, &named_col] {
             assert_eq!(r.inputs[0].shape, vec![2, 2]);
@@ -616,7 +669,10 @@ mod tests {
         let m = meta(&[("s", "BYTES")]);
         let (r, _) = parse(r#"{"instances": [{"b64": "aGk="}, "yo"]}"#, &m).unwrap();
         assert_eq!(r.inputs[0].shape, vec![2]);
-        assert_eq!(r.raw_input_contents[0].as_ref(), b"\x02\0\0\0hi\x02\0\0\0yo");
+        assert_eq!(
+            r.raw_input_contents[0].as_ref(),
+            b"\x02\0\0\0hi\x02\0\0\0yo"
+        );
         let f = meta(&[("x", "FP32")]);
         let Err(PredictError::Invalid(e)) = parse(r#"{"instances": [{"b64": "aGk="}]}"#, &f) else {
             panic!("b64 for a float input");
@@ -679,7 +735,12 @@ mod tests {
                 .collect(),
             raw_output_contents: outputs
                 .iter()
-                .map(|(_, _, d)| d.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>().into())
+                .map(|(_, _, d)| {
+                    d.iter()
+                        .flat_map(|f| f.to_le_bytes())
+                        .collect::<Vec<u8>>()
+                        .into()
+                })
                 .collect(),
             ..Default::default()
         }
