@@ -88,7 +88,8 @@ check(meta["inputs"] == {"input": {"shape": [1, 128, 128, 3], "dtype": "DT_FLOAT
 check(set(meta["outputs"]) == {"regressors", "classificators"}, f"ovmsclient metadata outputs: {meta}")
 check(all(o["dtype"] == "DT_FLOAT" for o in meta["outputs"].values()), f"ovmsclient output dtypes: {meta}")
 meta = client.get_model_metadata("nsfw", model_version=1)
-check(meta["inputs"]["input_0"]["shape"] == list(x_nsfw.shape), f"ovmsclient nsfw metadata: {meta}")
+# A dynamic dimension is -1, as in TFS.
+check(meta["inputs"]["input_0"]["shape"] == [-1, 224, 224, 3], f"ovmsclient nsfw metadata: {meta}")
 
 # Two outputs come back as a dict, one as the array itself.
 out = client.predict({"input": x_face}, "blazeface")
@@ -186,8 +187,12 @@ check([(s.version, s.state) for s in status.model_version_status] == [(1, get_mo
       f"stub status {status}")
 mreq = get_model_metadata_pb2.GetModelMetadataRequest(model_spec={"name": "nsfw"}, metadata_field=["signature_def"])
 meta = predict_stub.GetModelMetadata(mreq, metadata=md)
+any_value = meta.metadata["signature_def"]
+check(any_value.type_url == "type.googleapis.com/tensorflow.serving.SignatureDefMap", f"stub metadata type: {any_value.type_url}")
+# ovmsclient's copy of the messages lives in another proto package, so Any.Unpack
+# (which compares type names) does not apply; parse the value as ovmsclient does.
 sigs = get_model_metadata_pb2.SignatureDefMap()
-meta.metadata["signature_def"].Unpack(sigs)
+sigs.ParseFromString(any_value.value)
 sig = sigs.signature_def["serving_default"]
 check(sig.inputs["input_0"].dtype == types_pb2.DT_FLOAT, f"stub metadata {sig}")
 

@@ -548,6 +548,45 @@ mod tests {
                 .http_status(),
             StatusCode::BAD_REQUEST
         );
+        // The TensorFlow Serving routes.
+        assert_eq!(
+            route(&g, "/v1/models/m").unwrap(),
+            Route::ModelReady {
+                model: "m",
+                version: ""
+            }
+        );
+        assert_eq!(
+            route(&g, "/v1/models/m/versions/3/metadata").unwrap(),
+            Route::ModelMetadata {
+                model: "m",
+                version: "3"
+            }
+        );
+        assert_eq!(
+            route(&p, "/v1/models/m/versions/3:predict").unwrap(),
+            Route::Infer {
+                model: "m",
+                version: "3"
+            }
+        );
+        assert_eq!(
+            route(&p, "/v1/models/m:predict").unwrap(),
+            Route::Infer {
+                model: "m",
+                version: ""
+            }
+        );
+        assert_eq!(
+            route(&g, "/v1/models/m:predict").unwrap_err().http_status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            route(&p, "/v1/models/m:classify")
+                .unwrap_err()
+                .http_status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
         // Names and versions are checked by the pipeline, after authentication.
         assert!(route(&p, "/v2/models/m/versions/x/infer").is_ok());
         assert_eq!(
