@@ -686,6 +686,129 @@ async fn grpc_authorization_and_metadata_go_through_the_same_pipeline() {
     assert_eq!(rec["decision"], "failed");
 }
 
+#[tokio::test]
+async fn tfs_metadata_and_status_go_through_the_same_pipeline() {
+    let (mut server, audit, _tmp) = start("pipeline-tfs", "");
+    server.wait_ready().await;
+    let ca = server.certs.join("ca.pem");
+    let mut c = H2::connect(server.grpc_port, &ca).await.unwrap();
+    let spec = |name: &str| tfs::ModelSpec {
+        name: name.into(),
+        ..Default::default()
+    };
+    let meta = tfs::GetModelMetadataRequest {
+        model_spec: Some(spec("addn")),
+        metadata_field: vec!["signature_def".into()],
+    }
+    .encode_to_vec();
+    let status = tfs::GetModelStatusRequest {
+        model_spec: Some(spec("addn")),
+    }
+    .encode_to_vec();
+    // (who, gRPC code and HTTP status for metadata, then for status): the policy's
+    // `metadata` and `ready` operations, as for KServe.
+    for (who, meta_code, meta_status, status_code, status_status) in [
+        (Some("alice"), 0, 200, 0, 200),
+        (Some("bob"), 0, 200, 7, 403),
+        (Some("carol"), 7, 403, 7, 403),
+        (None, 16, 401, 16, 401),
+    ] {
+        let auth = who.map(|w| format!("Bearer {}", server.token(claims(w, 600))));
+        let h: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let r = c
+            .grpc_raw(
+                "/tensorflow.serving.PredictionService/GetModelMetadata",
+                &h,
+                grpc_frame(&meta),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, meta_code, "{who:?} metadata: {r:?}");
+        if meta_code == 0 {
+            let m: tfs::GetModelMetadataResponse = r.decode();
+            let sigs =
+                tfs::SignatureDefMap::decode(&m.metadata["signature_def"].value[..]).unwrap();
+            let x = &sigs.signature_def["serving_default"].inputs["x"];
+            assert_eq!(x.dtype, tf::DataType::DtFloat as i32);
+        }
+        let rec = audit_record(&audit, &header(&r.headers)).unwrap();
+        assert_eq!(rec["operation"], "metadata", "{rec}");
+        let r = c
+            .grpc_raw(
+                "/tensorflow.serving.ModelService/GetModelStatus",
+                &h,
+                grpc_frame(&status),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, status_code, "{who:?} status: {r:?}");
+        if status_code == 0 {
+            let s: tfs::GetModelStatusResponse = r.decode();
+            assert_eq!(s.model_version_status.len(), 1);
+            assert_eq!(s.model_version_status[0].version, 2);
+        }
+        let rec = audit_record(&audit, &header(&r.headers)).unwrap();
+        assert_eq!(rec["operation"], "ready", "{rec}");
+        for (path, want) in [
+            ("/v1/models/addn/metadata", meta_status),
+            ("/v1/models/addn", status_status),
+        ] {
+            let r = https_request(server.rest_port, &ca, "GET", path, &h, Bytes::new())
+                .await
+                .unwrap();
+            assert_eq!(r.status, want, "{who:?} {path}");
+            if want != 200 {
+                assert!(r.json()["error"].is_string(), "{who:?} {path}");
+            }
+            let rec = audit_record(&audit, &header(&r.headers)).unwrap();
+            assert_eq!(rec["status"], want, "{rec}");
+        }
+    }
+    // A model the caller has no right on is 403 whether it exists or not; a version
+    // label is refused; a method TFS has and Warden does not serve is UNIMPLEMENTED.
+    let auth = format!("Bearer {}", server.good_token());
+    let h = [("authorization", auth.as_str())];
+    let unknown = tfs::GetModelStatusRequest {
+        model_spec: Some(spec("nosuch")),
+    }
+    .encode_to_vec();
+    let r = c
+        .grpc_raw(
+            "/tensorflow.serving.ModelService/GetModelStatus",
+            &h,
+            grpc_frame(&unknown),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 7, "{r:?}");
+    let mut labelled = spec("addn");
+    labelled.version_choice = Some(tfs::model_spec::VersionChoice::VersionLabel(
+        "stable".into(),
+    ));
+    let label = tfs::GetModelStatusRequest {
+        model_spec: Some(labelled),
+    }
+    .encode_to_vec();
+    let r = c
+        .grpc_raw(
+            "/tensorflow.serving.ModelService/GetModelStatus",
+            &h,
+            grpc_frame(&label),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 3, "{r:?}");
+    let r = c
+        .grpc_raw(
+            "/tensorflow.serving.PredictionService/Classify",
+            &h,
+            grpc_frame(&meta),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 12, "{r:?}");
+}
+
 fn rss_kib(pid: u32) -> u64 {
     proc_status(pid)
         .get("VmRSS")
