@@ -1,5 +1,6 @@
-//! The one ordered path every call takes, whatever front it came in on (REST JSON,
-//! REST binary, gRPC, and any front added later):
+//! The one ordered path every call takes, whatever front it came in on (KServe REST
+//! JSON, REST binary and gRPC; TensorFlow Serving REST and gRPC; any front added
+//! later):
 //!
 //! 1. headers only: the front builds a [`Head`] (API, operation, model named in the
 //!    path, token, deadline) without reading a body byte;
