@@ -232,7 +232,8 @@ pub fn parse_predict(
     {
         return Err(format!("the only signature is {:?}", crate::front::tfs::SIGNATURE).into());
     }
-    // (name, datatype, shape, value, whether the value is the list of batch items)
+    // (name, datatype, shape, values): the values are the batch items (row format) or
+    // the one whole tensor (columnar format).
     let mut tensors: Vec<(String, DataType, Vec<i64>, Vec<&Value>)> = Vec::new();
     let format = match (top.get("instances"), top.get("inputs")) {
         (Some(_), Some(_)) => {
