@@ -26,7 +26,9 @@ if ! command -v strace >/dev/null 2>&1; then
 fi
 OUT="${WARDEN_SYSCALLS_OUT:-$PWD/target/syscalls}"
 FILTER="${WARDEN_SYSCALLS_TESTS:-test(real_models_match_the_independent_reference) | test(an_int8_model_with_dynamic_int64_inputs_matches_the_reference) | test(real_kserve_clients_work_unchanged) | test(version_policies_choose_what_is_served) | test(bf16_round_trips_through_the_binary_extension) | test(malformed_bodies_are_400_and_the_server_keeps_serving) | test(a_rotated_certificate_is_used_by_new_handshakes_while_old_connections_go_on) | test(an_invalid_policy_keeps_the_old_one_and_a_valid_one_takes_over)}"
-cargo build -p warden
+# The same build as scripts/test.sh (same packages, targets and so features): a no-op
+# after it, where `-p warden` alone would rebuild every crate whose features differ.
+cargo build --workspace --all-targets
 REAL="${CARGO_TARGET_DIR:-$PWD/target}/debug/warden"
 rm -rf "$OUT" && mkdir -p "$OUT"
 cat > "$OUT/warden-traced" <<WRAP

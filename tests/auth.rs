@@ -79,53 +79,6 @@ fn make_keys(dir: &Path) -> Keys {
     }
 }
 
-/// A CA for client certificates, and certificates it (or another CA) issues.
-struct ClientPki {
-    ca_pem: PathBuf,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-fn client_pki(dir: &Path, name: &str) -> ClientPki {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, format!("{name} client CA"));
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = p.self_signed(&key).unwrap();
-    let ca_pem = dir.join(format!("{name}-ca.pem"));
-    std::fs::write(&ca_pem, cert.pem()).unwrap();
-    ClientPki {
-        ca_pem,
-        issuer: rcgen::Issuer::new(p, key),
-    }
-}
-
-fn client_cert(pki: &ClientPki, uri: &str, expired: bool) -> ClientIdentity {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "client");
-    p.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let now = time::OffsetDateTime::now_utc();
-    if expired {
-        p.not_before = now - time::Duration::days(30);
-        p.not_after = now - time::Duration::days(1);
-    } else {
-        p.not_before = now - time::Duration::hours(1);
-        p.not_after = now + time::Duration::days(1);
-    }
-    let cert = p.signed_by(&key, &pki.issuer).unwrap();
-    ClientIdentity {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
-
 fn thumbprint(id: &ClientIdentity) -> String {
     use rustls_pki_types::pem::PemObject;
     let der = rustls_pki_types::CertificateDer::from_pem_slice(id.cert_pem.as_bytes()).unwrap();

@@ -124,11 +124,12 @@ async fn an_int8_model_with_dynamic_int64_inputs_matches_the_reference() {
     );
     server.wait_ready().await;
     // "[CLS] hello world [SEP]" and a longer second call: the shape is chosen per request.
-    for ids in [vec![101i64, 7592, 2088, 102], vec![101, 1996, 4248, 2829, 4419, 14523, 102]] {
+    for ids in [
+        vec![101i64, 7592, 2088, 102],
+        vec![101, 1996, 4248, 2829, 4419, 14523, 102],
+    ] {
         let n = ids.len();
-        let tensor = |name: &str, data: Vec<i64>| {
-            serde_json::json!({"name": name, "shape": [1, n], "datatype": "INT64", "data": data})
-        };
+        let tensor = |name: &str, data: Vec<i64>| serde_json::json!({"name": name, "shape": [1, n], "datatype": "INT64", "data": data});
         let body = serde_json::json!({"inputs": [
             tensor("input_ids", ids.clone()),
             tensor("attention_mask", vec![1; n]),
@@ -139,7 +140,12 @@ async fn an_int8_model_with_dynamic_int64_inputs_matches_the_reference() {
         let reply = server
             .call("POST", "/v2/models/minilm/infer", body.to_string())
             .await;
-        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
         let got = reply.json();
         let out = &got["outputs"][0];
         assert_eq!(out["name"], "last_hidden_state");

@@ -108,8 +108,22 @@ impl Storage {
             .expect("fake-gcs-server installed by scripts/object-storage-servers.sh");
         let url = format!("http://127.0.0.1:{port}");
         let mut child = Command::new(bin)
-            .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string()])
-            .args(["-backend", "memory", "-external-url", &url, "-public-host", &format!("127.0.0.1:{port}")])
+            .args([
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                &port.to_string(),
+            ])
+            .args([
+                "-backend",
+                "memory",
+                "-external-url",
+                &url,
+                "-public-host",
+                &format!("127.0.0.1:{port}"),
+            ])
             .args(["-log-level", "error"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -196,7 +210,8 @@ impl Relay {
                     continue;
                 };
                 let m = Arc::clone(&m);
-                let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut c_read, &mut s_write);
                     let _ = s_write.shutdown(std::net::Shutdown::Write);
@@ -297,7 +312,12 @@ async fn infer_matches_reference(server: &Server, version: u64) {
             std::fs::read(&req).unwrap(),
         )
         .await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     let got = reply.json();
     assert_eq!(got["model_version"], version.to_string());
     let expected = reference(&blazeface(), &req).unwrap();
@@ -312,7 +332,11 @@ async fn infer_matches_reference(server: &Server, version: u64) {
 
 async fn version_ready(server: &Server, v: u64) -> bool {
     server
-        .call("GET", &format!("/v2/models/blazeface/versions/{v}/ready"), "")
+        .call(
+            "GET",
+            &format!("/v2/models/blazeface/versions/{v}/ready"),
+            "",
+        )
         .await
         .status
         == 200
@@ -369,12 +393,19 @@ fn assert_backend_sandboxed_without_network(server: &Server) {
     assert!(status["Uid"].starts_with("5000\t"), "{}", status["Uid"]);
     let inet = inet_inodes(pid);
     let mut sockets = 0;
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
         let target = std::fs::read_link(fd.path()).unwrap_or_default();
         let t = target.to_string_lossy();
         if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
             sockets += 1;
-            assert!(!inet.contains(&inode.to_owned()), "backend holds an inet socket: fd {}", fd.path().display());
+            assert!(
+                !inet.contains(&inode.to_owned()),
+                "backend holds an inet socket: fd {}",
+                fd.path().display()
+            );
         }
     }
     assert!(sockets > 0, "the backend's Unix sockets should be visible");
@@ -411,27 +442,46 @@ async fn s3_repository_is_served_updated_retired_and_survives_a_broken_remote() 
     ops(
         "s3",
         &direct,
-        serde_json::json!([["bucket", "models"], ["put", "models", "faces/blazeface/1/model.tflite", model]]),
+        serde_json::json!([
+            ["bucket", "models"],
+            ["put", "models", "faces/blazeface/1/model.tflite", model]
+        ]),
     );
     let dir = TempDir::new("s3");
     let env = s3_env(relay.port);
-    let mut server = serve_remote("s3://models/faces/blazeface", &dir.path().join("cache"), &env);
+    let mut server = serve_remote(
+        "s3://models/faces/blazeface",
+        &dir.path().join("cache"),
+        &env,
+    );
     server.wait_ready().await;
     infer_matches_reference(&server, 1).await;
     assert_backend_sandboxed_without_network(&server);
 
     // A version added remotely is served; removed remotely, it is retired.
-    ops("s3", &direct, serde_json::json!([["put", "models", "faces/blazeface/2/model.tflite", model]]));
+    ops(
+        "s3",
+        &direct,
+        serde_json::json!([["put", "models", "faces/blazeface/2/model.tflite", model]]),
+    );
     wait_version(&server, 2, true).await;
     infer_matches_reference(&server, 2).await;
-    ops("s3", &direct, serde_json::json!([["delete", "models", "faces/blazeface/2/model.tflite"]]));
+    ops(
+        "s3",
+        &direct,
+        serde_json::json!([["delete", "models", "faces/blazeface/2/model.tflite"]]),
+    );
     wait_version(&server, 2, false).await;
     assert!(version_ready(&server, 1).await);
 
     // Corrupted in transit (one byte flipped, size unchanged): the MD5 check refuses
     // it, and it never reaches the backend.
     relay.set(CORRUPT);
-    ops("s3", &direct, serde_json::json!([["put", "models", "faces/blazeface/3/model.tflite", model]]));
+    ops(
+        "s3",
+        &direct,
+        serde_json::json!([["put", "models", "faces/blazeface/3/model.tflite", model]]),
+    );
     wait_log(&server, "differs from the ETag", 1).await;
     assert!(!version_ready(&server, 3).await);
     // The endpoint going away mid-download (and staying away): version 3 still not
@@ -498,7 +548,10 @@ async fn unsafe_keys_and_oversized_repositories_are_refused() {
     let log = server.log_text();
     // object_store's own path parser refuses it first; Warden's key check is the
     // second layer (below, for a key object_store takes).
-    assert!(log.contains("the first fetch failed") && log.contains("\"..\""), "{log}");
+    assert!(
+        log.contains("the first fetch failed") && log.contains("\"..\""),
+        "{log}"
+    );
     assert!(!dir.path().join("escape.txt").exists());
     assert!(!dir.path().join("cache/escape.txt").exists());
     // A backslash (a folder separator elsewhere): refused by Warden's key check.
@@ -528,7 +581,10 @@ async fn unsafe_keys_and_oversized_repositories_are_refused() {
             "--model_name".into(),
             "blazeface".into(),
         ],
-        &["--model-cache-dir", dir.path().join("cache2").to_str().unwrap()],
+        &[
+            "--model-cache-dir",
+            dir.path().join("cache2").to_str().unwrap(),
+        ],
         &env_refs(&env),
     );
     assert!(!server.child.wait().unwrap().success());
@@ -548,14 +604,23 @@ async fn unsafe_keys_and_oversized_repositories_are_refused() {
         .args(["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE])
         .arg("--openvino-dir")
         .arg(runtime_dir())
-        .args(["--model_path", "s3://models/ok", "--model_name", "blazeface"])
+        .args([
+            "--model_path",
+            "s3://models/ok",
+            "--model_name",
+            "blazeface",
+        ])
         .arg("--model-cache-dir")
         .arg(dir.path().join("cache3"))
         .envs(env_refs(&env))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         stdout.contains("credentials OK; would fetch versions [1] (1 objects"),
         "{stdout}"
@@ -575,7 +640,10 @@ async fn azure_repository_is_served_updated_and_retired() {
     ops(
         "az",
         &cs,
-        serde_json::json!([["bucket", "models"], ["put", "models", "blazeface/1/model.tflite", model]]),
+        serde_json::json!([
+            ["bucket", "models"],
+            ["put", "models", "blazeface/1/model.tflite", model]
+        ]),
     );
     let dir = TempDir::new("az");
     let env = vec![("AZURE_STORAGE_CONNECTION_STRING", cs.clone())];
@@ -583,10 +651,18 @@ async fn azure_repository_is_served_updated_and_retired() {
     server.wait_ready().await;
     infer_matches_reference(&server, 1).await;
     assert_backend_sandboxed_without_network(&server);
-    ops("az", &cs, serde_json::json!([["put", "models", "blazeface/2/model.tflite", model]]));
+    ops(
+        "az",
+        &cs,
+        serde_json::json!([["put", "models", "blazeface/2/model.tflite", model]]),
+    );
     wait_version(&server, 2, true).await;
     infer_matches_reference(&server, 2).await;
-    ops("az", &cs, serde_json::json!([["delete", "models", "blazeface/2/model.tflite"]]));
+    ops(
+        "az",
+        &cs,
+        serde_json::json!([["delete", "models", "blazeface/2/model.tflite"]]),
+    );
     wait_version(&server, 2, false).await;
     assert!(version_ready(&server, 1).await);
     assert_no_secret(&server.log_text());
@@ -596,7 +672,11 @@ async fn azure_repository_is_served_updated_and_retired() {
         "d3JvbmdrZXl3cm9uZ2tleXdyb25na2V5d3JvbmdrZXl3cm9uZ2tleXdyb25na2V5d3Jvbmc=",
     );
     let env = vec![("AZURE_STORAGE_CONNECTION_STRING", bad)];
-    let mut server = serve_remote("azure://models/blazeface", &dir.path().join("cache-bad"), &env);
+    let mut server = serve_remote(
+        "azure://models/blazeface",
+        &dir.path().join("cache-bad"),
+        &env,
+    );
     assert!(!server.child.wait().unwrap().success());
     let log = server.log_text();
     assert!(log.contains("the first fetch failed"), "{log}");
@@ -614,7 +694,10 @@ async fn gcs_repository_is_served_updated_and_retired() {
     ops(
         "gs",
         &base,
-        serde_json::json!([["bucket", "models"], ["put", "models", "blazeface/1/model.tflite", model]]),
+        serde_json::json!([
+            ["bucket", "models"],
+            ["put", "models", "blazeface/1/model.tflite", model]
+        ]),
     );
     let dir = TempDir::new("gs");
     // The emulator takes no OAuth token: object_store's own service-account form for it.
@@ -629,10 +712,18 @@ async fn gcs_repository_is_served_updated_and_retired() {
     server.wait_ready().await;
     infer_matches_reference(&server, 1).await;
     assert_backend_sandboxed_without_network(&server);
-    ops("gs", &base, serde_json::json!([["put", "models", "blazeface/2/model.tflite", model]]));
+    ops(
+        "gs",
+        &base,
+        serde_json::json!([["put", "models", "blazeface/2/model.tflite", model]]),
+    );
     wait_version(&server, 2, true).await;
     infer_matches_reference(&server, 2).await;
-    ops("gs", &base, serde_json::json!([["delete", "models", "blazeface/2/model.tflite"]]));
+    ops(
+        "gs",
+        &base,
+        serde_json::json!([["delete", "models", "blazeface/2/model.tflite"]]),
+    );
     wait_version(&server, 2, false).await;
     assert!(version_ready(&server, 1).await);
 }

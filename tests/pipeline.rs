@@ -1,6 +1,6 @@
 //! The one request pipeline, seen from outside: the same refusal is the same decision
-//! through every front (REST JSON, REST binary, gRPC), with the status and code of the
-//! refusal table and one audit record; and a stranger, or a principal without the
+//! through every front (KServe REST JSON, REST binary and gRPC; TensorFlow Serving
+//! REST and gRPC), with the status and code of the refusal table and one audit record; and a stranger, or a principal without the
 //! right, cannot make the gateway do work, hold memory or grow its state.
 #![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use warden_shared::proto;
+use warden_shared::tensorflow::{self as tf, serving as tfs};
 use warden_tests::*;
 
 const KIB: usize = 1024;
@@ -108,12 +109,33 @@ enum Front {
     RestJson,
     RestBinary,
     Grpc,
+    /// TensorFlow Serving REST (`:predict`, columnar, named input).
+    TfsRest,
+    /// TensorFlow Serving gRPC (`PredictionService/Predict`, `tensor_content`).
+    TfsGrpc,
+}
+
+impl Front {
+    const ALL: [Front; 5] = [
+        Front::RestJson,
+        Front::RestBinary,
+        Front::Grpc,
+        Front::TfsRest,
+        Front::TfsGrpc,
+    ];
+
+    fn grpc(self) -> bool {
+        matches!(self, Front::Grpc | Front::TfsGrpc)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Body {
     Good,
     Malformed,
+    /// Well-formed, with values of another datatype than the model's input (TFS JSON,
+    /// which carries no datatype: values the input's datatype cannot hold).
+    WrongType,
     /// A well-formed request padded (JSON whitespace, binary bytes, protobuf unknown
     /// field) to this many bytes.
     Size(usize),
@@ -134,6 +156,7 @@ fn infer_body(
         Front::RestJson => {
             let b = match body {
                 Body::Good => ADD.as_bytes().to_vec(),
+                Body::WrongType => ADD.replace("FP32", "INT32").into_bytes(),
                 Body::Malformed => br#"{"inputs":[{"name":"x","shape":[1,4],"#.to_vec(),
                 Body::Size(n) => {
                     let mut b = ADD.as_bytes().to_vec();
@@ -145,6 +168,12 @@ fn infer_body(
         }
         Front::RestBinary => {
             let json = br#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":16}}]}"#;
+            let wrong = String::from_utf8_lossy(json).replace("FP32", "INT32");
+            let json: &[u8] = if let Body::WrongType = body {
+                wrong.as_bytes()
+            } else {
+                json
+            };
             let mut b = json.to_vec();
             let json_len = match body {
                 // The header says the JSON part is longer than the body.
@@ -184,9 +213,12 @@ fn infer_body(
                 raw_input_contents: vec![Bytes::from(floats)],
                 ..Default::default()
             };
+            if let Body::WrongType = body {
+                req.inputs[0].datatype = "INT32".into();
+            }
             let mut wire = req.encode_to_vec();
             match body {
-                Body::Good => {}
+                Body::Good | Body::WrongType => {}
                 // Model and version first, then a field that runs past the end.
                 Body::Malformed => {
                     req.inputs.clear();
@@ -194,22 +226,83 @@ fn infer_body(
                     wire = req.encode_to_vec();
                     wire.extend_from_slice(&[0x2a, 0xff, 0x01, 0x00]);
                 }
+                Body::Size(n) => pad_unknown_field(&mut wire, n),
+            }
+            (Bytes::from(wire), vec![])
+        }
+        Front::TfsRest => {
+            let good = r#"{"inputs": {"x": [[1, 2, 3, 4]]}}"#;
+            let b = match body {
+                Body::Good => good.as_bytes().to_vec(),
+                Body::WrongType => br#"{"inputs": {"x": [["a", "b", "c", "d"]]}}"#.to_vec(),
+                Body::Malformed => br#"{"inputs": {"x": [[1, 2"#.to_vec(),
                 Body::Size(n) => {
-                    // An unknown length-delimited field (number 15) of padding.
-                    let pad = n - wire.len() - 4;
-                    wire.push(0x7a);
-                    let mut len = pad;
-                    while len >= 0x80 {
-                        wire.push((len as u8 & 0x7f) | 0x80);
-                        len >>= 7;
-                    }
-                    wire.push(len as u8);
-                    wire.resize(n, 0);
+                    let mut b = good.as_bytes().to_vec();
+                    b.resize(n, b' ');
+                    b
                 }
+            };
+            (Bytes::from(b), vec![])
+        }
+        Front::TfsGrpc => {
+            let dtype = match body {
+                Body::WrongType => tf::DataType::DtInt32,
+                _ => tf::DataType::DtFloat,
+            };
+            let tensor = tf::TensorProto {
+                dtype: dtype as i32,
+                tensor_shape: Some(tf::TensorShapeProto {
+                    dim: [1, 4]
+                        .iter()
+                        .map(|&size| tf::tensor_shape_proto::Dim {
+                            size,
+                            name: String::new(),
+                        })
+                        .collect(),
+                    unknown_rank: false,
+                }),
+                tensor_content: Bytes::from(floats),
+                ..Default::default()
+            };
+            let spec = tfs::ModelSpec {
+                name: model.into(),
+                version_choice: version.parse().ok().map(|value| {
+                    tfs::model_spec::VersionChoice::Version(tfs::Int64Value { value })
+                }),
+                signature_name: String::new(),
+            };
+            let mut req = tfs::PredictRequest {
+                model_spec: Some(spec),
+                inputs: [("x".to_owned(), tensor)].into(),
+                output_filter: vec![],
+            };
+            let mut wire = req.encode_to_vec();
+            match body {
+                Body::Good | Body::WrongType => {}
+                // The model spec, then an inputs entry that runs past the end.
+                Body::Malformed => {
+                    req.inputs.clear();
+                    wire = req.encode_to_vec();
+                    wire.extend_from_slice(&[0x12, 0xff, 0x01, 0x00]);
+                }
+                Body::Size(n) => pad_unknown_field(&mut wire, n),
             }
             (Bytes::from(wire), vec![])
         }
     }
+}
+
+/// Pads a protobuf message to `n` bytes with an unknown length-delimited field (15).
+fn pad_unknown_field(wire: &mut Vec<u8>, n: usize) {
+    let pad = n - wire.len() - 4;
+    wire.push(0x7a);
+    let mut len = pad;
+    while len >= 0x80 {
+        wire.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    wire.push(len as u8);
+    wire.resize(n, 0);
 }
 
 /// The outcome of one call: HTTP status (REST), gRPC code (gRPC), Warden's request id.
@@ -239,11 +332,12 @@ async fn infer(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     match front {
-        Front::RestJson | Front::RestBinary => {
-            let path = if version.is_empty() {
-                format!("/v2/models/{model}/infer")
-            } else {
-                format!("/v2/models/{model}/versions/{version}/infer")
+        Front::RestJson | Front::RestBinary | Front::TfsRest => {
+            let path = match (front, version.is_empty()) {
+                (Front::TfsRest, true) => format!("/v1/models/{model}:predict"),
+                (Front::TfsRest, false) => format!("/v1/models/{model}/versions/{version}:predict"),
+                (_, true) => format!("/v2/models/{model}/infer"),
+                (_, false) => format!("/v2/models/{model}/versions/{version}/infer"),
             };
             let r = https_request(server.rest_port, &ca, "POST", &path, &h, bytes)
                 .await
@@ -255,16 +349,14 @@ async fn infer(
                 body: String::from_utf8_lossy(&r.body).into_owned(),
             }
         }
-        Front::Grpc => {
+        Front::Grpc | Front::TfsGrpc => {
+            let path = if front == Front::Grpc {
+                "/inference.GRPCInferenceService/ModelInfer"
+            } else {
+                "/tensorflow.serving.PredictionService/Predict"
+            };
             let mut c = H2::connect(server.grpc_port, &ca).await.unwrap();
-            let r = c
-                .grpc_raw(
-                    "/inference.GRPCInferenceService/ModelInfer",
-                    &h,
-                    grpc_frame(&bytes),
-                )
-                .await
-                .unwrap();
+            let r = c.grpc_raw(path, &h, grpc_frame(&bytes)).await.unwrap();
             Seen {
                 status: None,
                 code: Some(r.code),
@@ -390,6 +482,16 @@ async fn every_refusal_is_the_same_decision_through_every_front() {
             decision: "invalid",
         },
         Case {
+            name: "datatype mismatch",
+            who: Some("alice"),
+            model: "addn",
+            version: "",
+            body: Body::WrongType,
+            status: 400,
+            code: 3,
+            decision: "invalid",
+        },
+        Case {
             name: "unknown model",
             who: Some("eve"),
             model: "nosuch",
@@ -420,7 +522,7 @@ async fn every_refusal_is_the_same_decision_through_every_front() {
             decision: "invalid",
         },
     ];
-    for front in [Front::RestJson, Front::RestBinary, Front::Grpc] {
+    for front in Front::ALL {
         for c in &cases {
             let token = match c.who {
                 None => None,
@@ -429,9 +531,15 @@ async fn every_refusal_is_the_same_decision_through_every_front() {
             };
             let seen = infer(&server, front, token.as_deref(), c.model, c.version, c.body).await;
             let what = format!("{front:?} / {}: {seen:?}", c.name);
-            match front {
-                Front::Grpc => assert_eq!(seen.code, Some(c.code), "{what}"),
-                _ => assert_eq!(seen.status, Some(c.status), "{what}"),
+            if front.grpc() {
+                assert_eq!(seen.code, Some(c.code), "{what}");
+            } else {
+                assert_eq!(seen.status, Some(c.status), "{what}");
+                // Both REST APIs refuse in the `{"error": "..."}` shape.
+                if c.status != 200 {
+                    let e: serde_json::Value = serde_json::from_str(&seen.body).unwrap();
+                    assert!(e["error"].is_string(), "{what}");
+                }
             }
             assert!(!seen.id.is_empty(), "{what}: no x-request-id");
             let r =
@@ -441,14 +549,11 @@ async fn every_refusal_is_the_same_decision_through_every_front() {
                 r["status"], c.status,
                 "{what}: the same status in the record: {r}"
             );
-            if front == Front::Grpc {
+            if front.grpc() {
                 assert_eq!(r["grpc_code"], c.code, "{what}: {r}");
             }
             if c.decision == "allowed" {
-                assert!(
-                    seen.body.contains("\"outputs\"") || front == Front::Grpc,
-                    "{what}"
-                );
+                assert!(seen.body.contains("\"outputs\"") || front.grpc(), "{what}");
             } else {
                 // Nothing a client named and the repository lacks is written down.
                 assert_ne!(r["model"], "nosuch", "{what}: {r}");
@@ -462,9 +567,10 @@ async fn every_refusal_is_the_same_decision_through_every_front() {
             last = Some(infer(&server, front, Some(&flood), "addn", "", Body::Good).await);
         }
         let seen = last.unwrap();
-        match front {
-            Front::Grpc => assert_eq!(seen.code, Some(8), "{front:?} over rate: {seen:?}"),
-            _ => assert_eq!(seen.status, Some(429), "{front:?} over rate: {seen:?}"),
+        if front.grpc() {
+            assert_eq!(seen.code, Some(8), "{front:?} over rate: {seen:?}");
+        } else {
+            assert_eq!(seen.status, Some(429), "{front:?} over rate: {seen:?}");
         }
         let r = audit_record(&audit, &seen.id).unwrap();
         assert_eq!(r["decision"], "rate_limited", "{r}");
@@ -578,6 +684,129 @@ async fn grpc_authorization_and_metadata_go_through_the_same_pipeline() {
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     let rec = audit_record(&audit, &header(&r.headers)).unwrap();
     assert_eq!(rec["decision"], "failed");
+}
+
+#[tokio::test]
+async fn tfs_metadata_and_status_go_through_the_same_pipeline() {
+    let (mut server, audit, _tmp) = start("pipeline-tfs", "");
+    server.wait_ready().await;
+    let ca = server.certs.join("ca.pem");
+    let mut c = H2::connect(server.grpc_port, &ca).await.unwrap();
+    let spec = |name: &str| tfs::ModelSpec {
+        name: name.into(),
+        ..Default::default()
+    };
+    let meta = tfs::GetModelMetadataRequest {
+        model_spec: Some(spec("addn")),
+        metadata_field: vec!["signature_def".into()],
+    }
+    .encode_to_vec();
+    let status = tfs::GetModelStatusRequest {
+        model_spec: Some(spec("addn")),
+    }
+    .encode_to_vec();
+    // (who, gRPC code and HTTP status for metadata, then for status): the policy's
+    // `metadata` and `ready` operations, as for KServe.
+    for (who, meta_code, meta_status, status_code, status_status) in [
+        (Some("alice"), 0, 200, 0, 200),
+        (Some("bob"), 0, 200, 7, 403),
+        (Some("carol"), 7, 403, 7, 403),
+        (None, 16, 401, 16, 401),
+    ] {
+        let auth = who.map(|w| format!("Bearer {}", server.token(claims(w, 600))));
+        let h: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let r = c
+            .grpc_raw(
+                "/tensorflow.serving.PredictionService/GetModelMetadata",
+                &h,
+                grpc_frame(&meta),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, meta_code, "{who:?} metadata: {r:?}");
+        if meta_code == 0 {
+            let m: tfs::GetModelMetadataResponse = r.decode();
+            let sigs =
+                tfs::SignatureDefMap::decode(&m.metadata["signature_def"].value[..]).unwrap();
+            let x = &sigs.signature_def["serving_default"].inputs["x"];
+            assert_eq!(x.dtype, tf::DataType::DtFloat as i32);
+        }
+        let rec = audit_record(&audit, &header(&r.headers)).unwrap();
+        assert_eq!(rec["operation"], "metadata", "{rec}");
+        let r = c
+            .grpc_raw(
+                "/tensorflow.serving.ModelService/GetModelStatus",
+                &h,
+                grpc_frame(&status),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, status_code, "{who:?} status: {r:?}");
+        if status_code == 0 {
+            let s: tfs::GetModelStatusResponse = r.decode();
+            assert_eq!(s.model_version_status.len(), 1);
+            assert_eq!(s.model_version_status[0].version, 2);
+        }
+        let rec = audit_record(&audit, &header(&r.headers)).unwrap();
+        assert_eq!(rec["operation"], "ready", "{rec}");
+        for (path, want) in [
+            ("/v1/models/addn/metadata", meta_status),
+            ("/v1/models/addn", status_status),
+        ] {
+            let r = https_request(server.rest_port, &ca, "GET", path, &h, Bytes::new())
+                .await
+                .unwrap();
+            assert_eq!(r.status, want, "{who:?} {path}");
+            if want != 200 {
+                assert!(r.json()["error"].is_string(), "{who:?} {path}");
+            }
+            let rec = audit_record(&audit, &header(&r.headers)).unwrap();
+            assert_eq!(rec["status"], want, "{rec}");
+        }
+    }
+    // A model the caller has no right on is 403 whether it exists or not; a version
+    // label is refused; a method TFS has and Warden does not serve is UNIMPLEMENTED.
+    let auth = format!("Bearer {}", server.good_token());
+    let h = [("authorization", auth.as_str())];
+    let unknown = tfs::GetModelStatusRequest {
+        model_spec: Some(spec("nosuch")),
+    }
+    .encode_to_vec();
+    let r = c
+        .grpc_raw(
+            "/tensorflow.serving.ModelService/GetModelStatus",
+            &h,
+            grpc_frame(&unknown),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 7, "{r:?}");
+    let mut labelled = spec("addn");
+    labelled.version_choice = Some(tfs::model_spec::VersionChoice::VersionLabel(
+        "stable".into(),
+    ));
+    let label = tfs::GetModelStatusRequest {
+        model_spec: Some(labelled),
+    }
+    .encode_to_vec();
+    let r = c
+        .grpc_raw(
+            "/tensorflow.serving.ModelService/GetModelStatus",
+            &h,
+            grpc_frame(&label),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 3, "{r:?}");
+    let r = c
+        .grpc_raw(
+            "/tensorflow.serving.PredictionService/Classify",
+            &h,
+            grpc_frame(&meta),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 12, "{r:?}");
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -281,7 +281,9 @@ async fn pass(
                         ));
                     }
                 }
-                Err(e) => problems.push(format!("{}: {}", r.url, redactor.clean(&format!("{e:#}")))),
+                Err(e) => {
+                    problems.push(format!("{}: {}", r.url, redactor.clean(&format!("{e:#}"))))
+                }
             }
         }
     }
@@ -318,7 +320,11 @@ pub fn describe(config: &Config) -> anyhow::Result<(String, usize)> {
         if names.is_empty() {
             "none (instance or workload identity)".to_string()
         } else {
-            names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+            names
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     );
     let rt = tokio::runtime::Builder::new_current_thread()

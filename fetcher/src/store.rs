@@ -165,9 +165,7 @@ pub fn build(
             }
             if let Some(e) = s3_endpoint(env) {
                 // A custom endpoint (MinIO, Ceph, a test server) is addressed path-style.
-                b = b
-                    .with_endpoint(e)
-                    .with_virtual_hosted_style_request(false);
+                b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
             }
             if env.get("AWS_REGION").is_none() && env.get("AWS_DEFAULT_REGION").is_none() {
                 b = b.with_region("us-east-1");
@@ -268,7 +266,10 @@ mod tests {
         assert_eq!(e.port, 10000);
         let e = endpoint(
             &az,
-            &env(&[("AZURE_STORAGE_CONNECTION_STRING", "AccountName=acct;AccountKey=a2V5")]),
+            &env(&[(
+                "AZURE_STORAGE_CONNECTION_STRING",
+                "AccountName=acct;AccountKey=a2V5",
+            )]),
         );
         assert_eq!(e.url, "https://acct.blob.core.windows.net");
         assert_eq!(
@@ -310,7 +311,10 @@ mod tests {
         )
         .unwrap();
         let err = build(&url("az://c/m"), &Env::new(), &c).err().unwrap();
-        assert!(err.to_string().contains("no Azure storage account"), "{err}");
+        assert!(
+            err.to_string().contains("no Azure storage account"),
+            "{err}"
+        );
         // A service-account file that does not exist is named, and nothing else.
         let err = build(
             &url("gs://b/m"),
@@ -319,6 +323,10 @@ mod tests {
         )
         .err()
         .unwrap();
-        assert!(format!("{err:#}").contains("/nonexistent/sa.json") || format!("{err:#}").contains("No such file"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("/nonexistent/sa.json")
+                || format!("{err:#}").contains("No such file"),
+            "{err:#}"
+        );
     }
 }

@@ -256,11 +256,7 @@ async fn fetch_object(
         anyhow::bail!("got {n} bytes of {} (truncated)", e.size);
     }
     if let Some(expected) = e.etag.as_deref().and_then(etag_md5) {
-        let actual: String = md5
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let actual: String = md5.finalize().iter().map(|b| format!("{b:02x}")).collect();
         if actual != expected {
             anyhow::bail!("MD5 {actual} differs from the ETag {expected} (corrupted in transit)");
         }
@@ -283,7 +279,13 @@ fn mkdirs(dir: &Path) -> std::io::Result<()> {
 fn publish(staged: &Path, dir: &Path, scratch: &Path) -> anyhow::Result<()> {
     use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
     if dir.exists() {
-        renameat2(AT_FDCWD, staged, AT_FDCWD, dir, RenameFlags::RENAME_EXCHANGE)?;
+        renameat2(
+            AT_FDCWD,
+            staged,
+            AT_FDCWD,
+            dir,
+            RenameFlags::RENAME_EXCHANGE,
+        )?;
         std::fs::rename(staged, scratch)?;
         std::fs::remove_dir_all(scratch)?;
     } else {
@@ -301,7 +303,9 @@ mod tests {
     fn repo(store: Arc<InMemory>, local: &Path) -> Repo {
         Repo {
             model: "m".into(),
-            url: RemoteUrl::of(Path::new("s3://b/models/m")).unwrap().unwrap(),
+            url: RemoteUrl::of(Path::new("s3://b/models/m"))
+                .unwrap()
+                .unwrap(),
             store,
             local: local.into(),
         }
@@ -338,7 +342,10 @@ mod tests {
         let o = cache.apply(&r, &l).await.unwrap();
         assert_eq!(o.published, vec![1]);
         assert_eq!(std::fs::read(r.local.join("1/model.onnx")).unwrap(), b"one");
-        assert_eq!(std::fs::read(r.local.join("1/sub/extra.txt")).unwrap(), b"x");
+        assert_eq!(
+            std::fs::read(r.local.join("1/sub/extra.txt")).unwrap(),
+            b"x"
+        );
         // Unchanged: nothing fetched again.
         let o = cache.apply(&r, &list(&r).await.unwrap()).await.unwrap();
         assert_eq!(o.unchanged, vec![1]);
@@ -347,10 +354,19 @@ mod tests {
         put(&store, "models/m/1/model.onnx", b"one-b").await;
         let o = cache.apply(&r, &list(&r).await.unwrap()).await.unwrap();
         assert_eq!(o.published, vec![1, 2]);
-        assert_eq!(std::fs::read(r.local.join("1/model.onnx")).unwrap(), b"one-b");
+        assert_eq!(
+            std::fs::read(r.local.join("1/model.onnx")).unwrap(),
+            b"one-b"
+        );
         // Gone remotely: retired.
-        store.delete(&StorePath::from("models/m/1/model.onnx")).await.unwrap();
-        store.delete(&StorePath::from("models/m/1/sub/extra.txt")).await.unwrap();
+        store
+            .delete(&StorePath::from("models/m/1/model.onnx"))
+            .await
+            .unwrap();
+        store
+            .delete(&StorePath::from("models/m/1/sub/extra.txt"))
+            .await
+            .unwrap();
         let o = cache.apply(&r, &list(&r).await.unwrap()).await.unwrap();
         assert_eq!(o.retired, vec![1]);
         assert!(!r.local.join("1").exists());

@@ -110,7 +110,9 @@ fn the_cache_tree_can_be_changed_and_nothing_else_written() {
     };
     assert_eq!(in_child(full_sandbox, link), errno(libc::EPERM));
     assert_eq!(
-        in_child(full_sandbox, || read_file(std::path::Path::new("/etc/hostname"))),
+        in_child(full_sandbox, || read_file(std::path::Path::new(
+            "/etc/hostname"
+        ))),
         errno(libc::EACCES)
     );
 }

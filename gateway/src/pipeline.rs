@@ -1,8 +1,9 @@
-//! The one ordered path every call takes, whatever front it came in on (REST JSON,
-//! REST binary, gRPC, and any front added later):
+//! The one ordered path every call takes, whatever front it came in on (KServe REST
+//! JSON, REST binary and gRPC; TensorFlow Serving REST and gRPC; any front added
+//! later):
 //!
-//! 1. headers only: the front builds a [`Head`] (operation, model named in the path,
-//!    token, deadline) without reading a body byte;
+//! 1. headers only: the front builds a [`Head`] (API, operation, model named in the
+//!    path, token, deadline) without reading a body byte;
 //! 2. authenticate (a failure is throttled per client IP);
 //! 3. per-principal admission: the total and per-principal rate limits;
 //! 4. authorize the model, version and operation, then check that the repository has
@@ -10,7 +11,9 @@
 //! 5. only then read the body, bounded by its cap and reserved against the caller's
 //!    memory quota as it streams in (a front whose message names the model, as gRPC's
 //!    does, runs step 4 on the message before decoding it);
-//! 6. decode, with the memory the decoded form takes charged to the quota first;
+//! 6. decode, with the memory the decoded form takes charged to the quota first (a
+//!    format that needs the model's metadata to decode, as TFS's JSON does, gets it
+//!    from the backend first);
 //! 7. forward to the backend, which validates against the model's metadata;
 //! 8. the front renders the answer; one audit record; metrics.
 //!
@@ -74,6 +77,23 @@ impl Listener {
     }
 }
 
+/// Which API a call speaks (the `api` label of the OVMS request metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    KServe,
+    /// The TensorFlow Serving API.
+    Tfs,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::KServe => "KServe",
+            Api::Tfs => "TensorFlowServing",
+        }
+    }
+}
+
 /// What a call asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -123,8 +143,16 @@ pub enum Scope {
 }
 
 impl Op {
-    /// The method name, for metrics.
-    pub fn method(self) -> &'static str {
+    /// The method name in `api`, for metrics (as OVMS names them).
+    pub fn method(self, api: Api) -> &'static str {
+        if api == Api::Tfs {
+            match self {
+                Op::ModelMetadata => return "GetModelMetadata",
+                Op::ModelReady => return "GetModelStatus",
+                Op::ModelInfer => return "Predict",
+                _ => {}
+            }
+        }
         match self {
             Op::ServerLive => "ServerLive",
             Op::ServerReady => "ServerReady",
@@ -141,27 +169,6 @@ impl Op {
             Op::Health { watch: false, .. } => "Check",
             Op::Health { watch: true, .. } => "Watch",
             Op::Reflection => "ServerReflectionInfo",
-        }
-    }
-
-    /// The serving API (OVMS's `api` label): Triton's extensions, health and
-    /// reflection are served beside KServe and counted with it.
-    pub fn api(self) -> &'static str {
-        match self {
-            Op::ServerLive
-            | Op::ServerReady
-            | Op::ServerMetadata
-            | Op::ModelMetadata
-            | Op::ModelReady
-            | Op::ModelInfer
-            | Op::ModelConfig
-            | Op::ModelStats
-            | Op::RepositoryIndex
-            | Op::RepositoryLoad
-            | Op::RepositoryUnload
-            | Op::LogSettings
-            | Op::Health { .. }
-            | Op::Reflection => "KServe",
         }
     }
 
@@ -284,6 +291,7 @@ pub struct Target {
 #[derive(Debug)]
 pub struct Head {
     pub listener: Listener,
+    pub api: Api,
     /// `HTTP/1.1`, `HTTP/2`, `gRPC`.
     pub protocol: &'static str,
     /// What the call asks for, or why the head alone already refuses it (no such
@@ -306,10 +314,16 @@ pub enum Answer<S> {
     Live,
     Ready(bool),
     ServerMetadata,
-    ModelMetadata(proto::ModelMetadataResponse),
+    /// `version`: the one asked for, or the latest when none was.
+    ModelMetadata {
+        meta: proto::ModelMetadataResponse,
+        version: String,
+    },
+    /// `versions`: the one asked for, or every version served when none was.
     ModelReady {
         model: String,
         ready: bool,
+        versions: Vec<u64>,
     },
     Infer(proto::ModelInferResponse, S),
     /// Triton's model configuration, from the model's metadata.
@@ -369,13 +383,21 @@ pub trait Codec: Sync {
     fn options(&self, _op: Op, _message: &[u8]) -> Result<Options, Refusal> {
         Err(Refusal::NoRoute)
     }
+
+    /// Whether decoding an inference message needs the model's metadata (a format
+    /// whose tensors do not carry their datatype).
+    fn needs_metadata(&self) -> bool {
+        false
+    }
     /// Decodes an inference message. Before allocating the decoded form, `charge` is
-    /// called with the bytes it will take beyond the message itself.
+    /// called with the bytes it will take beyond the message itself. `metadata` is the
+    /// model's, when [`Codec::needs_metadata`] says so.
     fn decode_infer(
         &self,
         target: &Target,
         message: Bytes,
         limits: &LimitsConfig,
+        metadata: Option<&proto::ModelMetadataResponse>,
         charge: &mut Charge<'_>,
     ) -> Result<(proto::ModelInferRequest, Self::Shape), Refusal>;
     /// Renders an answer; an `Err` is rendered as that refusal instead.
@@ -394,6 +416,7 @@ pub struct Call {
     pub client_request_id: Option<String>,
     pub conn: Arc<ConnInfo>,
     pub listener: Listener,
+    pub api: Api,
     pub protocol: &'static str,
     pub start: Instant,
     pub op: Option<Op>,
@@ -779,9 +802,15 @@ async fn steps<C: Codec>(
     match op {
         Op::ServerLive | Op::ServerReady => unreachable!("health is answered before the pipeline"),
         Op::ServerMetadata => Ok(Answer::ServerMetadata),
-        Op::ModelMetadata => Ok(Answer::ModelMetadata(
-            state.model_metadata(call, target).await?,
-        )),
+        Op::ModelMetadata => {
+            let meta = state.model_metadata(call, target.clone()).await?;
+            let version = if target.version.is_empty() {
+                meta.versions.first().cloned().unwrap_or_default()
+            } else {
+                target.version
+            };
+            Ok(Answer::ModelMetadata { meta, version })
+        }
         Op::ModelConfig => Ok(Answer::ModelConfig(crate::triton::model_config(
             state.model_metadata(call, target).await?,
         ))),
@@ -829,7 +858,7 @@ async fn steps<C: Codec>(
                 .model_ready(backend_request(
                     proto::ModelReadyRequest {
                         name: target.model.clone(),
-                        version: target.version,
+                        version: target.version.clone(),
                     },
                     p.as_ref(),
                     &call.id,
@@ -838,16 +867,26 @@ async fn steps<C: Codec>(
                 .map_err(|s| Refusal::from_backend(&s))?
                 .into_inner()
                 .ready;
+            let versions = match target.version.parse() {
+                Ok(v) => vec![v],
+                Err(_) => state.catalog.versions(&target.model),
+            };
             Ok(Answer::ModelReady {
                 model: target.model,
                 ready,
+                versions,
             })
         }
         Op::ModelInfer => {
             let limits = &state.config.limits;
+            let metadata = if codec.needs_metadata() {
+                Some(model_metadata(&mut backend, &target, p.as_ref(), &call.id).await?)
+            } else {
+                None
+            };
             let (request, shape) = {
                 let mut charge = |n: usize| state.charge(call, n);
-                codec.decode_infer(&target, message, limits, &mut charge)?
+                codec.decode_infer(&target, message, limits, metadata.as_ref(), &mut charge)?
             };
             // The socket client encodes the request into one buffer of its own.
             state.charge(call, prost::Message::encoded_len(&request))?;
@@ -865,6 +904,27 @@ async fn steps<C: Codec>(
             Ok(Answer::Infer(resp, shape))
         }
     }
+}
+
+/// The model's metadata, from the backend.
+async fn model_metadata(
+    backend: &mut crate::backend_client::BackendClient,
+    target: &Target,
+    principal: Option<&Principal>,
+    id: &str,
+) -> Result<proto::ModelMetadataResponse, Refusal> {
+    Ok(backend
+        .model_metadata(backend_request(
+            proto::ModelMetadataRequest {
+                name: target.model.clone(),
+                version: target.version.clone(),
+            },
+            principal,
+            id,
+        ))
+        .await
+        .map_err(|s| Refusal::from_backend(&s))?
+        .into_inner())
 }
 
 /// A model version as a client may write it: decimal digits, at most 20.
@@ -886,6 +946,7 @@ impl State {
             client_request_id: head.client_request_id.clone(),
             conn,
             listener: head.listener,
+            api: head.api,
             protocol: head.protocol,
             start: Instant::now(),
             op: head.op.as_ref().ok().copied(),
@@ -1183,10 +1244,12 @@ impl State {
         let m = &self.metrics;
         for op in [Op::ModelMetadata, Op::ModelReady, Op::ModelInfer] {
             let v = if op == Op::ModelReady { "" } else { version };
-            for listener in [Listener::Rest, Listener::Grpc] {
-                for requests in [metrics::REQUESTS_SUCCESS, metrics::REQUESTS_FAIL] {
-                    let labels = [op.api(), listener.interface(), op.method(), model, v];
-                    m.add(requests, labels, 0);
+            for api in [Api::KServe, Api::Tfs] {
+                for listener in [Listener::Rest, Listener::Grpc] {
+                    for requests in [metrics::REQUESTS_SUCCESS, metrics::REQUESTS_FAIL] {
+                        let labels = [api.as_str(), listener.interface(), op.method(api), model, v];
+                        m.add(requests, labels, 0);
+                    }
                 }
             }
         }
@@ -1204,7 +1267,7 @@ impl State {
         latency: Duration,
     ) {
         let m = &self.metrics;
-        let api = call.op.map_or("KServe", Op::api);
+        let api = call.api.as_str();
         let interface = call.listener.interface();
         m.inc(metrics::REQUESTS, [api, interface, decision.as_str()]);
         if let Some(r) = refusal {
@@ -1222,7 +1285,7 @@ impl State {
             .as_deref()
             .or(call.series.as_ref().map(|s| s.version.as_str()))
             .unwrap_or("");
-        let method = call.op.map_or("Unknown", Op::method);
+        let method = call.op.map_or("Unknown", |op| op.method(call.api));
         // OVMS labels `ModelReady` without a version.
         let method_version = if call.op == Some(Op::ModelReady) {
             ""

@@ -277,8 +277,7 @@ pub fn enter_layers(
     //    `tree_dirs`, no TCP bind, TCP connect only to `connect_ports`, abstract sockets
     //    and signals scoped to the sandbox.
     report.landlock = if layers.landlock {
-        self::landlock::restrict(plan)
-            .map_err(SandboxError::Landlock)?
+        self::landlock::restrict(plan).map_err(SandboxError::Landlock)?
     } else {
         "off".into()
     };

@@ -1139,12 +1139,15 @@ impl Config {
     ) -> Result<(Vec<crate::repository::ModelSpec>, Option<PathBuf>), String> {
         match self.models_source().map_err(|e| e.to_string())? {
             ModelsSource::Single { path, name } => Ok((
-                vec![crate::repository::ModelSpec::single(name, path, &self.models)?],
+                vec![crate::repository::ModelSpec::single(
+                    name,
+                    path,
+                    &self.models,
+                )?],
                 None,
             )),
             ModelsSource::OvmsConfig(path) => {
-                let specs =
-                    crate::repository::read_ovms_config(path).map_err(|e| e.to_string())?;
+                let specs = crate::repository::read_ovms_config(path).map_err(|e| e.to_string())?;
                 Ok((specs, Some(path.to_owned())))
             }
         }

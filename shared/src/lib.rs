@@ -1,5 +1,6 @@
 //! Types both of Warden's processes agree on: the KServe v2 wire types (used on the
-//! network *and* on the Unix socket between gateway and backend), the tensor datatypes,
+//! network *and* on the Unix socket between gateway and backend), the TensorFlow
+//! Serving API messages (the gateway's second API), the tensor datatypes,
 //! the configuration file, and the OVMS model repository layout.
 //!
 //! Nothing in here touches the network, the file system beyond reading a config file,
@@ -41,6 +42,16 @@ pub mod reflection_proto {
 /// The descriptors of every proto file above (a `FileDescriptorSet`), for gRPC server
 /// reflection.
 pub const DESCRIPTORS: &[u8] = tonic::include_file_descriptor_set!("descriptors");
+
+/// The TensorFlow Serving API messages (`tensorflow.*`, `tensorflow.serving.*`), from
+/// the trimmed protos under `proto/tensorflow*`.
+#[allow(clippy::all, missing_docs)]
+pub mod tensorflow {
+    tonic::include_proto!("tensorflow");
+    pub mod serving {
+        tonic::include_proto!("tensorflow.serving");
+    }
+}
 
 /// Warden's version, reported in server metadata.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

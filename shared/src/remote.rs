@@ -171,7 +171,15 @@ pub fn localize(specs: &mut [ModelSpec], cache_dir: &Path) -> Result<(), String>
 /// reads). Only the fetcher gets them: the supervisor removes them from the gateway's
 /// and the backend's environment.
 pub fn is_cloud_env(name: &str) -> bool {
-    const PREFIXES: &[&str] = &["AWS_", "AZURE_", "GOOGLE_", "GCP_", "GCS_", "S3_", "OBJECT_STORE_"];
+    const PREFIXES: &[&str] = &[
+        "AWS_",
+        "AZURE_",
+        "GOOGLE_",
+        "GCP_",
+        "GCS_",
+        "S3_",
+        "OBJECT_STORE_",
+    ];
     PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
@@ -181,7 +189,9 @@ mod tests {
 
     #[test]
     fn urls() {
-        let u = RemoteUrl::of(Path::new("s3://models/resnet/")).unwrap().unwrap();
+        let u = RemoteUrl::of(Path::new("s3://models/resnet/"))
+            .unwrap()
+            .unwrap();
         assert_eq!(u.provider, Provider::S3);
         assert_eq!((u.bucket.as_str(), u.prefix.as_str()), ("models", "resnet"));
         assert_eq!(u.list_prefix(), "resnet/");

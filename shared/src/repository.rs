@@ -593,7 +593,10 @@ fn model_entry(
     }
     let base_path = base_path.ok_or_else(|| err("no base_path".into()))?;
     // An object-storage URL is not relative to anything.
-    let remote = crate::remote::RemoteUrl::of(&base_path).ok().flatten().is_some();
+    let remote = crate::remote::RemoteUrl::of(&base_path)
+        .ok()
+        .flatten()
+        .is_some();
     spec.base_path = if base_path.is_relative() && !remote {
         base.join(base_path)
     } else {

@@ -168,6 +168,54 @@ pub fn audit_dir(parent: &Path) -> PathBuf {
     dir
 }
 
+/// A CA for client certificates, and certificates it (or another CA) issues.
+pub struct ClientPki {
+    pub ca_pem: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+pub fn client_pki(dir: &Path, name: &str) -> ClientPki {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} client CA"));
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = p.self_signed(&key).unwrap();
+    let ca_pem = dir.join(format!("{name}-ca.pem"));
+    std::fs::write(&ca_pem, cert.pem()).unwrap();
+    ClientPki {
+        ca_pem,
+        issuer: rcgen::Issuer::new(p, key),
+    }
+}
+
+/// A client certificate for `uri` (URI SAN), valid now or expired.
+pub fn client_cert(pki: &ClientPki, uri: &str, expired: bool) -> ClientIdentity {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "client");
+    p.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    if expired {
+        p.not_before = now - time::Duration::days(30);
+        p.not_after = now - time::Duration::days(1);
+    } else {
+        p.not_before = now - time::Duration::hours(1);
+        p.not_after = now + time::Duration::days(1);
+    }
+    let cert = p.signed_by(&key, &pki.issuer).unwrap();
+    ClientIdentity {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
 /// Runs `warden certs-dev --out DIR`.
 pub fn make_certs(dir: &Path) -> PathBuf {
     let out = dir.join("certs");

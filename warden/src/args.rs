@@ -344,8 +344,7 @@ impl RunArgs {
                 *path = cwd.join(&*path);
             }
         };
-        if c
-            .models
+        if c.models
             .model_path
             .as_deref()
             .is_some_and(|p| !p.to_string_lossy().contains("://"))

@@ -234,8 +234,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
                 .args(std::env::args_os().skip(2))
                 .env("WARDEN_LOG", "warn");
             serve::scrub_cloud_env(&mut probe);
-            let out = probe
-                .output()?;
+            let out = probe.output()?;
             print!("{}", String::from_utf8_lossy(&out.stdout));
             eprint!("{}", String::from_utf8_lossy(&out.stderr));
             Ok(if out.status.success() { 0 } else { 1 })

@@ -19,7 +19,7 @@ use warden_shared::proto::{
 
 /// One JSON scalar of a `data` array, as it is read (never stored).
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Scalar<'s> {
+pub(crate) enum Scalar<'s> {
     Bool(bool),
     I64(i64),
     U64(u64),
@@ -466,7 +466,12 @@ fn as_f64(s: Scalar<'_>) -> Option<f64> {
 }
 
 /// Appends element `i`, checked against `dtype`'s range, in its raw little-endian form.
-fn put(out: &mut BytesMut, dtype: DataType, s: Scalar<'_>, i: usize) -> Result<(), String> {
+pub(crate) fn put(
+    out: &mut impl BufMut,
+    dtype: DataType,
+    s: Scalar<'_>,
+    i: usize,
+) -> Result<(), String> {
     macro_rules! int {
         ($t:ty, $put:ident) => {{
             let v = as_i128(s)
@@ -539,41 +544,47 @@ impl Serialize for RawAsJson<'_> {
         }
         let mut seq = s.serialize_seq(Some(self.raw.len() / size))?;
         for c in self.raw.chunks_exact(size) {
-            match self.dtype {
-                DataType::Bool => seq.serialize_element(&(c[0] != 0))?,
-                DataType::U8 => seq.serialize_element(&c[0])?,
-                DataType::I8 => seq.serialize_element(&(c[0] as i8))?,
-                DataType::U16 => seq.serialize_element(&u16::from_le_bytes([c[0], c[1]]))?,
-                DataType::I16 => seq.serialize_element(&i16::from_le_bytes([c[0], c[1]]))?,
-                DataType::F16 => {
-                    seq.serialize_element(&half::f16::from_le_bytes([c[0], c[1]]).to_f32())?
-                }
-                DataType::Bf16 => {
-                    seq.serialize_element(&half::bf16::from_le_bytes([c[0], c[1]]).to_f32())?
-                }
-                DataType::U32 => seq.serialize_element(&u32::from_le_bytes(
-                    c.try_into().map_err(S::Error::custom)?,
-                ))?,
-                DataType::I32 => seq.serialize_element(&i32::from_le_bytes(
-                    c.try_into().map_err(S::Error::custom)?,
-                ))?,
-                DataType::F32 => seq.serialize_element(&f32::from_le_bytes(
-                    c.try_into().map_err(S::Error::custom)?,
-                ))?,
-                DataType::U64 => seq.serialize_element(&u64::from_le_bytes(
-                    c.try_into().map_err(S::Error::custom)?,
-                ))?,
-                DataType::I64 => seq.serialize_element(&i64::from_le_bytes(
-                    c.try_into().map_err(S::Error::custom)?,
-                ))?,
-                DataType::F64 => seq.serialize_element(&f64::from_le_bytes(
-                    c.try_into().map_err(S::Error::custom)?,
-                ))?,
-                DataType::Bytes => return Err(S::Error::custom("BYTES output")),
-            }
+            seq.serialize_element(&Element {
+                dtype: self.dtype,
+                bytes: c,
+            })?;
         }
         seq.end()
     }
+}
+
+/// One element of a fixed-size datatype, from its raw little-endian bytes, as JSON.
+pub(crate) struct Element<'a> {
+    pub dtype: DataType,
+    pub bytes: &'a [u8],
+}
+
+impl Serialize for Element<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.bytes;
+        match self.dtype {
+            DataType::Bool => s.serialize_bool(exact::<1, S::Error>(c)?[0] != 0),
+            DataType::U8 => s.serialize_u8(exact::<1, S::Error>(c)?[0]),
+            DataType::I8 => s.serialize_i8(i8::from_le_bytes(exact(c)?)),
+            DataType::U16 => s.serialize_u16(u16::from_le_bytes(exact(c)?)),
+            DataType::I16 => s.serialize_i16(i16::from_le_bytes(exact(c)?)),
+            DataType::F16 => s.serialize_f32(half::f16::from_le_bytes(exact(c)?).to_f32()),
+            DataType::Bf16 => s.serialize_f32(half::bf16::from_le_bytes(exact(c)?).to_f32()),
+            DataType::U32 => s.serialize_u32(u32::from_le_bytes(exact(c)?)),
+            DataType::I32 => s.serialize_i32(i32::from_le_bytes(exact(c)?)),
+            DataType::F32 => s.serialize_f32(f32::from_le_bytes(exact(c)?)),
+            DataType::U64 => s.serialize_u64(u64::from_le_bytes(exact(c)?)),
+            DataType::I64 => s.serialize_i64(i64::from_le_bytes(exact(c)?)),
+            DataType::F64 => s.serialize_f64(f64::from_le_bytes(exact(c)?)),
+            DataType::Bytes => Err(serde::ser::Error::custom("BYTES element")),
+        }
+    }
+}
+
+/// The `N` bytes of one element.
+fn exact<const N: usize, E: serde::ser::Error>(c: &[u8]) -> Result<[u8; N], E> {
+    c.try_into()
+        .map_err(|_| E::custom("element of the wrong size"))
 }
 
 #[derive(Serialize)]

@@ -3,9 +3,13 @@
 //! into its own form. None of them decides anything about a call.
 
 pub mod grpc;
+pub mod grpc_wire;
 pub mod json;
 pub mod protoscan;
 pub mod reflection;
 pub mod rest;
 pub mod tensor;
+pub mod tfs;
+pub mod tfs_grpc;
+pub mod tfs_json;
 pub mod triton;

@@ -22,7 +22,7 @@ pub type ScanError = String;
 
 #[derive(Debug, Clone, Copy)]
 enum Value<'a> {
-    Varint,
+    Varint(u64),
     Fixed64,
     Fixed32,
     Bytes(&'a [u8]),
@@ -79,10 +79,7 @@ impl<'a> Reader<'a> {
             return Err("field number 0".into());
         }
         let value = match key & 7 {
-            0 => {
-                self.varint()?;
-                Value::Varint
-            }
+            0 => Value::Varint(self.varint()?),
             1 => {
                 self.take(8)?;
                 Value::Fixed64
@@ -187,7 +184,7 @@ fn input_cost(b: &[u8]) -> Result<usize, ScanError> {
         match (n, v) {
             (1 | 2, Value::Bytes(s)) => cost += s.len(),
             (3, Value::Bytes(p)) => rank += packed_count(p, 0)?,
-            (3, Value::Varint) => rank += 1,
+            (3, Value::Varint(_)) => rank += 1,
             (4, Value::Bytes(e)) => {
                 params += 1;
                 cost = cost.saturating_add(parameter_cost(e)?);
@@ -259,6 +256,167 @@ pub fn infer_request_cost(message: &[u8]) -> Result<usize, ScanError> {
     }
     if params > MAX_PARAMETERS {
         return Err(format!("more than {MAX_PARAMETERS} parameters"));
+    }
+    Ok(cost)
+}
+
+/// The model a TensorFlow Serving request names: its `model_spec` (field 1 of every
+/// TFS request), `ModelSpec { name = 1, oneof { version = 2 (Int64Value { value = 1 }),
+/// version_label = 4 } }`, read with protobuf's merge rules (a repeated message field
+/// merges, the last scalar and the last oneof member win), so the walk names what the
+/// decoder would. Version 0 or none is "the latest"; a negative one is returned as
+/// written, for the pipeline to refuse; a version label is refused (none is served).
+pub fn tfs_target(message: &[u8]) -> Result<(&str, String), ScanError> {
+    #[derive(PartialEq)]
+    enum Choice {
+        None,
+        Version(i64),
+        Label,
+    }
+    let (mut name, mut choice) = ("", Choice::None);
+    let mut r = Reader::new(message);
+    while let Some((n, v)) = r.field()? {
+        let spec = match (n, v) {
+            (1, Value::Bytes(b)) => b,
+            (1, _) => return Err("model_spec must be a message".into()),
+            _ => continue,
+        };
+        let mut s = Reader::new(spec);
+        while let Some((n, v)) = s.field()? {
+            match (n, v) {
+                (1, Value::Bytes(b)) => name = utf8(b)?,
+                (2, Value::Bytes(b)) => {
+                    let before = match choice {
+                        Choice::Version(x) => x,
+                        _ => 0,
+                    };
+                    choice = Choice::Version(int64_value(b, before)?);
+                }
+                (4, Value::Bytes(_)) => choice = Choice::Label,
+                (1 | 2 | 4, _) => return Err("model_spec fields have the wrong wire type".into()),
+                _ => {}
+            }
+        }
+    }
+    let version = match choice {
+        Choice::Label => {
+            return Err("model_spec.version_label is not supported: name a version".into());
+        }
+        Choice::None | Choice::Version(0) => String::new(),
+        Choice::Version(v) => v.to_string(),
+    };
+    Ok((name, version))
+}
+
+/// `google.protobuf.Int64Value { int64 value = 1 }`, merged into `before`.
+fn int64_value(b: &[u8], before: i64) -> Result<i64, ScanError> {
+    let mut r = Reader::new(b);
+    let mut value = before;
+    while let Some((n, v)) = r.field()? {
+        match (n, v) {
+            // int64 on the wire: the varint's 64 bits, two's complement.
+            (1, Value::Varint(x)) => value = x as i64,
+            (1, _) => return Err("model_spec.version must be an integer".into()),
+            _ => {}
+        }
+    }
+    Ok(value)
+}
+
+/// A `TensorProto`'s decoded cost: its typed values (decoded, then copied once more
+/// into the raw tensor), its dimensions; `tensor_content` is a slice of the message.
+fn tensor_proto_cost(b: &[u8]) -> Result<usize, ScanError> {
+    use warden_shared::tensorflow::TensorProto;
+    let mut r = Reader::new(b);
+    let mut cost = std::mem::size_of::<TensorProto>();
+    let mut rank = 0usize;
+    while let Some((n, v)) = r.field()? {
+        // (element size once decoded, wire width when packed; 0 = varint)
+        let (size, width) = match n {
+            2 => {
+                if let Value::Bytes(shape) = v {
+                    let mut s = Reader::new(shape);
+                    while let Some((dn, dv)) = s.field()? {
+                        if let (2, Value::Bytes(dim)) = (dn, dv) {
+                            rank += 1;
+                            cost = cost.saturating_add(
+                                repeated(
+                                    1,
+                                    std::mem::size_of::<
+                                        warden_shared::tensorflow::tensor_shape_proto::Dim,
+                                    >(),
+                                ) + dim.len(),
+                            );
+                        }
+                    }
+                }
+                continue;
+            }
+            8 => {
+                if let Value::Bytes(s) = v {
+                    cost = cost.saturating_add(repeated(1, 24) + 2 * s.len() + 4);
+                }
+                continue;
+            }
+            5 | 9 => (4, 4),
+            6 | 12 => (8, 8),
+            7 | 13 | 16 => (4, 0),
+            10 | 17 => (8, 0),
+            11 => (1, 0),
+            _ => continue,
+        };
+        let count = match v {
+            Value::Bytes(b) => packed_count(b, width)?,
+            _ => 1,
+        };
+        // Decoded by protobuf, then written into the raw tensor (at most 8 bytes each).
+        cost = cost.saturating_add(repeated(count, size).saturating_add(count.saturating_mul(8)));
+    }
+    if rank > MAX_RANK {
+        return Err(format!("a shape has more than {MAX_RANK} dimensions"));
+    }
+    Ok(cost)
+}
+
+/// Bytes that decoding a TFS `PredictRequest` and turning it into the backend's
+/// request will allocate beyond the message itself: an upper bound, computed without
+/// allocating. Refuses messages over the tensor and rank bounds.
+pub fn predict_request_cost(message: &[u8]) -> Result<usize, ScanError> {
+    use warden_shared::tensorflow::TensorProto;
+    let mut r = Reader::new(message);
+    let (mut inputs, mut outputs) = (0usize, 0usize);
+    let mut cost = 0usize;
+    while let Some((n, v)) = r.field()? {
+        let add = match (n, v) {
+            (1, Value::Bytes(s)) => s.len(),
+            (2, Value::Bytes(entry)) => {
+                inputs += 1;
+                let mut e = Reader::new(entry);
+                // The map entry, then the backend request's input and raw buffer.
+                let mut c = repeated(1, std::mem::size_of::<(String, TensorProto)>())
+                    + repeated(1, std::mem::size_of::<InferInputTensor>())
+                    + repeated(1, std::mem::size_of::<bytes::Bytes>());
+                while let Some((en, ev)) = e.field()? {
+                    match (en, ev) {
+                        (1, Value::Bytes(k)) => c += 2 * k.len(),
+                        (2, Value::Bytes(t)) => c = c.saturating_add(2 * tensor_proto_cost(t)?),
+                        _ => {}
+                    }
+                }
+                c
+            }
+            (3, Value::Bytes(s)) => {
+                outputs += 1;
+                repeated(1, 24)
+                    + repeated(1, std::mem::size_of::<InferRequestedOutputTensor>())
+                    + 2 * s.len()
+            }
+            _ => 0,
+        };
+        cost = cost.saturating_add(add);
+    }
+    if inputs > MAX_TENSORS || outputs > MAX_TENSORS {
+        return Err(format!("more than {MAX_TENSORS} inputs or outputs"));
     }
     Ok(cost)
 }

@@ -1,12 +1,15 @@
-//! KServe v2 REST over HTTPS (HTTP/1.1 and HTTP/2): a codec for the pipeline. It turns
-//! a request's method, path and headers into a [`Head`], reads nothing of the body
-//! itself (the pipeline does, after authentication), decodes JSON and binary tensor
-//! bodies when the pipeline asks, and renders answers and refusals as JSON.
+//! REST over HTTPS (HTTP/1.1 and HTTP/2): KServe v2 (`/v2/...`) and the TensorFlow
+//! Serving API (`/v1/...`), a codec for the pipeline. It turns a request's method, path
+//! and headers into a [`Head`], reads nothing of the body itself (the pipeline does,
+//! after authentication), decodes JSON and binary tensor bodies (TFS JSON: see
+//! `tfs_json`) when the pipeline asks, and renders answers and refusals as JSON (both
+//! APIs refuse with `{"error": "..."}`).
 
 use crate::front::json::{self, JsonError, OutputPrefs};
+use crate::front::tfs_json::{self, Format, PredictError};
 use crate::front::triton;
 use crate::peer::ConnInfo;
-use crate::pipeline::{self, Answer, Charge, Codec, Head, Listener, Op, Rendered, Target};
+use crate::pipeline::{self, Answer, Api, Charge, Codec, Head, Listener, Op, Rendered, Target};
 use crate::refusal::Refusal;
 use crate::state::State;
 use bytes::Bytes;
@@ -84,6 +87,25 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, Refusal> {
         ["v2", "models", model, "versions", version, "infer"] => {
             (Route::Infer { model, version }, Method::POST)
         }
+        // The TensorFlow Serving API: status, metadata, `:predict`.
+        ["v1", "models", last] if last.ends_with(":predict") => {
+            let model = &last[..last.len() - ":predict".len()];
+            (Route::Infer { model, version: "" }, Method::POST)
+        }
+        ["v1", "models", model, "versions", last] if last.ends_with(":predict") => {
+            let version = &last[..last.len() - ":predict".len()];
+            (Route::Infer { model, version }, Method::POST)
+        }
+        ["v1", "models", model] => (Route::ModelReady { model, version: "" }, Method::GET),
+        ["v1", "models", model, "versions", version] => {
+            (Route::ModelReady { model, version }, Method::GET)
+        }
+        ["v1", "models", model, "metadata"] => {
+            (Route::ModelMetadata { model, version: "" }, Method::GET)
+        }
+        ["v1", "models", model, "versions", version, "metadata"] => {
+            (Route::ModelMetadata { model, version }, Method::GET)
+        }
         _ => return Err(Refusal::NoRoute),
     };
     if *method != wanted {
@@ -157,9 +179,15 @@ fn head(limits: &LimitsConfig, req: &Request<Incoming>) -> (Head, Rest) {
     };
     let headers = req.headers();
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let api = if req.uri().path().starts_with("/v1/") {
+        Api::Tfs
+    } else {
+        Api::KServe
+    };
     let mut codec = Rest {
         header_len: None,
         h1: req.version() < http::Version::HTTP_2,
+        api,
     };
     let op = (|| {
         // HTTP/1.1: hyper bounds the head only by its read buffer, which can hold more
@@ -173,7 +201,10 @@ fn head(limits: &LimitsConfig, req: &Request<Incoming>) -> (Head, Rest) {
         if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > limits.max_url_bytes {
             return Err(Refusal::UrlTooLong);
         }
-        if let Some(v) = headers.get(INFERENCE_HEADER_CONTENT_LENGTH) {
+        if let Some(v) = headers
+            .get(INFERENCE_HEADER_CONTENT_LENGTH)
+            .filter(|_| api == Api::KServe)
+        {
             codec.header_len = Some(parse_header_length(v.as_bytes()).ok_or(
                 Refusal::Malformed("invalid Inference-Header-Content-Length".into()),
             )?);
@@ -195,6 +226,7 @@ fn head(limits: &LimitsConfig, req: &Request<Incoming>) -> (Head, Rest) {
     };
     let head = Head {
         listener: Listener::Rest,
+        api,
         protocol,
         op,
         target,
@@ -243,6 +275,16 @@ struct Rest {
     /// `Inference-Header-Content-Length`: the JSON part of a binary body.
     header_len: Option<usize>,
     h1: bool,
+    api: Api,
+}
+
+/// What a REST front keeps from an inference request to shape its answer.
+#[derive(Debug)]
+pub enum Shape {
+    /// Which outputs go back as binary tensor data.
+    KServe(OutputPrefs),
+    /// The predict format the request used.
+    Tfs(Format),
 }
 
 fn json_body(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -279,7 +321,7 @@ fn rendered(resp: Response<Full<Bytes>>, id: &str) -> Rendered<Response<Full<Byt
 }
 
 impl Codec for Rest {
-    type Shape = OutputPrefs;
+    type Shape = Shape;
     type Response = Response<Full<Bytes>>;
 
     fn has_body(&self, op: Op) -> bool {
@@ -306,13 +348,39 @@ impl Codec for Rest {
         Err(Refusal::Internal)
     }
 
+    fn needs_metadata(&self) -> bool {
+        // TFS JSON tensors take their datatypes from the model's inputs.
+        self.api == Api::Tfs
+    }
+
     fn decode_infer(
         &self,
         target: &Target,
         message: Bytes,
         limits: &LimitsConfig,
+        metadata: Option<&proto::ModelMetadataResponse>,
         charge: &mut Charge<'_>,
-    ) -> Result<(proto::ModelInferRequest, OutputPrefs), Refusal> {
+    ) -> Result<(proto::ModelInferRequest, Shape), Refusal> {
+        if self.api == Api::Tfs {
+            let meta = metadata.ok_or(Refusal::Internal)?;
+            let bounds = tfs_json::Bounds {
+                max_elements: limits.max_tensor_elements,
+                max_depth: limits.max_json_depth,
+            };
+            return tfs_json::parse_predict(
+                &message,
+                meta,
+                &target.model,
+                &target.version,
+                bounds,
+                charge,
+            )
+            .map(|(r, f)| (r, Shape::Tfs(f)))
+            .map_err(|e| match e {
+                PredictError::Invalid(m) => Refusal::Malformed(m),
+                PredictError::Refused(r) => r,
+            });
+        }
         let (json, binary) = split_body(self.header_len, message).map_err(Refusal::Malformed)?;
         json::parse_infer_request(
             &json,
@@ -323,6 +391,7 @@ impl Codec for Rest {
             limits.max_json_depth,
             charge,
         )
+        .map(|(r, p)| (r, Shape::KServe(p)))
         .map_err(|e| match e {
             JsonError::Refused(r) => r,
             e => Refusal::Malformed(e.to_string()),
@@ -332,9 +401,24 @@ impl Codec for Rest {
     fn render(
         &self,
         id: &str,
-        answer: Answer<OutputPrefs>,
+        answer: Answer<Shape>,
     ) -> Result<Rendered<Response<Full<Bytes>>>, Refusal> {
         let resp = match answer {
+            Answer::ModelMetadata { meta, version } if self.api == Api::Tfs => {
+                json_value(StatusCode::OK, &tfs_json::metadata_json(&meta, &version))
+            }
+            Answer::ModelReady {
+                ready, versions, ..
+            } if self.api == Api::Tfs => {
+                json_value(StatusCode::OK, &tfs_json::status_json(&versions, ready))
+            }
+            Answer::Infer(resp, Shape::Tfs(format)) => {
+                let body = tfs_json::render_predict(&resp, format).map_err(|e| {
+                    tracing::error!(error = %e, "cannot render backend response");
+                    Refusal::Internal
+                })?;
+                json_body(StatusCode::OK, body)
+            }
             Answer::Live => json_value(StatusCode::OK, &serde_json::json!({"live": true})),
             Answer::Ready(ready) => json_value(
                 if ready {
@@ -352,7 +436,7 @@ impl Codec for Rest {
                     "extensions": EXTENSIONS,
                 }),
             ),
-            Answer::ModelMetadata(m) => {
+            Answer::ModelMetadata { meta: m, .. } => {
                 let tensors = |ts: &[proto::model_metadata_response::TensorMetadata]| {
                     ts.iter()
                         .map(|t| serde_json::json!({"name": t.name, "datatype": t.datatype, "shape": t.shape}))
@@ -369,7 +453,7 @@ impl Codec for Rest {
                     }),
                 )
             }
-            Answer::ModelReady { model, ready } => json_value(
+            Answer::ModelReady { model, ready, .. } => json_value(
                 if ready {
                     StatusCode::OK
                 } else {
@@ -385,7 +469,7 @@ impl Codec for Rest {
             Answer::Health(_) | Answer::HealthWatch(..) | Answer::Stream(_) => {
                 return Err(Refusal::NoRoute);
             }
-            Answer::Infer(resp, prefs) => {
+            Answer::Infer(resp, Shape::KServe(prefs)) => {
                 let r = json::render_infer_response(&resp, &prefs).map_err(|e| {
                     tracing::error!(error = %e, "cannot render backend response");
                     Refusal::Internal
@@ -510,6 +594,45 @@ mod tests {
                 .unwrap_err()
                 .http_status(),
             StatusCode::BAD_REQUEST
+        );
+        // The TensorFlow Serving routes.
+        assert_eq!(
+            route(&g, "/v1/models/m").unwrap(),
+            Route::ModelReady {
+                model: "m",
+                version: ""
+            }
+        );
+        assert_eq!(
+            route(&g, "/v1/models/m/versions/3/metadata").unwrap(),
+            Route::ModelMetadata {
+                model: "m",
+                version: "3"
+            }
+        );
+        assert_eq!(
+            route(&p, "/v1/models/m/versions/3:predict").unwrap(),
+            Route::Infer {
+                model: "m",
+                version: "3"
+            }
+        );
+        assert_eq!(
+            route(&p, "/v1/models/m:predict").unwrap(),
+            Route::Infer {
+                model: "m",
+                version: ""
+            }
+        );
+        assert_eq!(
+            route(&g, "/v1/models/m:predict").unwrap_err().http_status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            route(&p, "/v1/models/m:classify")
+                .unwrap_err()
+                .http_status(),
+            StatusCode::METHOD_NOT_ALLOWED
         );
         // Names and versions are checked by the pipeline, after authentication.
         assert!(route(&p, "/v2/models/m/versions/x/infer").is_ok());

@@ -1,0 +1,792 @@
+//! The TensorFlow Serving REST API's JSON, as OVMS implements it: the row
+//! (`{"instances": [...]}`) and columnar (`{"inputs": ...}`) predict formats, with
+//! named inputs and `{"b64": "..."}` binary strings; answers as `{"predictions": ...}`
+//! and `{"outputs": ...}`; model status and metadata as TFS prints them.
+//!
+//! TFS JSON carries no datatypes: each input takes the datatype the model's metadata
+//! gives it. The body is parsed into a JSON tree, whose memory is charged to the
+//! caller's quota before parsing at [`TREE_COST_PER_BYTE`] per body byte (a bound on
+//! what a tree takes per byte of JSON); tensors are then written straight into their
+//! raw form, charged as they grow.
+
+use crate::front::json::{self, Element, Scalar};
+use crate::front::tensor;
+use crate::refusal::Refusal;
+use base64::Engine;
+use bytes::Bytes;
+use serde::ser::{Error as _, SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value, json};
+use warden_shared::datatype::DataType;
+use warden_shared::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
+use warden_shared::proto::model_metadata_response::TensorMetadata;
+use warden_shared::proto::{ModelInferRequest, ModelInferResponse, ModelMetadataResponse};
+
+/// Most bytes a parsed JSON tree takes per byte of its text (a one-element array
+/// `[1],` is four bytes of text and about two hundred of tree).
+pub const TREE_COST_PER_BYTE: usize = 64;
+
+/// Which predict format a request used; the answer uses the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `instances`: one entry per batch item; answered as `predictions`.
+    Row,
+    /// `inputs`: one tensor per input; answered as `outputs`.
+    Columnar,
+}
+
+/// Why a predict body was refused: a client error, or the quota.
+#[derive(Debug)]
+pub enum PredictError {
+    Invalid(String),
+    Refused(Refusal),
+}
+
+impl From<String> for PredictError {
+    fn from(s: String) -> Self {
+        PredictError::Invalid(s)
+    }
+}
+
+/// A `{"b64": "..."}` binary string, if `v` is one.
+fn b64(v: &Value) -> Option<&Value> {
+    match v {
+        Value::Object(m) if m.len() == 1 => m.get("b64"),
+        _ => None,
+    }
+}
+
+/// Named inputs: an object that is not a binary string.
+fn named(v: &Value) -> Option<&Map<String, Value>> {
+    match v {
+        Value::Object(m) if b64(v).is_none() => Some(m),
+        _ => None,
+    }
+}
+
+/// The shape of a nested JSON array, following first elements (a binary string is a
+/// scalar). Regularity is checked while writing.
+fn shape_of(v: &Value, max_depth: usize) -> Result<Vec<i64>, String> {
+    let mut shape = Vec::new();
+    let mut cur = v;
+    while let Value::Array(a) = cur {
+        if shape.len() >= max_depth {
+            return Err(format!("data nested deeper than {max_depth} levels"));
+        }
+        shape.push(a.len() as i64);
+        match a.first() {
+            Some(first) => cur = first,
+            None => break,
+        }
+    }
+    Ok(shape)
+}
+
+/// A raw tensor being written; its buffer is charged to the quota before it grows.
+struct Writer<'c, 'q> {
+    dtype: DataType,
+    out: Vec<u8>,
+    count: usize,
+    max: usize,
+    /// Bytes charged for `out` so far: its capacity, at least.
+    charged: usize,
+    charge: &'c mut (dyn FnMut(usize) -> Result<(), Refusal> + Send + 'q),
+}
+
+impl Writer<'_, '_> {
+    /// Writes `v`, which must have `shape` exactly.
+    fn write(&mut self, v: &Value, shape: &[i64]) -> Result<(), PredictError> {
+        match (v, shape.split_first()) {
+            (Value::Array(a), Some((&n, rest))) => {
+                if a.len() as i64 != n {
+                    return Err(irregular());
+                }
+                a.iter().try_for_each(|x| self.write(x, rest))
+            }
+            (Value::Array(_), None) | (_, Some(_)) => Err(irregular()),
+            (scalar, None) => self.scalar(scalar),
+        }
+    }
+
+    /// Makes room for `extra` more bytes, charging the growth first (geometric, so
+    /// the charges are few).
+    fn reserve(&mut self, extra: usize) -> Result<(), PredictError> {
+        let need = self.out.len().saturating_add(extra);
+        if need > self.charged {
+            let target = need.max(self.charged.saturating_mul(2)).max(64 << 10);
+            (self.charge)(target - self.charged).map_err(PredictError::Refused)?;
+            self.charged = target;
+            self.out.reserve_exact(target - self.out.len());
+        }
+        Ok(())
+    }
+
+    fn scalar(&mut self, v: &Value) -> Result<(), PredictError> {
+        if self.count >= self.max {
+            return Err(format!("more than {} elements", self.max).into());
+        }
+        let i = self.count;
+        match (v, b64(v)) {
+            (_, Some(Value::String(text))) => {
+                if self.dtype != DataType::Bytes {
+                    return Err(format!(
+                        "element {i}: binary ({{\"b64\": ...}}) values are taken only by string inputs, this one is {}",
+                        self.dtype
+                    )
+                    .into());
+                }
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|_| format!("element {i}: b64 is not valid base64"))?;
+                let len =
+                    u32::try_from(bytes.len()).map_err(|_| format!("element {i} is too long"))?;
+                self.reserve(4 + bytes.len())?;
+                self.out.extend_from_slice(&len.to_le_bytes());
+                self.out.extend_from_slice(&bytes);
+            }
+            (_, Some(_)) => return Err(format!("element {i}: b64 must be a string").into()),
+            (Value::Bool(b), _) => {
+                self.reserve(8)?;
+                json::put(&mut self.out, self.dtype, Scalar::Bool(*b), i)?
+            }
+            (Value::Number(n), _) => {
+                let s = if let Some(x) = n.as_i64() {
+                    Scalar::I64(x)
+                } else if let Some(x) = n.as_u64() {
+                    Scalar::U64(x)
+                } else {
+                    Scalar::F64(n.as_f64().unwrap_or(f64::NAN))
+                };
+                self.reserve(8)?;
+                json::put(&mut self.out, self.dtype, s, i)?
+            }
+            (Value::String(s), _) => {
+                self.reserve(4 + s.len())?;
+                json::put(&mut self.out, self.dtype, Scalar::Str(s), i)?
+            }
+            _ => return Err(format!("element {i} is not a number, boolean or string").into()),
+        }
+        self.count += 1;
+        Ok(())
+    }
+}
+
+fn irregular() -> PredictError {
+    PredictError::Invalid("the data is not a regular (rectangular) array".into())
+}
+
+/// The datatype an input takes, from the model's metadata.
+fn input_type(meta: &ModelMetadataResponse, name: &str) -> Result<DataType, String> {
+    let t = meta.inputs.iter().find(|t| t.name == name).ok_or_else(|| {
+        format!(
+            "the model has no input {:?}",
+            name.chars().take(64).collect::<String>()
+        )
+    })?;
+    t.datatype.parse().map_err(|e| format!("{e}"))
+}
+
+/// The model's only input, for unnamed data.
+fn only_input(meta: &ModelMetadataResponse) -> Result<&TensorMetadata, String> {
+    match meta.inputs.as_slice() {
+        [one] => Ok(one),
+        _ => Err(format!(
+            "the model has {} inputs: name them",
+            meta.inputs.len()
+        )),
+    }
+}
+
+/// Limits a parse works under.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub max_elements: usize,
+    pub max_depth: usize,
+}
+
+/// Parses a TFS predict body into the backend's request. The tree's memory is charged
+/// before parsing, each raw tensor's as it is written.
+pub fn parse_predict(
+    body: &[u8],
+    meta: &ModelMetadataResponse,
+    model: &str,
+    version: &str,
+    bounds: Bounds,
+    charge: &mut (dyn FnMut(usize) -> Result<(), Refusal> + Send + '_),
+) -> Result<(ModelInferRequest, Format), PredictError> {
+    charge(body.len().saturating_mul(TREE_COST_PER_BYTE)).map_err(PredictError::Refused)?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    let Value::Object(top) = v else {
+        return Err("the request must be a JSON object".to_string().into());
+    };
+    for key in top.keys() {
+        if !matches!(key.as_str(), "instances" | "inputs" | "signature_name") {
+            return Err(
+                format!("unknown key {:?}", key.chars().take(64).collect::<String>()).into(),
+            );
+        }
+    }
+    if let Some(sig) = top.get("signature_name")
+        && sig.as_str() != Some(crate::front::tfs::SIGNATURE)
+    {
+        return Err(format!("the only signature is {:?}", crate::front::tfs::SIGNATURE).into());
+    }
+    // (name, datatype, shape, values): the values are the batch items (row format) or
+    // the one whole tensor (columnar format).
+    let mut tensors: Vec<(String, DataType, Vec<i64>, Vec<&Value>)> = Vec::new();
+    let format = match (top.get("instances"), top.get("inputs")) {
+        (Some(_), Some(_)) => {
+            return Err("a request has either instances or inputs, not both"
+                .to_string()
+                .into());
+        }
+        (None, None) => {
+            return Err("the request has neither instances nor inputs"
+                .to_string()
+                .into());
+        }
+        (Some(Value::Array(items)), None) => {
+            if items.is_empty() {
+                return Err("instances is empty".to_string().into());
+            }
+            let batch = items.len() as i64;
+            if let Some(first) = named(&items[0]) {
+                for name in first.keys() {
+                    let values = items
+                        .iter()
+                        .map(|it| {
+                            named(it)
+                                .and_then(|m| m.get(name))
+                                .ok_or_else(|| format!("every instance must name input {name:?}"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let mut shape = vec![batch];
+                    shape.extend(shape_of(values[0], bounds.max_depth)?);
+                    tensors.push((name.clone(), input_type(meta, name)?, shape, values));
+                }
+                if items
+                    .iter()
+                    .any(|it| named(it).is_none_or(|m| m.len() != first.len()))
+                {
+                    return Err("every instance must name the same inputs"
+                        .to_string()
+                        .into());
+                }
+            } else {
+                let input = only_input(meta)?;
+                let mut shape = vec![batch];
+                shape.extend(shape_of(&items[0], bounds.max_depth)?);
+                let dtype = input.datatype.parse().map_err(|e| format!("{e}"))?;
+                tensors.push((input.name.clone(), dtype, shape, items.iter().collect()));
+            }
+            Format::Row
+        }
+        (Some(_), None) => return Err("instances must be a list".to_string().into()),
+        (None, Some(inputs)) => {
+            if let Some(m) = named(inputs) {
+                if m.is_empty() {
+                    return Err("inputs is empty".to_string().into());
+                }
+                for (name, v) in m {
+                    let shape = shape_of(v, bounds.max_depth)?;
+                    tensors.push((name.clone(), input_type(meta, name)?, shape, vec![v]));
+                }
+            } else {
+                let input = only_input(meta)?;
+                let dtype = input.datatype.parse().map_err(|e| format!("{e}"))?;
+                let shape = shape_of(inputs, bounds.max_depth)?;
+                tensors.push((input.name.clone(), dtype, shape, vec![inputs]));
+            }
+            Format::Columnar
+        }
+    };
+    if tensors.len() > json::MAX_TENSORS {
+        return Err(format!("more than {} inputs", json::MAX_TENSORS).into());
+    }
+    let mut inputs = Vec::with_capacity(tensors.len());
+    let mut raw = Vec::with_capacity(tensors.len());
+    for (name, dtype, shape, values) in tensors {
+        let shown: String = name.chars().take(64).collect();
+        let mut w = Writer {
+            dtype,
+            out: Vec::new(),
+            count: 0,
+            max: bounds.max_elements,
+            charged: 0,
+            charge: &mut *charge,
+        };
+        let item_shape = if format == Format::Row {
+            &shape[1..]
+        } else {
+            &shape[..]
+        };
+        for v in values {
+            w.write(v, item_shape).map_err(|e| match e {
+                PredictError::Invalid(m) => PredictError::Invalid(format!("input {shown:?}: {m}")),
+                r => r,
+            })?;
+        }
+        let bytes = Bytes::from(w.out);
+        inputs.push(InferInputTensor {
+            name,
+            datatype: dtype.as_str().into(),
+            shape,
+            parameters: Default::default(),
+            contents: None,
+        });
+        raw.push(bytes);
+    }
+    Ok((
+        ModelInferRequest {
+            model_name: model.to_owned(),
+            model_version: version.to_owned(),
+            id: String::new(),
+            parameters: Default::default(),
+            inputs,
+            outputs: Vec::<InferRequestedOutputTensor>::new(),
+            raw_input_contents: raw,
+        },
+        format,
+    ))
+}
+
+/// One output tensor, for rendering: its datatype, shape and elements.
+struct Out<'a> {
+    dtype: DataType,
+    dims: Vec<usize>,
+    raw: &'a [u8],
+    /// BYTES elements.
+    items: Vec<&'a [u8]>,
+}
+
+impl<'a> Out<'a> {
+    fn new(dtype: DataType, shape: &[i64], raw: &'a [u8]) -> Result<Out<'a>, String> {
+        let dims = shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| "negative output dimension".to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = warden_shared::datatype::element_count(shape).map_err(|e| e.to_string())?;
+        let items = if dtype == DataType::Bytes {
+            tensor::split_bytes_elements(raw)?
+        } else {
+            Vec::new()
+        };
+        tensor::check_raw(dtype, count, raw)?;
+        Ok(Out {
+            dtype,
+            dims,
+            raw,
+            items,
+        })
+    }
+}
+
+/// The part of an output from element `start` with dimensions `dims`, as nested JSON.
+struct Nested<'a, 'b> {
+    out: &'b Out<'a>,
+    dims: &'b [usize],
+    start: usize,
+}
+
+impl Serialize for Nested<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Some((&n, rest)) = self.dims.split_first() else {
+            let i = self.start;
+            return match self.out.dtype.element_size() {
+                Some(size) => Element {
+                    dtype: self.out.dtype,
+                    bytes: self
+                        .out
+                        .raw
+                        .get(i * size..(i + 1) * size)
+                        .ok_or_else(|| S::Error::custom("output too short"))?,
+                }
+                .serialize(s),
+                None => {
+                    let item = self
+                        .out
+                        .items
+                        .get(i)
+                        .ok_or_else(|| S::Error::custom("output too short"))?;
+                    match std::str::from_utf8(item) {
+                        Ok(text) => s.serialize_str(text),
+                        Err(_) => {
+                            let mut m = s.serialize_map(Some(1))?;
+                            m.serialize_entry(
+                                "b64",
+                                &base64::engine::general_purpose::STANDARD.encode(item),
+                            )?;
+                            m.end()
+                        }
+                    }
+                }
+            };
+        };
+        let stride: usize = rest.iter().product();
+        let mut seq = s.serialize_seq(Some(n))?;
+        for k in 0..n {
+            seq.serialize_element(&Nested {
+                out: self.out,
+                dims: rest,
+                start: self.start + k * stride,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// Batch item `b` of every output: the value itself for one output, else by name.
+struct RowItem<'a, 'b> {
+    outs: &'b [(&'b str, Out<'a>)],
+    b: usize,
+}
+
+impl Serialize for RowItem<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let item = |o: &Out| -> usize { o.dims[1..].iter().product::<usize>() * self.b };
+        if let [(_, o)] = self.outs {
+            return Nested {
+                out: o,
+                dims: &o.dims[1..],
+                start: item(o),
+            }
+            .serialize(s);
+        }
+        let mut m = s.serialize_map(Some(self.outs.len()))?;
+        for (name, o) in self.outs {
+            m.serialize_entry(
+                name,
+                &Nested {
+                    out: o,
+                    dims: &o.dims[1..],
+                    start: item(o),
+                },
+            )?;
+        }
+        m.end()
+    }
+}
+
+/// Every output, whole: the value itself for one output, else by name.
+struct Columns<'a, 'b>(&'b [(&'b str, Out<'a>)]);
+
+impl Serialize for Columns<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let [(_, o)] = self.0 {
+            return Nested {
+                out: o,
+                dims: &o.dims,
+                start: 0,
+            }
+            .serialize(s);
+        }
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (name, o) in self.0 {
+            m.serialize_entry(
+                name,
+                &Nested {
+                    out: o,
+                    dims: &o.dims,
+                    start: 0,
+                },
+            )?;
+        }
+        m.end()
+    }
+}
+
+struct Rows<'a, 'b> {
+    outs: &'b [(&'b str, Out<'a>)],
+    batch: usize,
+}
+
+impl Serialize for Rows<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.batch))?;
+        for b in 0..self.batch {
+            seq.serialize_element(&RowItem { outs: self.outs, b })?;
+        }
+        seq.end()
+    }
+}
+
+/// Renders the backend's answer in the request's format.
+pub fn render_predict(resp: &ModelInferResponse, format: Format) -> Result<Vec<u8>, String> {
+    if resp.outputs.len() != resp.raw_output_contents.len() {
+        return Err("backend answered with mismatched outputs".into());
+    }
+    let mut outs = Vec::with_capacity(resp.outputs.len());
+    for (o, raw) in resp.outputs.iter().zip(&resp.raw_output_contents) {
+        let dtype: DataType = o.datatype.parse().map_err(|e| format!("{e}"))?;
+        outs.push((o.name.as_str(), Out::new(dtype, &o.shape, raw)?));
+    }
+    // Outputs in a stable order (the model's).
+    match format {
+        Format::Columnar => {
+            serde_json::to_vec(&json_object("outputs", &Columns(&outs))).map_err(|e| e.to_string())
+        }
+        Format::Row => {
+            let batch = outs
+                .first()
+                .and_then(|(_, o)| o.dims.first().copied())
+                .unwrap_or(0);
+            if outs.iter().any(|(_, o)| o.dims.first() != Some(&batch)) {
+                return Err("outputs do not share a batch dimension".into());
+            }
+            serde_json::to_vec(&json_object("predictions", &Rows { outs: &outs, batch }))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// `{key: value}`, streamed.
+fn json_object<'v, V: Serialize>(key: &'static str, value: &'v V) -> impl Serialize + 'v {
+    struct One<'v, V>(&'static str, &'v V);
+    impl<V: Serialize> Serialize for One<'_, V> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(1))?;
+            m.serialize_entry(self.0, self.1)?;
+            m.end()
+        }
+    }
+    One(key, value)
+}
+
+/// Model status as TFS prints it (`GET /v1/models/{m}`).
+pub fn status_json(versions: &[u64], ready: bool) -> Value {
+    let list: Vec<Value> = versions
+        .iter()
+        .map(|v| {
+            json!({
+                "version": v.to_string(),
+                "state": if ready { "AVAILABLE" } else { "UNKNOWN" },
+                "status": {"error_code": "OK", "error_message": crate::front::tfs::OK_MESSAGE},
+            })
+        })
+        .collect();
+    json!({ "model_version_status": list })
+}
+
+/// Model metadata as TFS prints it (`GET /v1/models/{m}/metadata`).
+pub fn metadata_json(meta: &ModelMetadataResponse, version: &str) -> Value {
+    use crate::front::tfs;
+    let tensors = |ts: &[TensorMetadata]| -> Map<String, Value> {
+        ts.iter()
+            .map(|t| {
+                let dtype = t
+                    .datatype
+                    .parse::<DataType>()
+                    .map(|d| tfs::tf_type(d).as_str_name())
+                    .unwrap_or("DT_INVALID");
+                let dims: Vec<Value> = t
+                    .shape
+                    .iter()
+                    .map(|d| json!({"size": d.to_string(), "name": ""}))
+                    .collect();
+                (
+                    t.name.clone(),
+                    json!({
+                        "dtype": dtype,
+                        "tensor_shape": {"dim": dims, "unknown_rank": false},
+                        "name": t.name,
+                    }),
+                )
+            })
+            .collect()
+    };
+    json!({
+        "model_spec": {"name": meta.name, "signature_name": "", "version": version},
+        "metadata": {"signature_def": {
+            "@type": tfs::SIGNATURE_DEF_MAP_URL,
+            "signature_def": {tfs::SIGNATURE: {
+                "inputs": tensors(&meta.inputs),
+                "outputs": tensors(&meta.outputs),
+                "method_name": tfs::PREDICT_METHOD,
+            }},
+        }},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_shared::proto::model_infer_response::InferOutputTensor;
+
+    fn meta(inputs: &[(&str, &str)]) -> ModelMetadataResponse {
+        ModelMetadataResponse {
+            name: "m".into(),
+            versions: vec!["1".into()],
+            platform: "x".into(),
+            inputs: inputs
+                .iter()
+                .map(|(n, d)| TensorMetadata {
+                    name: (*n).into(),
+                    datatype: (*d).into(),
+                    shape: vec![-1, 2],
+                })
+                .collect(),
+            outputs: vec![],
+        }
+    }
+
+    const BOUNDS: Bounds = Bounds {
+        max_elements: 1000,
+        max_depth: 8,
+    };
+
+    fn parse(
+        body: &str,
+        m: &ModelMetadataResponse,
+    ) -> Result<(ModelInferRequest, Format), PredictError> {
+        parse_predict(body.as_bytes(), m, "m", "", BOUNDS, &mut |_| Ok(()))
+    }
+
+    fn f32s(b: &[u8]) -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn row_and_columnar_give_the_same_tensor() {
+        let m = meta(&[("x", "FP32")]);
+        let (row, f) = parse(r#"{"instances": [[1, 2], [3, 4.5]]}"#, &m).unwrap();
+        assert_eq!(f, Format::Row);
+        let (col, f) = parse(r#"{"inputs": [[1, 2], [3, 4.5]]}"#, &m).unwrap();
+        assert_eq!(f, Format::Columnar);
+        let (named_row, _) =
+            parse(r#"{"instances": [{"x": [1, 2]}, {"x": [3, 4.5]}]}"#, &m).unwrap();
+        let (named_col, _) = parse(r#"{"inputs": {"x": [[1, 2], [3, 4.5]]}}"#, &m).unwrap();
+        for r in [&row, &col, &named_row, &named_col] {
+            assert_eq!(r.inputs[0].shape, vec![2, 2]);
+            assert_eq!(r.inputs[0].datatype, "FP32");
+            assert_eq!(f32s(&r.raw_input_contents[0]), vec![1.0, 2.0, 3.0, 4.5]);
+        }
+    }
+
+    #[test]
+    fn binary_strings_go_to_string_inputs_only() {
+        let m = meta(&[("s", "BYTES")]);
+        let (r, _) = parse(r#"{"instances": [{"b64": "aGk="}, "yo"]}"#, &m).unwrap();
+        assert_eq!(r.inputs[0].shape, vec![2]);
+        assert_eq!(
+            r.raw_input_contents[0].as_ref(),
+            b"\x02\0\0\0hi\x02\0\0\0yo"
+        );
+        let f = meta(&[("x", "FP32")]);
+        let Err(PredictError::Invalid(e)) = parse(r#"{"instances": [{"b64": "aGk="}]}"#, &f) else {
+            panic!("b64 for a float input");
+        };
+        assert!(e.contains("string inputs"), "{e}");
+        assert!(parse(r#"{"instances": [{"b64": "!!"}]}"#, &m).is_err());
+    }
+
+    #[test]
+    fn bad_bodies_are_refused() {
+        let m = meta(&[("x", "FP32")]);
+        let two = meta(&[("x", "FP32"), ("y", "INT64")]);
+        for (body, md) in [
+            ("[]", &m),
+            ("{}", &m),
+            (r#"{"instances": [], "inputs": []}"#, &m),
+            (r#"{"instances": []}"#, &m),
+            (r#"{"instances": {"x": 1}}"#, &m),
+            (r#"{"instances": [[1, 2], [3]]}"#, &m),
+            (r#"{"instances": [[1, 2], 3]}"#, &m),
+            (r#"{"inputs": [[1, [2]]]}"#, &m),
+            (r#"{"inputs": ["a"]}"#, &m),
+            (r#"{"inputs": {"z": [1]}}"#, &m),
+            (r#"{"inputs": [1, 2]}"#, &two),
+            (r#"{"instances": [{"x": [1]}, {"y": [1]}]}"#, &two),
+            (r#"{"inputs": [1], "signature_name": "other"}"#, &m),
+            (r#"{"inputs": [1], "extra": 1}"#, &m),
+            (r#"{"inputs": [[[[[[[[[[1]]]]]]]]]]}"#, &m),
+        ] {
+            assert!(parse(body, md).is_err(), "{body}");
+        }
+        let many = format!(r#"{{"inputs": [{}]}}"#, vec!["1"; 1001].join(","));
+        assert!(parse(&many, &m).is_err());
+    }
+
+    #[test]
+    fn the_tree_is_charged_before_parsing() {
+        let m = meta(&[("x", "FP32")]);
+        let mut asked = Vec::new();
+        let r = parse_predict(b"{\"inputs\": [1]}", &m, "m", "", BOUNDS, &mut |n| {
+            asked.push(n);
+            Err(Refusal::Quota(crate::limits::Scope::Principal))
+        });
+        assert!(matches!(r, Err(PredictError::Refused(_))));
+        assert_eq!(asked, vec![15 * TREE_COST_PER_BYTE]);
+    }
+
+    fn response(outputs: &[(&str, &[i64], Vec<f32>)]) -> ModelInferResponse {
+        ModelInferResponse {
+            model_name: "m".into(),
+            model_version: "1".into(),
+            outputs: outputs
+                .iter()
+                .map(|(n, s, _)| InferOutputTensor {
+                    name: (*n).into(),
+                    datatype: "FP32".into(),
+                    shape: s.to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+            raw_output_contents: outputs
+                .iter()
+                .map(|(_, _, d)| {
+                    d.iter()
+                        .flat_map(|f| f.to_le_bytes())
+                        .collect::<Vec<u8>>()
+                        .into()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn answers_take_the_request_format() {
+        let one = response(&[("y", &[2, 2], vec![1.0, 2.0, 3.0, 4.0])]);
+        let v = |b: Vec<u8>| serde_json::from_slice::<Value>(&b).unwrap();
+        assert_eq!(
+            v(render_predict(&one, Format::Row).unwrap()),
+            json!({"predictions": [[1.0, 2.0], [3.0, 4.0]]})
+        );
+        assert_eq!(
+            v(render_predict(&one, Format::Columnar).unwrap()),
+            json!({"outputs": [[1.0, 2.0], [3.0, 4.0]]})
+        );
+        let two = response(&[("a", &[2], vec![1.0, 2.0]), ("b", &[2, 1], vec![3.0, 4.0])]);
+        assert_eq!(
+            v(render_predict(&two, Format::Row).unwrap()),
+            json!({"predictions": [{"a": 1.0, "b": [3.0]}, {"a": 2.0, "b": [4.0]}]})
+        );
+        assert_eq!(
+            v(render_predict(&two, Format::Columnar).unwrap()),
+            json!({"outputs": {"a": [1.0, 2.0], "b": [[3.0], [4.0]]}})
+        );
+        let scalar = response(&[("s", &[], vec![7.0])]);
+        assert_eq!(
+            v(render_predict(&scalar, Format::Columnar).unwrap()),
+            json!({"outputs": 7.0})
+        );
+        assert!(render_predict(&scalar, Format::Row).is_err());
+    }
+
+    #[test]
+    fn status_and_metadata_shapes() {
+        let s = status_json(&[1], true);
+        assert_eq!(s["model_version_status"][0]["state"], "AVAILABLE");
+        assert_eq!(s["model_version_status"][0]["version"], "1");
+        let mut m = meta(&[("x", "FP32")]);
+        m.outputs = m.inputs.clone();
+        let md = metadata_json(&m, "1");
+        let sig = &md["metadata"]["signature_def"]["signature_def"]["serving_default"];
+        assert_eq!(sig["inputs"]["x"]["dtype"], "DT_FLOAT");
+        assert_eq!(sig["inputs"]["x"]["tensor_shape"]["dim"][0]["size"], "-1");
+        assert_eq!(md["model_spec"]["version"], "1");
+    }
+}
