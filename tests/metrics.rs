@@ -310,8 +310,11 @@ async fn every_ovms_metric_and_every_dashboard_panel_after_a_little_traffic() {
         for s in series {
             let got: BTreeSet<&str> = s.labels.keys().map(String::as_str).collect();
             let want = labels_of(family);
-            // OVMS writes ModelReady without a version.
-            if s.labels.get("method").map(String::as_str) == Some("ModelReady") {
+            // OVMS writes ModelReady (and TFS's GetModelStatus) without a version.
+            if matches!(
+                s.labels.get("method").map(String::as_str),
+                Some("ModelReady" | "GetModelStatus")
+            ) {
                 let mut no_version = want.clone();
                 no_version.remove("version");
                 assert_eq!(got, no_version, "{family}: {s:?}");

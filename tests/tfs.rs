@@ -124,14 +124,15 @@ async fn tfs_clients_work_unchanged_over_mtls_and_tokens() {
         "{requests:?}"
     );
 
-    // Metrics carry the TFS API and method names, as OVMS labels them.
+    // Metrics carry the TFS API and method names, as OVMS labels them: a status call
+    // without a version label (as ModelReady), the others with the version that answered.
     let after = plain_get(server.admin_port, "/metrics").await.unwrap();
     let delta = |s: &str| metric(&after, s) - metric(&before, s);
     for series in [
         "ovms_requests_success{api=\"TensorFlowServing\",interface=\"gRPC\",method=\"Predict\",name=\"nsfw\",version=\"1\"}",
-        "ovms_requests_success{api=\"TensorFlowServing\",interface=\"gRPC\",method=\"GetModelStatus\",name=\"nsfw\",version=\"\"}",
+        "ovms_requests_success{api=\"TensorFlowServing\",interface=\"gRPC\",method=\"GetModelStatus\",name=\"nsfw\"}",
         "ovms_requests_success{api=\"TensorFlowServing\",interface=\"REST\",method=\"Predict\",name=\"nsfw\",version=\"1\"}",
-        "ovms_requests_success{api=\"TensorFlowServing\",interface=\"REST\",method=\"GetModelMetadata\",name=\"blazeface\",version=\"\"}",
+        "ovms_requests_success{api=\"TensorFlowServing\",interface=\"REST\",method=\"GetModelMetadata\",name=\"blazeface\",version=\"1\"}",
     ] {
         assert!(delta(series) >= 1.0, "{series}:\n{after}");
     }

@@ -17,6 +17,107 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use warden_shared::config::LimitsConfig;
 
+/// Most bytes read and thrown away while a connection closes.
+const LINGER_BYTES: usize = 256 << 10;
+/// Most time a closing connection lingers.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+
+type Tls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// A connection's stream that closes the way a server must when its peer may still be
+/// sending (RFC 9113 §6.8, RFC 9112 §9.6): once hyper lets go of it, the TLS session is
+/// closed and the write side shut, then what the peer still sends is read and thrown
+/// away for a short, bounded while. Closed at once instead, a socket with unread bytes
+/// sends a TCP reset, which can make the peer's kernel drop a GOAWAY or an error answer
+/// before the peer reads it. The connection's slot (per-IP and total limits) is held
+/// until the lingering ends, so lingering sockets count like open ones.
+struct Lingering<G: Send + 'static> {
+    stream: Option<Tls>,
+    guard: Option<G>,
+}
+
+impl<G: Send + 'static> Lingering<G> {
+    fn stream(&mut self) -> std::io::Result<&mut Tls> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+    }
+}
+
+impl<G: Send + 'static> Drop for Lingering<G> {
+    fn drop(&mut self) {
+        let (Some(mut stream), guard) = (self.stream.take(), self.guard.take()) else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _guard = guard;
+            let _ = tokio::time::timeout(LINGER_TIME, async {
+                let _ = stream.shutdown().await;
+                let (mut tcp, _) = stream.into_inner();
+                let mut buf = vec![0u8; 16 << 10];
+                let mut seen = 0;
+                while seen < LINGER_BYTES {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen += n,
+                    }
+                }
+            })
+            .await;
+        });
+    }
+}
+
+impl<G: Send + Unpin + 'static> tokio::io::AsyncRead for Lingering<G> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(self.stream()?).poll_read(cx, buf)
+    }
+}
+
+impl<G: Send + Unpin + 'static> tokio::io::AsyncWrite for Lingering<G> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(self.stream()?).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(self.stream()?).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(self.stream()?).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(self.stream()?).poll_shutdown(cx)
+    }
+}
+
 fn conn_info(
     peer: SocketAddr,
     tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
@@ -194,7 +295,6 @@ pub async fn accept_loop<F, S, B>(
         let state = Arc::clone(&state);
         state.open_connections.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
-            let _slot = slot;
             // Counted from accept, handshake included, so a stopping gateway waits for it.
             let _open = OpenConn(Arc::clone(&state));
             let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
@@ -217,6 +317,10 @@ pub async fn accept_loop<F, S, B>(
             let activity = Arc::clone(&info.activity);
             let service = make(info);
             state.metrics.gauge_add(metrics::CONNECTIONS, [name], 1);
+            let stream = Lingering {
+                stream: Some(stream),
+                guard: Some(slot),
+            };
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let mut shutdown = state.shutdown.subscribe();
