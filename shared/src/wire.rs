@@ -41,3 +41,30 @@ pub const INFERENCE_US_HEADER: &str = "x-warden-inference-us";
 /// Environment variable the supervisor sets on a backend it starts: how many times it
 /// restarted the backend before (reported by the gauges service).
 pub const BACKEND_RESTARTS_ENV: &str = "WARDEN_BACKEND_RESTARTS";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LimitsConfig;
+
+    /// The socket never refuses what the gateway admitted: its cap is above every
+    /// client-facing cap the gateway enforces first (request body, gRPC message).
+    #[test]
+    fn the_socket_carries_whatever_the_gateway_admits() {
+        let l = LimitsConfig::default();
+        assert!(MAX_SOCKET_MESSAGE_BYTES >= l.max_body_bytes);
+        assert!(MAX_SOCKET_MESSAGE_BYTES >= l.max_grpc_message_bytes);
+    }
+
+    /// The socket's HTTP/2 settings are legal (RFC 9113 §6.5.2: a frame size between
+    /// 2^14 and 2^24 - 1, a window under 2^31) and every window holds a whole frame, so
+    /// neither end waits for a WINDOW_UPDATE in the middle of one.
+    #[test]
+    fn socket_http2_settings_are_legal_and_windows_hold_a_frame() {
+        assert!((1 << 14..=(1 << 24) - 1).contains(&SOCKET_MAX_FRAME_BYTES));
+        assert!(SOCKET_STREAM_WINDOW_BYTES >= SOCKET_MAX_FRAME_BYTES);
+        assert!(SOCKET_STREAM_WINDOW_BYTES < 1 << 31);
+        assert!(SOCKET_CONNECTION_WINDOW_BYTES >= SOCKET_STREAM_WINDOW_BYTES);
+        assert!(SOCKET_CONNECTION_WINDOW_BYTES < 1 << 31);
+    }
+}
