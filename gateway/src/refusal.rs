@@ -378,4 +378,91 @@ mod tests {
         assert_eq!(r.challenge(), Some(CHALLENGE_INVALID));
         assert!(r.reason().contains("certificate_binding"));
     }
+
+    /// One metric label per kind of refusal: two kinds never share one, and each is a
+    /// plain lowercase word (never anything a client wrote).
+    #[test]
+    fn every_kind_of_refusal_has_its_own_fixed_label() {
+        let mut seen: Vec<(std::mem::Discriminant<Refusal>, &str)> = Vec::new();
+        for r in every_refusal() {
+            let (kind, label) = (std::mem::discriminant(&r), r.label());
+            assert!(
+                label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{label}"
+            );
+            for (k, l) in &seen {
+                assert_eq!(*k == kind, *l == label, "{r:?}: {label} vs {l}");
+            }
+            seen.push((kind, label));
+        }
+    }
+
+    /// Retry-After says when the limit that refused will pass, and only refusals that
+    /// pass carry one.
+    #[test]
+    fn retry_after_only_where_a_retry_can_succeed() {
+        let limited = Refusal::RateLimited(Limited {
+            scope: Scope::Ip,
+            retry_after_secs: 7,
+        });
+        assert_eq!(limited.retry_after(), Some(7));
+        for r in every_refusal() {
+            let s = r.http_status();
+            if s != StatusCode::TOO_MANY_REQUESTS && s != StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(r.retry_after(), None, "{r:?}");
+            }
+        }
+    }
+
+    /// RFC 6750 §3.1: a request without credentials gets a challenge with no error code.
+    #[test]
+    fn a_missing_credential_is_challenged_without_an_error_code() {
+        let missing = Refusal::Unauthenticated(AuthError::Missing);
+        assert_eq!(missing.challenge(), Some(CHALLENGE_MISSING));
+        assert!(!CHALLENGE_MISSING.contains("error="));
+        assert_eq!(Refusal::Forbidden.challenge(), None);
+    }
+
+    /// What the backend answers maps onto the refusal table; only validation and lookup
+    /// messages reach the client, anything else is a fixed message.
+    #[test]
+    fn backend_statuses_map_onto_the_table() {
+        let st = |c: Code| tonic::Status::new(c, "detail from the backend");
+        for c in [
+            Code::InvalidArgument,
+            Code::OutOfRange,
+            Code::FailedPrecondition,
+        ] {
+            assert_eq!(
+                Refusal::from_backend(&st(c)),
+                Refusal::Malformed("detail from the backend".into()),
+                "{c:?}"
+            );
+        }
+        assert_eq!(
+            Refusal::from_backend(&st(Code::NotFound)),
+            Refusal::BackendNotFound("detail from the backend".into())
+        );
+        assert_eq!(
+            Refusal::from_backend(&st(Code::ResourceExhausted)),
+            Refusal::BackendBusy
+        );
+        for c in [
+            Code::Unavailable,
+            Code::Cancelled,
+            Code::DeadlineExceeded,
+            Code::Unknown,
+        ] {
+            assert_eq!(
+                Refusal::from_backend(&st(c)),
+                Refusal::BackendUnavailable,
+                "{c:?}"
+            );
+        }
+        for c in [Code::PermissionDenied, Code::Internal, Code::DataLoss] {
+            let r = Refusal::from_backend(&st(c));
+            assert_eq!(r, Refusal::Internal, "{c:?}");
+            assert!(!r.message().contains("detail"), "{c:?}");
+        }
+    }
 }

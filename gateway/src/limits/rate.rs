@@ -183,4 +183,35 @@ mod tests {
             assert!(r.check_ip(IpAddr::from([127, 0, 0, 1])).is_ok());
         }
     }
+
+    /// Keys whose bucket is full again are forgotten, so strangers cycling client
+    /// addresses or principals cannot grow the maps without bound.
+    #[test]
+    fn housekeeping_forgets_keys_that_recovered() {
+        let c = LimitsConfig {
+            rate_per_principal_rps: 1000,
+            rate_per_ip_unauthenticated_rps: 1000,
+            rate_per_model_rps: 1000,
+            rate_burst_seconds: 1,
+            ..LimitsConfig::default()
+        };
+        let r = RateLimits::new(&c);
+        for i in 0..100u8 {
+            r.check_ip(IpAddr::from([10, 0, 0, i])).unwrap();
+            r.check_principal(&format!("p{i}"), None).unwrap();
+            r.check_model(&format!("m{i}")).unwrap();
+        }
+        let sizes = |r: &RateLimits| {
+            [
+                r.per_ip.as_ref().map(|l| l.len()),
+                r.per_principal.as_ref().map(|l| l.len()),
+                r.per_model.as_ref().map(|l| l.len()),
+            ]
+        };
+        assert_eq!(sizes(&r), [Some(100); 3]);
+        // One call of a 1000-request bucket is back within a millisecond.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        r.housekeeping();
+        assert_eq!(sizes(&r), [Some(0); 3]);
+    }
 }
