@@ -19,18 +19,24 @@ fn two_model_config(dir: &std::path::Path) -> Vec<String> {
     vec!["--config-path".into(), path.display().to_string()]
 }
 
-async fn nsfw_server() -> Server {
+/// A ready server with one model (from `.models/<dir>`, served as `name`), f32 so its
+/// results can be compared with the reference.
+async fn f32_server(dir: &str, name: &str) -> Server {
     let mut s = Server::start(
         &[
             "--model-path".into(),
-            model_dir("nsfw").display().to_string(),
+            model_dir(dir).display().to_string(),
             "--model-name".into(),
-            "nsfw".into(),
+            name.into(),
         ],
         &["--plugin-config", r#"{"INFERENCE_PRECISION_HINT":"f32"}"#],
     );
     s.wait_ready().await;
     s
+}
+
+async fn nsfw_server() -> Server {
+    f32_server("nsfw", "nsfw").await
 }
 
 /// Tolerance against the in-process reference: both run f32 on the same CPU plugin;
@@ -113,16 +119,7 @@ async fn real_models_match_the_independent_reference() {
 /// (scripts/syscalls.sh traces this test), and answer like OpenVINO's own Python API.
 #[tokio::test]
 async fn an_int8_model_with_dynamic_int64_inputs_matches_the_reference() {
-    let mut server = Server::start(
-        &[
-            "--model-path".into(),
-            model_dir("minilm_int8").display().to_string(),
-            "--model-name".into(),
-            "minilm".into(),
-        ],
-        &["--plugin-config", r#"{"INFERENCE_PRECISION_HINT":"f32"}"#],
-    );
-    server.wait_ready().await;
+    let server = f32_server("minilm_int8", "minilm").await;
     // "[CLS] hello world [SEP]" and a longer second call: the shape is chosen per request.
     for ids in [
         vec![101i64, 7592, 2088, 102],

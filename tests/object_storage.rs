@@ -298,6 +298,29 @@ fn serve_remote(url: &str, cache: &Path, env: &[(&'static str, String)]) -> Serv
 
 const TOLERANCE: f64 = 1e-5;
 
+/// Uploads version 2 of blazeface under `prefix` (the model's folder in bucket
+/// `models`), sees it served and equal to OpenVINO's own, deletes it, and sees it
+/// retired while version 1 keeps serving.
+async fn a_remote_version_is_served_then_retired(
+    server: &Server,
+    kind: &str,
+    where_: &str,
+    prefix: &str,
+    model: &str,
+) {
+    let key = format!("{prefix}/2/model.tflite");
+    ops(
+        kind,
+        where_,
+        serde_json::json!([["put", "models", key, model]]),
+    );
+    wait_version(server, 2, true).await;
+    infer_matches_reference(server, 2).await;
+    ops(kind, where_, serde_json::json!([["delete", "models", key]]));
+    wait_version(server, 2, false).await;
+    assert!(version_ready(server, 1).await);
+}
+
 /// Infers with blazeface version `v` on a real image and compares every output with
 /// OpenVINO's Python API on the original model file.
 async fn infer_matches_reference(server: &Server, version: u64) {
@@ -459,20 +482,8 @@ async fn s3_repository_is_served_updated_retired_and_survives_a_broken_remote() 
     assert_backend_sandboxed_without_network(&server);
 
     // A version added remotely is served; removed remotely, it is retired.
-    ops(
-        "s3",
-        &direct,
-        serde_json::json!([["put", "models", "faces/blazeface/2/model.tflite", model]]),
-    );
-    wait_version(&server, 2, true).await;
-    infer_matches_reference(&server, 2).await;
-    ops(
-        "s3",
-        &direct,
-        serde_json::json!([["delete", "models", "faces/blazeface/2/model.tflite"]]),
-    );
-    wait_version(&server, 2, false).await;
-    assert!(version_ready(&server, 1).await);
+    a_remote_version_is_served_then_retired(&server, "s3", &direct, "faces/blazeface", &model)
+        .await;
 
     // Corrupted in transit (one byte flipped, size unchanged): the MD5 check refuses
     // it, and it never reaches the backend.
@@ -651,20 +662,7 @@ async fn azure_repository_is_served_updated_and_retired() {
     server.wait_ready().await;
     infer_matches_reference(&server, 1).await;
     assert_backend_sandboxed_without_network(&server);
-    ops(
-        "az",
-        &cs,
-        serde_json::json!([["put", "models", "blazeface/2/model.tflite", model]]),
-    );
-    wait_version(&server, 2, true).await;
-    infer_matches_reference(&server, 2).await;
-    ops(
-        "az",
-        &cs,
-        serde_json::json!([["delete", "models", "blazeface/2/model.tflite"]]),
-    );
-    wait_version(&server, 2, false).await;
-    assert!(version_ready(&server, 1).await);
+    a_remote_version_is_served_then_retired(&server, "az", &cs, "blazeface", &model).await;
     assert_no_secret(&server.log_text());
 
     // A wrong account key: Azurite refuses the signature, the start stops.
@@ -712,18 +710,5 @@ async fn gcs_repository_is_served_updated_and_retired() {
     server.wait_ready().await;
     infer_matches_reference(&server, 1).await;
     assert_backend_sandboxed_without_network(&server);
-    ops(
-        "gs",
-        &base,
-        serde_json::json!([["put", "models", "blazeface/2/model.tflite", model]]),
-    );
-    wait_version(&server, 2, true).await;
-    infer_matches_reference(&server, 2).await;
-    ops(
-        "gs",
-        &base,
-        serde_json::json!([["delete", "models", "blazeface/2/model.tflite"]]),
-    );
-    wait_version(&server, 2, false).await;
-    assert!(version_ready(&server, 1).await);
+    a_remote_version_is_served_then_retired(&server, "gs", &base, "blazeface", &model).await;
 }
