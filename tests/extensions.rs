@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use prost::Message;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use warden_shared::{health_proto, proto};
 use warden_tests::*;
@@ -76,24 +76,6 @@ fn start(tag: &str, toml: &str, extra: &[&str]) -> (Server, PathBuf, TempDir) {
     (server, audit, tmp)
 }
 
-fn run_python(python: &Path, script: &str, args: &[String], server: &Server) -> String {
-    let out = Command::new(python)
-        .arg(root().join("tests/clients").join(script))
-        .args(args)
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{stdout}\n{stderr}\nserver log:\n{}",
-        server.log_text()
-    );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
-    stdout
-}
-
 async fn triton_clients(control: bool) {
     let (mut server, _audit, _tmp) = start(
         "triton",
@@ -109,7 +91,7 @@ async fn triton_clients(control: bool) {
         server.token(claims("admin", 600)),
         if control { "on" } else { "off" }.to_string(),
     ];
-    run_python(
+    run_client(
         &root().join(".venv/bin/python"),
         "triton_extensions.py",
         &args,
@@ -143,7 +125,7 @@ async fn kserve_sdk_checks_health_and_infers_like_openvino() {
         request.display().to_string(),
         out.display().to_string(),
     ];
-    run_python(
+    run_client(
         &root().join(".venv-deploy/bin/python"),
         "kserve_sdk.py",
         &args,

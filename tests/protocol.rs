@@ -23,24 +23,18 @@ async fn real_kserve_clients_work_unchanged() {
     let cfg = TempDir::new("proto");
     let mut server = Server::start(&config(cfg.path(), serde_json::json!({"all": {}})), &[]);
     server.wait_ready().await;
-    let out = std::process::Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("tests/clients/kserve_clients.py"))
-        .arg(server.rest_port.to_string())
-        .arg(server.grpc_port.to_string())
-        .arg(server.certs.join("ca.pem"))
-        .arg(server.token(claims("client-test", 600)))
-        .arg(root().join(".models"))
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "client checks failed:\n{stdout}\n{stderr}\nserver log:\n{}",
-        server.log_text()
+    run_client(
+        &root().join(".venv/bin/python"),
+        "kserve_clients.py",
+        &[
+            server.rest_port.to_string(),
+            server.grpc_port.to_string(),
+            server.certs.join("ca.pem").display().to_string(),
+            server.token(claims("client-test", 600)),
+            root().join(".models").display().to_string(),
+        ],
+        &server,
     );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
 
 async fn addn_versions(policy: serde_json::Value) -> (Vec<String>, Vec<(String, u16)>) {

@@ -67,26 +67,20 @@ async fn tfs_clients_work_unchanged_over_mtls_and_tokens() {
     std::fs::write(&key, &id.key_pem).unwrap();
     let before = plain_get(server.admin_port, "/metrics").await.unwrap();
 
-    let out = std::process::Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("tests/clients/tfs_clients.py"))
-        .arg(server.grpc_port.to_string())
-        .arg(server.rest_port.to_string())
-        .arg(server.certs.join("ca.pem"))
-        .arg(&cert)
-        .arg(&key)
-        .arg(server.token(claims("tfs-client", 600)))
-        .arg(root().join(".models"))
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "client checks failed:\n{stdout}\n{stderr}\nserver log:\n{}",
-        server.log_text()
+    run_client(
+        &root().join(".venv/bin/python"),
+        "tfs_clients.py",
+        &[
+            server.grpc_port.to_string(),
+            server.rest_port.to_string(),
+            server.certs.join("ca.pem").display().to_string(),
+            cert.display().to_string(),
+            key.display().to_string(),
+            server.token(claims("tfs-client", 600)),
+            root().join(".models").display().to_string(),
+        ],
+        &server,
     );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 
     // The same pipeline recorded every call: the certificate's principal for ovmsclient,
     // the token's for the stubs and REST, the operation each TFS method maps to.

@@ -850,3 +850,24 @@ pub fn audit_record(path: &Path, id: &str) -> Option<serde_json::Value> {
         .into_iter()
         .find(|r| r["request_id"] == id)
 }
+
+/// Runs a client script of `tests/clients/` with `python` against `server` and returns
+/// what it printed. The script exits non-zero on its first failed check and ends with a
+/// "N passed, 0 failed" line; either failing fails the test, with the server's log.
+pub fn run_client(python: &Path, script: &str, args: &[String], server: &Server) -> String {
+    let out = Command::new(python)
+        .arg(root().join("tests/clients").join(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        server.log_text()
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    stdout
+}
