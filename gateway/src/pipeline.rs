@@ -880,7 +880,7 @@ async fn steps<C: Codec>(
         Op::ModelInfer => {
             let limits = &state.config.limits;
             let metadata = if codec.needs_metadata() {
-                Some(model_metadata(&mut backend, &target, p.as_ref(), &call.id).await?)
+                Some(state.model_metadata(call, target.clone()).await?)
             } else {
                 None
             };
@@ -904,27 +904,6 @@ async fn steps<C: Codec>(
             Ok(Answer::Infer(resp, shape))
         }
     }
-}
-
-/// The model's metadata, from the backend.
-async fn model_metadata(
-    backend: &mut crate::backend_client::BackendClient,
-    target: &Target,
-    principal: Option<&Principal>,
-    id: &str,
-) -> Result<proto::ModelMetadataResponse, Refusal> {
-    Ok(backend
-        .model_metadata(backend_request(
-            proto::ModelMetadataRequest {
-                name: target.model.clone(),
-                version: target.version.clone(),
-            },
-            principal,
-            id,
-        ))
-        .await
-        .map_err(|s| Refusal::from_backend(&s))?
-        .into_inner())
 }
 
 /// A model version as a client may write it: decimal digits, at most 20.
