@@ -281,7 +281,9 @@ config_path = "{self.workdir / 'models.json'}"
 [limits]
 rate_per_principal_rps = 0
 rate_per_ip_unauthenticated_rps = 0
-max_connections_per_ip = 4096
+max_connections_per_ip = 12000
+# 10k idle connections for the memory section, with room to spare.
+max_connections = 12000
 h2_max_concurrent_streams = 256
 # Queue deep enough for the concurrency sweep (64 in flight) on a 2-request pool.
 max_queued_inferences = 1024
@@ -565,6 +567,34 @@ class Bench:
             res[kind] = r
         self.results["overhead"] = res
 
+    def scaling(self):
+        """The gateway on one core, then on two: its threads pinned with
+        sched_setaffinity while the backend and h2load stay free, on `addn` (a model that
+        costs nothing, so the gateway's own cost shows). From its CPU per request, what
+        one core of gateway serves; from the two runs, how far a second core takes it."""
+        gw = self.warden.pids["gateway"]
+        every = sorted(os.sched_getaffinity(0))
+        res = {"runs": []}
+        try:
+            for cores in [every[:1], every[:2]]:
+                for tid in os.listdir(f"/proc/{gw}/task"):
+                    os.sched_setaffinity(int(tid), cores)
+                for kind in ["grpc", "binary"]:
+                    r = self.on_warden(self.binary_path(kind, "addn", 4, 4, f"scale.{kind}.{len(cores)}"))
+                    n = max(r["server_ok"], 1)
+                    r.update(cores=len(cores), kind=kind,
+                             gateway_us=r["cpu_s"]["gateway"] / n * 1e6,
+                             backend_us=r["cpu_s"]["backend"] / n * 1e6,
+                             client_us=r["client_cpu_s"] / max(r["done"], 1) * 1e6,
+                             gateway_busy=r["cpu_s"]["gateway"] / r["wall_s"])
+                    log(f"scaling {kind} gateway on {len(cores)} core(s): {r['rps']:.0f} req/s, gateway "
+                        f"{r['gateway_us']:.1f} us/req, {r['gateway_busy']:.2f} cores busy")
+                    res["runs"].append(r)
+        finally:
+            for tid in os.listdir(f"/proc/{gw}/task"):
+                os.sched_setaffinity(int(tid), every)
+        self.results["scaling"] = res
+
     def versus_baseline(self, baseline, rounds=3):
         """This build against another build of Warden (`--baseline BIN`, e.g. the commit
         before a change), on the same bodies, in alternating rounds (the order flips each
@@ -639,15 +669,31 @@ class Bench:
 
     def memory(self):
         gw = self.warden.pids["gateway"]
-        res = {"idle_rss": rss_bytes(gw)}
-        res["conns"], res["with_conns_rss"] = idle_tls_connections(self.certs, 1000, gw)
-        res["per_conn_bytes"] = (res["with_conns_rss"] - res["idle_rss"]) / max(res["conns"], 1)
-        time.sleep(1)
-        res["after_conns_rss"] = rss_bytes(gw)
-        log(f"gateway rss idle {res['idle_rss'] / 2**20:.1f} MiB, {res['conns']} idle TLS conns "
-            f"{res['with_conns_rss'] / 2**20:.1f} MiB ({res['per_conn_bytes']:.0f} B/conn)")
+        res = {"idle_rss": rss_bytes(gw), "idle": []}
+        # The per-connection figure is the slope between the two sizes, so what the
+        # allocator keeps after the first thousand does not count twice.
+        for n in [1000, 10_000]:
+            before = rss_bytes(gw)
+            alive, rss = idle_tls_connections(self.certs, n, gw)
+            # Two housekeeping ticks (2 s each): once the connections have halved, the
+            # gateway returns its free heap pages (gateway/src/heap.rs).
+            time.sleep(5)
+            r = {"asked": n, "alive": alive, "before_rss": before, "with_conns_rss": rss,
+                 "after_rss": rss_bytes(gw), "per_conn_bytes": (rss - res["idle_rss"]) / max(alive, 1)}
+            res["idle"].append(r)
+            log(f"gateway rss {before / 2**20:.1f} MiB, {alive}/{n} idle TLS conns "
+                f"{rss / 2**20:.1f} MiB ({r['per_conn_bytes']:.0f} B/conn over idle), "
+                f"{r['after_rss'] / 2**20:.1f} MiB after")
+        a, b = res["idle"]
+        res["per_conn_slope_bytes"] = ((b["with_conns_rss"] - a["with_conns_rss"])
+                                       / (b["alive"] - a["alive"]) if b["alive"] > a["alive"] else None)
         # A flood of 16 MB requests, 64 in flight (1 GB asked for): the per-principal
-        # quota (256 MiB by default) bounds what the gateway holds.
+        # quota (256 MiB by default) bounds what the gateway holds. On a fresh gateway:
+        # the allocator keeps what 10,000 connections used, which would hide the growth.
+        self.warden.stop()
+        self.warden.start()
+        gw = self.warden.pids["gateway"]
+        res["flood_start_rss"] = rss_bytes(gw)
         body, hlen = self.echo_body(16_000_000, "binary")
         sampler = RssSampler(gw)
         sampler.start()
@@ -730,49 +776,83 @@ class Bench:
 
 
 def idle_tls_connections(certs, n, pid):
-    """Opens n TLS 1.3 connections to the REST port, makes one request on each
-    (GET /v2/health/live, HTTP/1.1 keep-alive) and holds them open; returns how many
-    stayed open and the gateway's RSS while they do."""
+    """Opens n TLS 1.3 connections to the REST port over HTTP/2 (as gRPC channels and h2
+    REST clients hold them), makes one request on each (GET /v2/health/live) and holds
+    them open; returns how many stayed open and the gateway's RSS while they do. (An
+    idle HTTP/1.1 connection is closed after the header read timeout, 10 s by default,
+    which opening 10,000 takes longer than.)"""
     import asyncio
     import resource
+
+    import h2.config
+    import h2.connection
+    import h2.events
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, n + 512)), hard))
     ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(["h2"])
 
     async def one(gate):
         async with gate:
             r, w = await asyncio.open_connection("127.0.0.1", PORTS["rest"], ssl=ctx,
                                                  server_hostname="localhost")
-            w.write(b"GET /v2/health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            head = await r.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
-            await r.readexactly(length)
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(head[:40])
-            return r, w
+            c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            c.initiate_connection()
+            c.send_headers(1, [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"),
+                               (":path", "/v2/health/live")], end_stream=True)
+            w.write(c.data_to_send())
+            status, ended = None, False
+            while not ended:
+                data = await r.read(65536)
+                if not data:
+                    raise RuntimeError("closed before the answer")
+                for e in c.receive_data(data):
+                    if isinstance(e, h2.events.ResponseReceived):
+                        status = dict(e.headers).get(b":status")
+                    ended |= isinstance(e, h2.events.StreamEnded)
+                w.write(c.data_to_send())
+            if status != b"200":
+                raise RuntimeError(f"status {status!r}")
+            return r, w, c
+
+    async def hold(r, w, c, closed):
+        """Answers the gateway's keep-alive PINGs (unanswered, they close the
+        connection, as they should) until the connection ends."""
+        while True:
+            data = await r.read(65536)
+            if not data:
+                break
+            events = c.receive_data(data)
+            w.write(c.data_to_send())
+            if any(isinstance(e, h2.events.ConnectionTerminated) for e in events):
+                break
+        closed.append(1)
 
     async def main():
-        gate = asyncio.Semaphore(32)
-        conns = await asyncio.gather(*[one(gate) for _ in range(n)], return_exceptions=True)
-        held = [c for c in conns if not isinstance(c, BaseException)]
-        errors = [c for c in conns if isinstance(c, BaseException)]
+        gate = asyncio.Semaphore(64)
+        closed = []
+        holders = []
+
+        async def open_and_hold():
+            r, w, c = await one(gate)
+            holders.append(asyncio.create_task(hold(r, w, c, closed)))
+            return w
+
+        conns = await asyncio.gather(*[open_and_hold() for _ in range(n)], return_exceptions=True)
+        held = [w for w in conns if not isinstance(w, BaseException)]
+        errors = [w for w in conns if isinstance(w, BaseException)]
         if errors:
             log(f"idle connections: {len(errors)} failed, first: {errors[0]!r}")
         await asyncio.sleep(2)
-        # Still open? A closed connection reads EOF at once.
-        alive = 0
-        for r, _ in held:
-            try:
-                await asyncio.wait_for(r.read(1), 0.001)
-            except asyncio.TimeoutError:
-                alive += 1
         rss = rss_bytes(pid)
-        for _, w in held:
+        alive = len(held) - len(closed)
+        for t in holders:
+            t.cancel()
+        for w in held:
             w.close()
-        await asyncio.gather(*[w.wait_closed() for _, w in held], return_exceptions=True)
+        await asyncio.gather(*[w.wait_closed() for w in held], return_exceptions=True)
         return alive, rss
 
     return asyncio.run(main())
@@ -899,10 +979,10 @@ def targets(res):
     if "memory" in res:
         m = res["memory"]
         q = m["quota_per_principal_bytes"]
-        grown = m["flood_peak_rss"] - m["idle_rss"]
+        grown = m["flood_peak_rss"] - m["flood_start_rss"]
         rows.append(("gateway memory under a 16 MB request flood bounded by the quota "
                      "(each admitted body is held twice while it is forwarded: ≤ 2 × quota)",
-                     f"peak {m['flood_peak_rss'] / 2**20:.0f} MiB = idle {m['idle_rss'] / 2**20:.0f} MiB + "
+                     f"peak {m['flood_peak_rss'] / 2**20:.0f} MiB = idle {m['flood_start_rss'] / 2**20:.0f} MiB + "
                      f"**{grown / q:.2f} × the {q >> 20} MiB quota**; {m['flood']['4xx']} refused with 429",
                      grown <= 2 * q))
     return rows
@@ -986,13 +1066,37 @@ def report(bench, made):
         m = res["memory"]
         L.append("## Gateway memory (VmRSS)\n")
         L.append(f"- idle, models loaded: {m['idle_rss'] / 2**20:.1f} MiB")
-        L.append(f"- {m['conns']} idle TLS 1.3 connections (one request each, then held): "
-                 f"{m['with_conns_rss'] / 2**20:.1f} MiB, **{m['per_conn_bytes']:,.0f} bytes per connection**; "
-                 f"{m['after_conns_rss'] / 2**20:.1f} MiB after they closed")
+        for r in m["idle"]:
+            L.append(f"- {r['alive']:,} of {r['asked']:,} idle TLS 1.3 HTTP/2 connections held (one request each, "
+                     f"then idle): {r['with_conns_rss'] / 2**20:.1f} MiB, {r['per_conn_bytes']:,.0f} bytes "
+                     f"per connection over idle; {r['after_rss'] / 2**20:.1f} MiB 5 s after they closed")
+        L.append(f"- **{fmt(m['per_conn_slope_bytes'], 0)} bytes per idle connection** (slope from 1k to 10k)")
         f = m["flood"]
-        L.append(f"- flood of 16 MB REST binary requests to `echo`, 64 in flight (1 GB asked for): peak "
+        L.append(f"- flood of 16 MB REST binary requests to `echo`, 64 in flight (1 GB asked for), on a "
+                 f"restarted gateway ({m['flood_start_rss'] / 2**20:.1f} MiB at start): peak "
                  f"{m['flood_peak_rss'] / 2**20:.1f} MiB; {f['server_ok']:.0f} served, {f['4xx']} refused "
                  f"with 429 by the per-principal quota; {m['after_flood_rss'] / 2**20:.1f} MiB after")
+        L.append("")
+    if "scaling" in res:
+        L.append("## Scaling: the gateway on one core and on two (`addn`, 16 in flight)\n")
+        L.append("The gateway's threads are pinned (sched_setaffinity) to one core, then to two; the "
+                 "backend and h2load are not pinned and share the same two cores. *One gateway core "
+                 "serves* is 10⁶ / gateway CPU µs per request: the gateway's ceiling per core if nothing "
+                 "else ran on it. *Machine ceiling* is cores × 10⁶ / (gateway + backend + h2load µs): "
+                 "the most this 2-core machine serves with everything on it.\n")
+        L.append("| path | gateway cores | req/s | gateway µs/req | gateway cores busy | backend µs/req | "
+                 "h2load µs/req | one gateway core serves | machine ceiling | 2-core / 1-core req/s |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        runs = res["scaling"]["runs"]
+        for r in runs:
+            one = [x for x in runs if x["kind"] == r["kind"] and x["cores"] == 1]
+            gain = r["rps"] / one[0]["rps"] if one and one[0]["rps"] and r["cores"] > 1 else None
+            total = r["gateway_us"] + r["backend_us"] + r["client_us"]
+            L.append(f"| {r['kind']} | {r['cores']} | {fmt(r['rps'])} | {fmt(r['gateway_us'])} | "
+                     f"{r['gateway_busy']:.2f} | {fmt(r['backend_us'])} | {fmt(r['client_us'])} | "
+                     f"{fmt(1e6 / r['gateway_us'] if r['gateway_us'] else None, 0)} req/s | "
+                     f"{fmt(mc['cores'] * 1e6 / total if total else None, 0)} req/s | "
+                     f"{fmt(gain, 2) + '×' if gain else ''} |")
         L.append("")
     for png, title in [("concurrency.png", "Concurrency"), ("size.png", "Request size")]:
         if png in made:
@@ -1040,7 +1144,7 @@ def collect_cmds(obj):
             yield from collect_cmds(v)
 
 
-SECTIONS = ["inprocess", "throughput", "overhead", "versus", "memory", "concurrency", "size"]
+SECTIONS = ["inprocess", "throughput", "overhead", "scaling", "versus", "memory", "concurrency", "size"]
 
 
 def main():
@@ -1064,7 +1168,8 @@ def main():
         res["gateway_rss_idle_at_start"] = rss_bytes(b.warden.pids["gateway"])
         res["preflight_warden"] = b.preflight(PORTS["rest"], PORTS["grpc"], "warden")
         for section, run_it in [("memory", b.memory), ("throughput", b.throughput),
-                                ("overhead", b.overhead), ("versus", b.versus_warden),
+                                ("overhead", b.overhead), ("scaling", b.scaling),
+                                ("versus", b.versus_warden),
                                 ("concurrency", b.sweep_concurrency), ("size", b.sweep_size)]:
             if section in only:
                 run_it()

@@ -1383,3 +1383,67 @@ async fn a_client_that_vanishes_mid_inference_does_not_fail_the_next_one() {
         server.log_text()
     );
 }
+
+/// A crowd of connections that has gone leaves no heap behind: once the open
+/// connections fall to half their peak, the gateway returns malloc's free pages
+/// (gateway/src/heap.rs). Without that, glibc keeps them and the gateway stays at its
+/// peak size for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crowd_that_has_gone_leaves_no_heap_behind() {
+    const CROWD: usize = 1500;
+    let tmp = TempDir::new("abuse-crowd");
+    // The crowd sends no request: the first one may take a minute to come.
+    let cfg = write(
+        tmp.path(),
+        "warden.toml",
+        "[limits]\nheader_read_timeout_secs = 60\nmax_connections_per_ip = 2000\n",
+    );
+    let mut server = Server::start(&addn(), &["--config", &cfg]);
+    server.wait_ready().await;
+    let (port, ca) = (server.rest_port, server.certs.join("ca.pem"));
+    let gw = server.child_pid("gateway");
+    let before = rss_kib(gw);
+
+    // HTTP/2 connections past TLS and the preface, idle, opened 50 at a time.
+    let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    let mut crowd = Vec::with_capacity(CROWD);
+    while crowd.len() < CROWD {
+        let batch: Vec<_> = (0..50)
+            .map(|_| {
+                let ca = ca.clone();
+                tokio::spawn(async move {
+                    let mut c = tls_from(port, &ca, ATTACKER, &[b"h2"]).await?;
+                    c.write_all(preface).await?;
+                    c.flush().await?;
+                    anyhow::Ok(c)
+                })
+            })
+            .collect();
+        for t in batch {
+            crowd.push(t.await.unwrap().expect("a crowd connection opens"));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let peak = rss_kib(gw);
+    eprintln!("crowd: gateway RSS {before} KiB before, {peak} KiB with {CROWD} connections");
+    assert!(
+        peak > before + 10 * 1024,
+        "the crowd must cost the gateway memory for this test to show anything ({before} -> {peak} KiB)"
+    );
+
+    drop(crowd);
+    // Two housekeeping ticks are 4 s; allow for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let given_back = |now: u64| now <= before + (peak - before) / 3;
+    let mut now = rss_kib(gw);
+    while !given_back(now) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        now = rss_kib(gw);
+    }
+    eprintln!("crowd: gateway RSS {now} KiB after the crowd left");
+    assert!(
+        given_back(now),
+        "the gateway must give back at least two thirds of what the crowd cost: \
+         {before} KiB before, {peak} KiB at the peak, {now} KiB after"
+    );
+}

@@ -13,6 +13,7 @@ pub mod backend_client;
 pub mod catalog;
 pub mod conn;
 pub mod front;
+pub mod heap;
 pub mod limits;
 pub mod logsafe;
 pub mod metrics;
@@ -258,13 +259,14 @@ fn zero_fixed_series(m: &metrics::Metrics) {
 }
 
 /// Periodic upkeep: reloads on SIGHUP or when a watched file changes, JWKS files
-/// that changed on disk, rate-limiter memory.
+/// that changed on disk, rate-limiter memory, heap pages a crowd of connections left.
 async fn housekeeping(state: Arc<state::State>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let files = reload::watched(&state);
     let mut seen = reload::fingerprint(&files);
     let mut n = 0u64;
+    let mut trimmer = heap::Trimmer::default();
     loop {
         let sighup = tokio::select! {
             _ = tick.tick() => false,
@@ -300,6 +302,9 @@ async fn housekeeping(state: Arc<state::State>) {
                 ..Default::default()
             };
             let _ = state.audit.write(&rec);
+        }
+        if trimmer.due(state.open_connections.load(std::sync::atomic::Ordering::Acquire)) {
+            heap::trim();
         }
         n += 1;
         if n.is_multiple_of(30) {

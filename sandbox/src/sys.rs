@@ -1,6 +1,6 @@
 //! The only module of the sandbox with `unsafe`: thin wrappers over system calls that
 //! have no safe binding. Each is called from [`crate::enter`] (or a probe) while the
-//! process is still single-threaded.
+//! process is still single-threaded, but for [`trim_heap`], which any thread may call.
 
 use std::io;
 
@@ -78,4 +78,16 @@ pub fn landlock_abi_version() -> i64 {
         )
     };
     if rc < 0 { 0 } else { rc }
+}
+
+/// Returns malloc's free pages to the kernel (glibc's `malloc_trim`, by
+/// `madvise(MADV_DONTNEED)`, which the sandboxed processes may call). Does nothing on
+/// another C library.
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks malloc's own arenas, under their locks; it is
+    // safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
