@@ -256,7 +256,7 @@ async fn fetch_object(
         anyhow::bail!("got {n} bytes of {} (truncated)", e.size);
     }
     if let Some(expected) = e.etag.as_deref().and_then(etag_md5) {
-        let actual: String = md5.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let actual = warden_shared::hex(&md5.finalize());
         if actual != expected {
             anyhow::bail!("MD5 {actual} differs from the ETag {expected} (corrupted in transit)");
         }

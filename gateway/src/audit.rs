@@ -232,7 +232,7 @@ pub struct AuditLog {
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    warden_shared::hex(d.as_ref())
 }
 
 fn now_rfc3339() -> String {

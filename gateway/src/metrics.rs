@@ -318,23 +318,36 @@ impl Drop for Tracked {
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Appends `v` to `out` escaped as a label value (backslash, double quote, newline).
+fn escape_into(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
 /// `a="x",b="y"`; a label with an empty value is left out (the same series to
-/// Prometheus, and how OVMS writes `ModelReady` without `version`).
+/// Prometheus, and how OVMS writes `ModelReady` without `version`). Written into one
+/// buffer: it runs on every update of a series, several times per request.
 fn labels(family: &Family, values: &[&str]) -> String {
-    family
-        .labels
-        .iter()
-        .zip(values)
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut out = String::with_capacity(64);
+    for (k, v) in family.labels.iter().zip(values) {
+        if v.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_into(&mut out, v);
+        out.push('"');
+    }
+    out
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -507,6 +520,17 @@ pub fn docs_table() -> String {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn label_values_are_escaped_and_empty_ones_left_out() {
+        let f = REQUESTS_SUCCESS.0;
+        assert_eq!(
+            labels(f, &["KServe", "gRPC", "", "a\\b\"c\nd", "1"]),
+            r#"api="KServe",interface="gRPC",name="a\\b\"c\nd",version="1""#
+        );
+        assert_eq!(labels(f, &["", "", "", "", ""]), "");
+        assert_eq!(labels(f, &["", "", "", "", "2"]), r#"version="2""#);
+    }
 
     fn repo_file(path: &str) -> String {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -13,6 +13,27 @@ pub mod remote;
 pub mod repository;
 pub mod wire;
 
+/// Lower-case hexadecimal of `bytes` (digests in audit records and checks), in one
+/// buffer: the audit chain writes one per request.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
+#[cfg(test)]
+mod hex_tests {
+    #[test]
+    fn hex_is_lower_case_two_digits_a_byte() {
+        assert_eq!(super::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(super::hex(&[]), "");
+    }
+}
+
 /// The generated KServe v2 gRPC types and service stubs.
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
