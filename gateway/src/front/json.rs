@@ -375,25 +375,43 @@ pub fn parse_infer_request(
                     None => count * 4 + data.get().len(),
                 };
                 charge(size).map_err(JsonError::Refused)?;
-                let mut out = BytesMut::with_capacity(size);
-                let mut written = 0usize;
-                let mut de = serde_json::Deserializer::from_str(data.get());
-                EncodeSeed {
-                    out: &mut out,
-                    dtype: datatype,
-                    depth: 0,
-                    max_depth,
-                    count: &mut written,
-                    max: count,
-                }
-                .deserialize(&mut de)
-                .map_err(|e| err(e.to_string()))?;
+                let written;
+                let out = if datatype.element_size().is_some() {
+                    // Numbers: the hand-written scanner, straight into the raw tensor.
+                    let mut out = Vec::with_capacity(size);
+                    written = crate::front::jsondata::read_numeric(
+                        data.get().as_bytes(),
+                        datatype,
+                        max_depth,
+                        count,
+                        &mut out,
+                    )
+                    .map_err(err)?;
+                    Bytes::from(out)
+                } else {
+                    // Strings, with JSON's escapes: serde_json's reader.
+                    let mut out = BytesMut::with_capacity(size);
+                    let mut n = 0usize;
+                    let mut de = serde_json::Deserializer::from_str(data.get());
+                    EncodeSeed {
+                        out: &mut out,
+                        dtype: datatype,
+                        depth: 0,
+                        max_depth,
+                        count: &mut n,
+                        max: count,
+                    }
+                    .deserialize(&mut de)
+                    .map_err(|e| err(e.to_string()))?;
+                    written = n;
+                    out.freeze()
+                };
                 if written != count {
                     return Err(err(format!(
                         "shape {shape:?} holds {count} elements but data has {written}"
                     )));
                 }
-                out.freeze()
+                out
             }
         };
         raw.push(bytes);
@@ -519,40 +537,6 @@ pub(crate) fn put(
     Ok(())
 }
 
-/// Serializes a raw little-endian tensor as a flat JSON array, streaming.
-struct RawAsJson<'a> {
-    dtype: DataType,
-    raw: &'a [u8],
-}
-
-impl Serialize for RawAsJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{Error, SerializeSeq};
-        let Some(size) = self.dtype.element_size() else {
-            let items =
-                crate::front::tensor::split_bytes_elements(self.raw).map_err(S::Error::custom)?;
-            let mut seq = s.serialize_seq(Some(items.len()))?;
-            for item in items {
-                seq.serialize_element(&String::from_utf8_lossy(item))?;
-            }
-            return seq.end();
-        };
-        if !self.raw.len().is_multiple_of(size) {
-            return Err(S::Error::custom(
-                "output length is not a whole number of elements",
-            ));
-        }
-        let mut seq = s.serialize_seq(Some(self.raw.len() / size))?;
-        for c in self.raw.chunks_exact(size) {
-            seq.serialize_element(&Element {
-                dtype: self.dtype,
-                bytes: c,
-            })?;
-        }
-        seq.end()
-    }
-}
-
 /// One element of a fixed-size datatype, from its raw little-endian bytes, as JSON.
 pub(crate) struct Element<'a> {
     pub dtype: DataType,
@@ -587,33 +571,6 @@ fn exact<const N: usize, E: serde::ser::Error>(c: &[u8]) -> Result<[u8; N], E> {
         .map_err(|_| E::custom("element of the wrong size"))
 }
 
-#[derive(Serialize)]
-struct JsonOutput<'a> {
-    name: &'a str,
-    datatype: &'a str,
-    shape: &'a [i64],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinaryParams>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<RawAsJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct BinaryParams {
-    binary_data_size: usize,
-}
-
-#[derive(Serialize)]
-struct JsonInferResponse<'a> {
-    model_name: &'a str,
-    model_version: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    id: &'a str,
-    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
-    parameters: serde_json::Map<String, serde_json::Value>,
-    outputs: Vec<JsonOutput<'a>>,
-}
-
 /// The backend's response `parameters` (such as `model_digest`) as JSON values.
 fn from_proto_params(
     p: &HashMap<String, InferParameter>,
@@ -633,6 +590,11 @@ fn from_proto_params(
         .collect()
 }
 
+/// Appends `v` as JSON (strings escaped as serde_json escapes them).
+fn json_text<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(), String> {
+    serde_json::to_writer(out, v).map_err(|e| e.to_string())
+}
+
 /// A rendered response: the body, and the JSON header's length when binary outputs
 /// follow it (`Inference-Header-Content-Length`).
 #[derive(Debug)]
@@ -649,32 +611,53 @@ pub fn render_infer_response(
     if resp.outputs.len() != resp.raw_output_contents.len() {
         return Err("backend answered with mismatched outputs".into());
     }
-    let mut outputs = Vec::with_capacity(resp.outputs.len());
+    // Written by hand, in the order and spelling serde's derive gave: only `data`
+    // arrays are big, and they are written straight from the raw tensors.
+    let mut body = Vec::with_capacity(
+        256 + resp
+            .raw_output_contents
+            .iter()
+            .map(|r| r.len() * 4)
+            .sum::<usize>(),
+    );
     let mut tail: Vec<&[u8]> = Vec::new();
-    for (o, raw) in resp.outputs.iter().zip(&resp.raw_output_contents) {
-        let dtype: DataType = o.datatype.parse().map_err(|e| format!("{e}"))?;
-        let binary = prefs.binary(&o.name);
-        if binary {
-            tail.push(raw);
-        }
-        outputs.push(JsonOutput {
-            name: &o.name,
-            datatype: &o.datatype,
-            shape: &o.shape,
-            parameters: binary.then(|| BinaryParams {
-                binary_data_size: raw.len(),
-            }),
-            data: (!binary).then_some(RawAsJson { dtype, raw }),
-        });
+    body.extend_from_slice(b"{\"model_name\":");
+    json_text(&mut body, resp.model_name.as_str())?;
+    body.extend_from_slice(b",\"model_version\":");
+    json_text(&mut body, resp.model_version.as_str())?;
+    if !resp.id.is_empty() {
+        body.extend_from_slice(b",\"id\":");
+        json_text(&mut body, resp.id.as_str())?;
     }
-    let mut body = serde_json::to_vec(&JsonInferResponse {
-        model_name: &resp.model_name,
-        model_version: &resp.model_version,
-        id: &resp.id,
-        parameters: from_proto_params(&resp.parameters),
-        outputs,
-    })
-    .map_err(|e| e.to_string())?;
+    let parameters = from_proto_params(&resp.parameters);
+    if !parameters.is_empty() {
+        body.extend_from_slice(b",\"parameters\":");
+        json_text(&mut body, &parameters)?;
+    }
+    body.extend_from_slice(b",\"outputs\":[");
+    for (k, (o, raw)) in resp.outputs.iter().zip(&resp.raw_output_contents).enumerate() {
+        let dtype: DataType = o.datatype.parse().map_err(|e| format!("{e}"))?;
+        if k > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"{\"name\":");
+        json_text(&mut body, o.name.as_str())?;
+        body.extend_from_slice(b",\"datatype\":");
+        json_text(&mut body, o.datatype.as_str())?;
+        body.extend_from_slice(b",\"shape\":");
+        json_text(&mut body, o.shape.as_slice())?;
+        if prefs.binary(&o.name) {
+            body.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
+            body.extend_from_slice(itoa::Buffer::new().format(raw.len()).as_bytes());
+            body.push(b'}');
+            tail.push(raw);
+        } else {
+            body.extend_from_slice(b",\"data\":");
+            crate::front::jsondata::write_array(&mut body, dtype, raw)?;
+        }
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"]}");
     if tail.is_empty() {
         return Ok(Rendered {
             body,

@@ -1,0 +1,453 @@
+//! The hot part of the JSON codecs: a numeric `data` array read straight into its raw
+//! little-endian tensor, and a raw tensor written back as a JSON array, with no JSON
+//! tree, no element list and no allocation per element.
+//!
+//! Reading follows JSON's number grammar exactly and rounds each number once, correctly,
+//! to its datatype: short decimals (at most 19 digits and a small power of ten) by exact
+//! float arithmetic (Clinger's fast path), every other spelling by the standard
+//! library's correctly rounded parser. An FP32 element is rounded from its decimal text
+//! straight to `f32`, not through `f64` (which would round twice). A number that rounds
+//! to infinity in its datatype is out of its range and refused.
+//!
+//! Integers keep the meaning they had when serde_json read them: an integer spelling is
+//! exact; a float spelling (`1.0`, `1e2`) is taken when its value is a whole number;
+//! `true` and `false` are 1 and 0. A BOOL is `true`, `false`, `0` or `1`.
+//!
+//! Writing gives the same text serde_json gave: the shortest round-tripping spelling of
+//! each float (zmij), integers in decimal (itoa), `null` for NaN and infinities (JSON
+//! has no spelling for them).
+
+use warden_shared::datatype::DataType;
+
+/// One element of a `data` array, as read.
+enum Elem<'a> {
+    Bool(bool),
+    Num(Number<'a>),
+    /// A string, `null` or an object: never a number.
+    Other,
+}
+
+/// One JSON number: its text and, when its digits fit a `u64`, its exact decimal value.
+struct Number<'a> {
+    text: &'a [u8],
+    neg: bool,
+    /// All its digits as one integer, if they fit in a `u64`.
+    mantissa: Option<u64>,
+    /// The power of ten `mantissa` is scaled by.
+    exp10: i64,
+    /// Spelled with a fraction or an exponent (a float to serde_json).
+    float: bool,
+}
+
+/// `10^i`, exact in `f64` for `i <= 22`.
+const POW10_F64: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+/// `10^i`, exact in `f32` for `i <= 10`.
+const POW10_F32: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
+
+impl Number<'_> {
+    /// The value rounded once to `f64`.
+    fn f64(&self) -> Option<f64> {
+        if let Some(m) = self.mantissa
+            && m <= 1 << 53
+            && self.exp10.unsigned_abs() <= 22
+        {
+            let p = POW10_F64[self.exp10.unsigned_abs() as usize];
+            let v = if self.exp10 < 0 {
+                m as f64 / p
+            } else {
+                m as f64 * p
+            };
+            return Some(if self.neg { -v } else { v });
+        }
+        std::str::from_utf8(self.text).ok()?.parse().ok()
+    }
+
+    /// The value rounded once to `f32`.
+    fn f32(&self) -> Option<f32> {
+        if let Some(m) = self.mantissa
+            && m <= 1 << 24
+            && self.exp10.unsigned_abs() <= 10
+        {
+            let p = POW10_F32[self.exp10.unsigned_abs() as usize];
+            let v = if self.exp10 < 0 {
+                m as f32 / p
+            } else {
+                m as f32 * p
+            };
+            return Some(if self.neg { -v } else { v });
+        }
+        std::str::from_utf8(self.text).ok()?.parse().ok()
+    }
+
+    /// The value as an integer, when it is a whole number (see the module's doc).
+    fn integer(&self) -> Option<i128> {
+        if self.float {
+            let f = self.f64()?;
+            return (f.fract() == 0.0 && f.is_finite()).then_some(f as i128);
+        }
+        match self.mantissa {
+            Some(m) => Some(if self.neg { -i128::from(m) } else { i128::from(m) }),
+            // 20 digits or more: beyond every integer datatype but UINT64's top end.
+            None => std::str::from_utf8(self.text).ok()?.parse().ok(),
+        }
+    }
+}
+
+fn not_number(i: usize) -> String {
+    format!("element {i} is not a number")
+}
+
+fn out_of_range(i: usize, dtype: DataType) -> String {
+    format!("element {i} is out of range for {dtype}")
+}
+
+/// A finite float, or the refusal of element `i`.
+fn finite<F: Into<f64> + Copy>(v: Option<F>, i: usize, dtype: DataType) -> Result<F, String> {
+    match v {
+        Some(v) if v.into().is_finite() => Ok(v),
+        Some(_) => Err(out_of_range(i, dtype)),
+        None => Err(not_number(i)),
+    }
+}
+
+fn elem_f64(e: &Elem<'_>, i: usize, dtype: DataType) -> Result<f64, String> {
+    match e {
+        Elem::Num(n) => finite(n.f64(), i, dtype),
+        _ => Err(not_number(i)),
+    }
+}
+
+fn elem_integer<T: TryFrom<i128>>(e: &Elem<'_>, i: usize, dtype: DataType) -> Result<T, String> {
+    let v = match e {
+        Elem::Num(n) => n.integer(),
+        Elem::Bool(b) => Some(i128::from(*b)),
+        Elem::Other => None,
+    };
+    v.and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| format!("element {i} is not a valid {dtype}"))
+}
+
+/// Reads `text`, a JSON array of numbers or booleans (flat, or nested at most
+/// `max_depth` arrays deep), into `out` as raw little-endian elements of `dtype`, a
+/// datatype of fixed size. Refuses more than `max` elements before writing them, so
+/// `out` grows by at most `max` elements. Returns how many were written.
+pub(crate) fn read_numeric(
+    text: &[u8],
+    dtype: DataType,
+    max_depth: usize,
+    max: usize,
+    out: &mut Vec<u8>,
+) -> Result<usize, String> {
+    let mut s = Scanner { text, pos: 0 };
+    macro_rules! scan {
+        (|$e:ident, $i:ident| $bytes:expr) => {
+            s.scan(max_depth, max, |$e, $i| {
+                out.extend_from_slice(&$bytes);
+                Ok(())
+            })
+        };
+    }
+    macro_rules! int {
+        ($t:ty) => {
+            scan!(|e, i| elem_integer::<$t>(&e, i, dtype)?.to_le_bytes())
+        };
+    }
+    match dtype {
+        DataType::F32 => scan!(|e, i| match &e {
+            Elem::Num(n) => finite(n.f32(), i, dtype)?,
+            _ => return Err(not_number(i)),
+        }
+        .to_le_bytes()),
+        DataType::F64 => scan!(|e, i| elem_f64(&e, i, dtype)?.to_le_bytes()),
+        DataType::F16 => scan!(|e, i| {
+            let h = half::f16::from_f64(elem_f64(&e, i, dtype)?);
+            finite(Some(h.to_f32()), i, dtype)?;
+            h.to_le_bytes()
+        }),
+        DataType::Bf16 => scan!(|e, i| {
+            let h = half::bf16::from_f64(elem_f64(&e, i, dtype)?);
+            finite(Some(h.to_f32()), i, dtype)?;
+            h.to_le_bytes()
+        }),
+        DataType::Bool => scan!(|e, i| match e {
+            Elem::Bool(b) => [u8::from(b)],
+            Elem::Num(Number {
+                neg: false,
+                float: false,
+                mantissa: Some(m @ (0 | 1)),
+                ..
+            }) => [m as u8],
+            _ => return Err(format!("element {i} is not a BOOL")),
+        }),
+        DataType::U8 => int!(u8),
+        DataType::I8 => int!(i8),
+        DataType::U16 => int!(u16),
+        DataType::I16 => int!(i16),
+        DataType::U32 => int!(u32),
+        DataType::I32 => int!(i32),
+        DataType::U64 => int!(u64),
+        DataType::I64 => int!(i64),
+        DataType::Bytes => Err("BYTES is not a numeric datatype".into()),
+    }
+}
+
+/// A cursor over JSON text.
+struct Scanner<'a> {
+    text: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn syntax(&self, what: &str) -> String {
+        format!("data is not valid JSON: {what} at byte {}", self.pos)
+    }
+
+    /// Reads one array (nested at most `max_depth` deep), handing each scalar with its
+    /// index to `put`, in order; at most `max` of them.
+    fn scan(
+        &mut self,
+        max_depth: usize,
+        max: usize,
+        mut put: impl FnMut(Elem<'a>, usize) -> Result<(), String>,
+    ) -> Result<usize, String> {
+        self.skip_ws();
+        if self.peek() != Some(b'[') {
+            return Err("data must be an array".into());
+        }
+        let mut depth = 0usize;
+        let mut count = 0usize;
+        loop {
+            // A value.
+            self.skip_ws();
+            let elem = match self.peek() {
+                Some(b'[') => {
+                    if depth >= max_depth {
+                        return Err(format!("data nested deeper than {max_depth} levels"));
+                    }
+                    depth += 1;
+                    self.pos += 1;
+                    self.skip_ws();
+                    if self.peek() != Some(b']') {
+                        continue;
+                    }
+                    self.pos += 1;
+                    depth -= 1;
+                    None
+                }
+                Some(b'-' | b'0'..=b'9') => Some(Elem::Num(self.number()?)),
+                Some(b't') => Some(self.literal(b"true", Elem::Bool(true))?),
+                Some(b'f') => Some(self.literal(b"false", Elem::Bool(false))?),
+                Some(b'n' | b'"' | b'{') => Some(Elem::Other),
+                _ => return Err(self.syntax("expected a value")),
+            };
+            if let Some(elem) = elem {
+                if count >= max {
+                    return Err(format!("data has more elements than the shape's {max}"));
+                }
+                put(elem, count)?;
+                count += 1;
+            }
+            // What follows it: `,` and the next value, or `]` closing arrays.
+            loop {
+                if depth == 0 {
+                    self.skip_ws();
+                    return match self.peek() {
+                        None => Ok(count),
+                        Some(_) => Err(self.syntax("trailing characters")),
+                    };
+                }
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    Some(b']') => {
+                        self.pos += 1;
+                        depth -= 1;
+                    }
+                    _ => return Err(self.syntax("expected `,` or `]`")),
+                }
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], e: Elem<'a>) -> Result<Elem<'a>, String> {
+        if self.text[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(e)
+        } else {
+            Err(self.syntax("expected a value"))
+        }
+    }
+
+    /// One number, by JSON's grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    fn number(&mut self) -> Result<Number<'a>, String> {
+        let s = self.text;
+        let start = self.pos;
+        let mut p = start;
+        let at = |p: usize| s.get(p).copied().unwrap_or(0);
+        let neg = at(p) == b'-';
+        p += usize::from(neg);
+        // Every digit, into one u64: exact while there are at most 19 of them.
+        let mut m = 0u64;
+        let mut n = 0usize;
+        let mut digits = |p: &mut usize| {
+            let from = *p;
+            while let d @ b'0'..=b'9' = at(*p) {
+                m = m.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                *p += 1;
+            }
+            n += *p - from;
+            *p - from
+        };
+        match at(p) {
+            b'0' => p += 1,
+            b'1'..=b'9' => {
+                digits(&mut p);
+            }
+            _ => return Err(self.syntax("invalid number")),
+        }
+        let mut exp10 = 0i64;
+        let mut float = false;
+        if at(p) == b'.' {
+            p += 1;
+            float = true;
+            let f = digits(&mut p);
+            if f == 0 {
+                self.pos = p;
+                return Err(self.syntax("invalid number"));
+            }
+            exp10 = -(f as i64);
+        }
+        if let b'e' | b'E' = at(p) {
+            p += 1;
+            float = true;
+            let eneg = at(p) == b'-';
+            p += usize::from(matches!(at(p), b'-' | b'+'));
+            let from = p;
+            let mut e = 0i64;
+            while let d @ b'0'..=b'9' = at(p) {
+                // Saturates far beyond any float's range; only the fast path reads it.
+                e = (e * 10 + i64::from(d - b'0')).min(1 << 40);
+                p += 1;
+            }
+            if p == from {
+                self.pos = p;
+                return Err(self.syntax("invalid number"));
+            }
+            exp10 += if eneg { -e } else { e };
+        }
+        self.pos = p;
+        Ok(Number {
+            text: &s[start..p],
+            neg,
+            mantissa: (n <= 19).then_some(m),
+            exp10,
+            float,
+        })
+    }
+}
+
+/// Appends `raw`, a little-endian tensor of `dtype`, as a flat JSON array.
+pub(crate) fn write_array(out: &mut Vec<u8>, dtype: DataType, raw: &[u8]) -> Result<(), String> {
+    let Some(size) = dtype.element_size() else {
+        let items = crate::front::tensor::split_bytes_elements(raw)?;
+        out.push(b'[');
+        for (k, item) in items.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, &String::from_utf8_lossy(item))
+                .map_err(|e| e.to_string())?;
+        }
+        out.push(b']');
+        return Ok(());
+    };
+    if !raw.len().is_multiple_of(size) {
+        return Err("output length is not a whole number of elements".into());
+    }
+    out.reserve(2 + raw.len() / size * max_text(dtype));
+    out.push(b'[');
+    for (k, c) in raw.chunks_exact(size).enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        write_element(out, dtype, c);
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// A typical longest spelling of one element, to reserve the array's room at once.
+fn max_text(dtype: DataType) -> usize {
+    match dtype {
+        DataType::Bool => 6,
+        DataType::U8 | DataType::I8 => 4,
+        DataType::U16 | DataType::I16 => 6,
+        DataType::U32 | DataType::I32 => 11,
+        DataType::U64 | DataType::I64 => 20,
+        DataType::F16 | DataType::Bf16 | DataType::F32 => 16,
+        DataType::F64 | DataType::Bytes => 25,
+    }
+}
+
+/// Appends one element of a fixed-size datatype, `c` being exactly its bytes.
+pub(crate) fn write_element(out: &mut Vec<u8>, dtype: DataType, c: &[u8]) {
+    fn float<F: zmij::Float>(out: &mut Vec<u8>, v: F, finite: bool) {
+        if finite {
+            out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
+        } else {
+            out.extend_from_slice(b"null");
+        }
+    }
+    fn int<I: itoa::Integer>(out: &mut Vec<u8>, v: I) {
+        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+    fn bytes<const N: usize>(c: &[u8]) -> [u8; N] {
+        let mut b = [0; N];
+        b.copy_from_slice(c);
+        b
+    }
+    match dtype {
+        DataType::Bool => out.extend_from_slice(if c[0] != 0 { b"true" } else { b"false" }),
+        DataType::U8 => int(out, c[0]),
+        DataType::I8 => int(out, i8::from_le_bytes(bytes(c))),
+        DataType::U16 => int(out, u16::from_le_bytes(bytes(c))),
+        DataType::I16 => int(out, i16::from_le_bytes(bytes(c))),
+        DataType::U32 => int(out, u32::from_le_bytes(bytes(c))),
+        DataType::I32 => int(out, i32::from_le_bytes(bytes(c))),
+        DataType::U64 => int(out, u64::from_le_bytes(bytes(c))),
+        DataType::I64 => int(out, i64::from_le_bytes(bytes(c))),
+        DataType::F16 => {
+            let v = half::f16::from_le_bytes(bytes(c)).to_f32();
+            float(out, v, v.is_finite())
+        }
+        DataType::Bf16 => {
+            let v = half::bf16::from_le_bytes(bytes(c)).to_f32();
+            float(out, v, v.is_finite())
+        }
+        DataType::F32 => {
+            let v = f32::from_le_bytes(bytes(c));
+            float(out, v, v.is_finite())
+        }
+        DataType::F64 => {
+            let v = f64::from_le_bytes(bytes(c));
+            float(out, v, v.is_finite())
+        }
+        DataType::Bytes => out.extend_from_slice(b"null"),
+    }
+}
