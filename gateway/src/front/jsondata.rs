@@ -79,6 +79,29 @@ impl Number<'_> {
             };
             return Some(if self.neg { -v } else { v });
         }
+        if let Some(m) = self.mantissa
+            && self.exp10.unsigned_abs() <= 22
+        {
+            // One f64 operation on an exact power of ten and the digits rounded to
+            // f64: within two f64 ulps of the exact value, so rounding it to f32
+            // rounds the exact value too unless it lies that close to halfway
+            // between two f32s (its low 29 bits near 1 << 28), or outside f32's
+            // normal range. Those few go to the exact parser.
+            let p = POW10_F64[self.exp10.unsigned_abs() as usize];
+            let v = if self.exp10 < 0 {
+                m as f64 / p
+            } else {
+                m as f64 * p
+            };
+            let low = v.to_bits() & ((1 << 29) - 1);
+            if low.abs_diff(1 << 28) > 8
+                && v >= f64::from(f32::MIN_POSITIVE)
+                && v <= f64::from(f32::MAX)
+            {
+                let v = v as f32;
+                return Some(if self.neg { -v } else { v });
+            }
+        }
         std::str::from_utf8(self.text).ok()?.parse().ok()
     }
 
@@ -449,5 +472,316 @@ pub(crate) fn write_element(out: &mut Vec<u8>, dtype: DataType, c: &[u8]) {
             float(out, v, v.is_finite())
         }
         DataType::Bytes => out.extend_from_slice(b"null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str, dtype: DataType) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        read_numeric(text.as_bytes(), dtype, 4, 16, &mut out).map(|_| out)
+    }
+
+    #[test]
+    fn structure_is_checked() {
+        for bad in [
+            "", "1", "[1,]", "[,1]", "[1 2]", "[1]]", "[[1]", "[1] x", "[01]", "[1.]", "[.5]",
+            "[+1]", "[1e]", "[-]", "[NaN]", "[Infinity]", "[tru]", "[[[[[1]]]]]", "[null]",
+            "[\"1\"]", "[{}]",
+        ] {
+            assert!(read(bad, DataType::F32).is_err(), "{bad:?}");
+        }
+        assert_eq!(read(" [ [1 ,2] ,[ ] , 3 ] ", DataType::U8).unwrap(), [1, 2, 3]);
+        assert_eq!(read("[[[[]]]]", DataType::U8).unwrap(), [0u8; 0]);
+        let many = format!("[{}]", ["0"; 17].join(","));
+        assert!(read(&many, DataType::U8).is_err(), "more than max");
+    }
+
+    #[test]
+    fn ranges_and_spellings() {
+        assert_eq!(read("[1.0, 1e2, true]", DataType::I8).unwrap(), [1, 100, 1]);
+        assert!(read("[1.5]", DataType::I32).is_err());
+        assert!(read("[-1]", DataType::U64).is_err());
+        assert_eq!(
+            read("[18446744073709551615]", DataType::U64).unwrap(),
+            u64::MAX.to_le_bytes()
+        );
+        assert!(read("[18446744073709551616]", DataType::U64).is_err());
+        assert_eq!(read("[0, 1, true]", DataType::Bool).unwrap(), [0, 1, 1]);
+        assert!(read("[-0]", DataType::Bool).is_err());
+        assert!(read("[1.0]", DataType::Bool).is_err());
+        assert!(read("[2]", DataType::Bool).is_err());
+        assert!(read("[true]", DataType::F32).is_err());
+        assert!(read("[1e39]", DataType::F32).is_err(), "rounds to infinity");
+        assert!(read("[65520]", DataType::F16).is_err(), "rounds to infinity");
+        assert!(read("[1e400]", DataType::F64).is_err());
+        assert_eq!(read("[-0]", DataType::F32).unwrap(), (-0f32).to_le_bytes());
+        assert_eq!(read("[1e-400]", DataType::F64).unwrap(), 0f64.to_le_bytes());
+        // Correctly rounded once: through f64 this rounds twice, to 1.0000001.
+        assert_eq!(
+            read("[1.00000005960464477550]", DataType::F32).unwrap(),
+            1.0000001f32.to_le_bytes()
+        );
+    }
+
+    #[test]
+    fn non_finite_floats_are_written_as_null() {
+        let raw: Vec<u8> = [f32::NAN, f32::INFINITY, -0.0, 1.5]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
+        let mut out = Vec::new();
+        write_array(&mut out, DataType::F32, &raw).unwrap();
+        assert_eq!(out, b"[null,null,-0.0,1.5]");
+        assert!(write_array(&mut out, DataType::F32, &raw[..3]).is_err());
+    }
+}
+
+/// The scanner against serde_json (the reader it replaces) on random numbers of every
+/// spelling, nested and spaced at random; the writer against serde_json's own output.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NUMERIC: [DataType; 13] = [
+        DataType::Bool,
+        DataType::U8,
+        DataType::I8,
+        DataType::U16,
+        DataType::I16,
+        DataType::U32,
+        DataType::I32,
+        DataType::U64,
+        DataType::I64,
+        DataType::F16,
+        DataType::Bf16,
+        DataType::F32,
+        DataType::F64,
+    ];
+
+    /// A JSON number or boolean, spelled as clients spell them, and at the edges.
+    fn token() -> impl Strategy<Value = String> {
+        let edges: Vec<i128> = vec![
+            0,
+            i8::MIN.into(),
+            i8::MAX.into(),
+            u8::MAX.into(),
+            i16::MIN.into(),
+            i16::MAX.into(),
+            u16::MAX.into(),
+            i32::MIN.into(),
+            i32::MAX.into(),
+            u32::MAX.into(),
+            i64::MIN.into(),
+            i64::MAX.into(),
+            u64::MAX.into(),
+            1 << 24,
+            1 << 53,
+        ];
+        prop_oneof![
+            any::<i64>().prop_map(|v| v.to_string()),
+            any::<u64>().prop_map(|v| v.to_string()),
+            (proptest::sample::select(edges), -2i128..=2).prop_map(|(e, d)| (e + d).to_string()),
+            (proptest::sample::select(vec![1i128, -1]), -2i128..=2)
+                .prop_map(|(s, d)| (s * (i128::from(u64::MAX) + 1) + d).to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:?}")),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:e}")),
+            any::<f32>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{:?}", f64::from(f))),
+            any::<f32>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:e}")),
+            // Halfway between two f32s, exactly and as the nearest short f64: where
+            // rounding once and rounding twice part.
+            any::<f32>()
+                .prop_filter("finite", |f| f.is_finite() && *f != f32::MAX)
+                .prop_flat_map(|f| {
+                    let mid = (f64::from(f) + f64::from(f.next_up())) / 2.0;
+                    proptest::sample::select(vec![format!("{mid:e}"), format!("{mid:.80e}")])
+                }),
+            // Subnormals of both widths.
+            (1u64..1 << 52).prop_map(|b| format!("{:e}", f64::from_bits(b))),
+            (1u32..1 << 23).prop_map(|b| format!("{:e}", f32::from_bits(b))),
+            // Any spelling the grammar allows, short or long, tiny or huge.
+            (
+                "-?",
+                "0|[1-9][0-9]{0,24}",
+                proptest::option::of("[0-9]{1,24}"),
+                proptest::option::of(("[eE][+-]?", 0u32..420))
+            )
+                .prop_map(|(sign, int, frac, exp)| {
+                    let mut t = format!("{sign}{int}");
+                    if let Some(f) = frac {
+                        t += &format!(".{f}");
+                    }
+                    if let Some((e, x)) = exp {
+                        t += &format!("{e}{x}");
+                    }
+                    t
+                }),
+            proptest::sample::select(vec![
+                "-0", "-0.0", "0e999999999", "1e400", "-1e400", "2e-400", "3.4028235e38",
+                "3.4028236e38", "65504", "65520", "true", "false", "1.0", "1e2", "-1E+2",
+            ])
+            .prop_map(String::from),
+        ]
+    }
+
+    /// What serde_json made of one token for `dtype`: its raw bytes, or a refusal.
+    fn reference(tok: &str, dtype: DataType) -> Option<Vec<u8>> {
+        let v: serde_json::Value = serde_json::from_str(tok).ok()?;
+        let whole = |v: &serde_json::Value| -> Option<i128> {
+            match v {
+                serde_json::Value::Bool(b) => Some(i128::from(*b)),
+                serde_json::Value::Number(n) => n
+                    .as_i64()
+                    .map(i128::from)
+                    .or(n.as_u64().map(i128::from))
+                    .or_else(|| {
+                        let f = n.as_f64()?;
+                        (f.fract() == 0.0 && f.is_finite()).then_some(f as i128)
+                    }),
+                _ => None,
+            }
+        };
+        let float = || v.as_f64().filter(|_| v.is_number());
+        fn int<T: TryFrom<i128>, const N: usize>(
+            v: Option<i128>,
+            le: fn(T) -> [u8; N],
+        ) -> Option<Vec<u8>> {
+            Some(le(T::try_from(v?).ok()?).to_vec())
+        }
+        match dtype {
+            DataType::Bool => match &v {
+                serde_json::Value::Bool(b) => Some(vec![u8::from(*b)]),
+                serde_json::Value::Number(n) if n.as_u64().is_some_and(|u| u <= 1) => {
+                    Some(vec![n.as_u64()? as u8])
+                }
+                _ => None,
+            },
+            DataType::U8 => int::<u8, 1>(whole(&v), u8::to_le_bytes),
+            DataType::I8 => int::<i8, 1>(whole(&v), i8::to_le_bytes),
+            DataType::U16 => int::<u16, 2>(whole(&v), u16::to_le_bytes),
+            DataType::I16 => int::<i16, 2>(whole(&v), i16::to_le_bytes),
+            DataType::U32 => int::<u32, 4>(whole(&v), u32::to_le_bytes),
+            DataType::I32 => int::<i32, 4>(whole(&v), i32::to_le_bytes),
+            DataType::U64 => int::<u64, 8>(whole(&v), u64::to_le_bytes),
+            DataType::I64 => int::<i64, 8>(whole(&v), i64::to_le_bytes),
+            DataType::F64 => Some(float()?.to_le_bytes().to_vec()),
+            // Rounded once from the text: serde_json has no f32 reader of its own.
+            DataType::F32 => {
+                float()?;
+                let f: f32 = tok.parse().ok()?;
+                f.is_finite().then(|| f.to_le_bytes().to_vec())
+            }
+            DataType::F16 => {
+                let h = half::f16::from_f64(float()?);
+                h.is_finite().then(|| h.to_le_bytes().to_vec())
+            }
+            DataType::Bf16 => {
+                let h = half::bf16::from_f64(float()?);
+                h.is_finite().then(|| h.to_le_bytes().to_vec())
+            }
+            DataType::Bytes => None,
+        }
+    }
+
+    /// `tokens` as a JSON array, in rows of `row` when nested, spaced with `ws`.
+    fn render(tokens: &[String], row: Option<usize>, ws: &[String]) -> String {
+        let sp = |i: usize| ws[i % ws.len()].as_str();
+        let flat = |toks: &[String], base: usize| {
+            let items: Vec<String> = toks
+                .iter()
+                .enumerate()
+                .map(|(k, t)| format!("{}{t}{}", sp(base + 2 * k), sp(base + 2 * k + 1)))
+                .collect();
+            format!("[{}]", items.join(","))
+        };
+        match row {
+            None => flat(tokens, 0),
+            Some(r) => {
+                let rows: Vec<String> = tokens
+                    .chunks(r.max(1))
+                    .enumerate()
+                    .map(|(k, c)| format!("{}{}", sp(k), flat(c, k * 7)))
+                    .collect();
+                format!("[{}{}]", rows.join(","), sp(3))
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn reads_what_serde_json_read(
+            which in 0usize..NUMERIC.len(),
+            tokens in proptest::collection::vec(token(), 0..12),
+            row in proptest::option::of(1usize..5),
+            ws in proptest::collection::vec("[ \t\n\r]{0,2}", 1..6),
+        ) {
+            let dtype = NUMERIC[which];
+            let text = render(&tokens, row, &ws);
+            let want: Option<Vec<u8>> = tokens
+                .iter()
+                .map(|t| reference(t, dtype))
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.concat());
+            let mut out = Vec::new();
+            let got = read_numeric(text.as_bytes(), dtype, 2, tokens.len(), &mut out);
+            match want {
+                Some(bytes) => {
+                    prop_assert_eq!(got, Ok(tokens.len()), "{} {}", dtype, text);
+                    prop_assert_eq!(out, bytes, "{} {}", dtype, text);
+                }
+                None => prop_assert!(got.is_err(), "{} {} gave {:?}", dtype, text, out),
+            }
+        }
+
+        #[test]
+        fn writes_what_serde_json_wrote(which in 0usize..NUMERIC.len(), raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let dtype = NUMERIC[which];
+            let size = dtype.element_size().unwrap();
+            let raw = &raw[..raw.len() / size * size];
+            let mut out = Vec::new();
+            write_array(&mut out, dtype, raw).unwrap();
+            let c = raw.chunks_exact(size);
+            let want = match dtype {
+                DataType::Bool => serde_json::to_vec(&c.map(|b| b[0] != 0).collect::<Vec<_>>()),
+                DataType::U8 => serde_json::to_vec(&raw),
+                DataType::I8 => serde_json::to_vec(&c.map(|b| b[0] as i8).collect::<Vec<_>>()),
+                DataType::U16 => serde_json::to_vec(&c.map(|b| u16::from_le_bytes([b[0], b[1]])).collect::<Vec<_>>()),
+                DataType::I16 => serde_json::to_vec(&c.map(|b| i16::from_le_bytes([b[0], b[1]])).collect::<Vec<_>>()),
+                DataType::U32 => serde_json::to_vec(&c.map(|b| u32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>()),
+                DataType::I32 => serde_json::to_vec(&c.map(|b| i32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>()),
+                DataType::U64 => serde_json::to_vec(&c.map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>()),
+                DataType::I64 => serde_json::to_vec(&c.map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>()),
+                DataType::F16 => serde_json::to_vec(&c.map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect::<Vec<_>>()),
+                DataType::Bf16 => serde_json::to_vec(&c.map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect::<Vec<_>>()),
+                DataType::F32 => serde_json::to_vec(&c.map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>()),
+                DataType::F64 => serde_json::to_vec(&c.map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>()),
+                DataType::Bytes => unreachable!(),
+            }.unwrap();
+            prop_assert_eq!(&out, &want);
+            // And it reads back to the same tensor, bit for bit, where JSON can say it.
+            let v: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
+            if v.iter().all(|x| !x.is_null()) {
+                let mut back = Vec::new();
+                read_numeric(&out, dtype, 1, v.len(), &mut back).unwrap();
+                if dtype == DataType::Bool {
+                    prop_assert_eq!(back, raw.iter().map(|&b| u8::from(b != 0)).collect::<Vec<_>>());
+                } else {
+                    prop_assert_eq!(back, raw);
+                }
+            }
+        }
     }
 }
