@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 use warden_shared::datatype::{DataType, element_count};
 use warden_shared::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use warden_shared::proto::{
@@ -303,6 +304,111 @@ fn envelope_cost(r: &JsonInferRequest<'_>) -> usize {
     inputs + outputs + params(&r.parameters) + r.id.as_ref().map_or(0, String::len)
 }
 
+/// Where each input's `data` array is in a KServe body: `(input index, span)` for
+/// every `"data": [...]` of an object of the top-level `inputs` array, when the array
+/// holds no string (numbers, booleans, nesting). `None` (read it all with serde_json)
+/// when there is none or the body is not what it seems. Strings elsewhere are skipped
+/// whole, so a `"data"` inside one is not taken for a key. Linear, no recursion, and
+/// at most [`MAX_TENSORS`] spans.
+fn data_spans(json: &[u8]) -> Option<Vec<(usize, Range<usize>)>> {
+    let ws = |p: &mut usize| {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = json.get(*p) {
+            *p += 1;
+        }
+    };
+    let mut spans = Vec::new();
+    let mut depth = 0usize;
+    let mut key_at_1: &[u8] = b"";
+    let mut in_inputs = false;
+    let mut inputs_seen = 0usize;
+    let mut p = 0usize;
+    while let Some(&b) = json.get(p) {
+        match b {
+            b'"' => {
+                let start = p + 1;
+                let mut q = start;
+                let end = loop {
+                    let k = q + memchr::memchr2(b'"', b'\\', json.get(q..)?)?;
+                    if json[k] == b'"' {
+                        break k;
+                    }
+                    q = k + 2;
+                };
+                p = end + 1;
+                ws(&mut p);
+                if json.get(p) != Some(&b':') {
+                    continue;
+                }
+                p += 1;
+                let key = &json[start..end];
+                if depth == 1 {
+                    key_at_1 = key;
+                }
+                if depth == 3 && in_inputs && key == b"data" {
+                    ws(&mut p);
+                    if json.get(p) == Some(&b'[') {
+                        let end = array_end(json, p)?;
+                        if inputs_seen == 0 || spans.len() == MAX_TENSORS {
+                            return None;
+                        }
+                        spans.push((inputs_seen - 1, p..end));
+                        p = end;
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth == 2 {
+                    in_inputs = b == b'[' && key_at_1 == b"inputs";
+                }
+                if depth == 3 && in_inputs && b == b'{' {
+                    inputs_seen += 1;
+                }
+                p += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                p += 1;
+            }
+            _ => p += 1,
+        }
+    }
+    Some(spans)
+}
+
+/// One past the `]` closing the array that opens at `at`, if it holds no string.
+fn array_end(json: &[u8], at: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut p = at;
+    loop {
+        let k = p + memchr::memchr3(b'[', b']', b'"', json.get(p..)?)?;
+        match json[k] {
+            b'[' => depth += 1,
+            b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(k + 1);
+                }
+            }
+            _ => return None,
+        }
+        p = k + 1;
+    }
+}
+
+/// `json` with each span replaced by `[]`; `size` is the result's length.
+fn without_spans(json: &[u8], spans: &[(usize, Range<usize>)], size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size);
+    let mut from = 0;
+    for (_, r) in spans {
+        out.extend_from_slice(&json[from..r.start]);
+        out.extend_from_slice(b"[]");
+        from = r.end;
+    }
+    out.extend_from_slice(&json[from..]);
+    out
+}
+
 /// Parses a JSON infer request into the socket form, with every tensor as raw bytes.
 /// `binary` is the part of the body after the JSON header (binary tensor data
 /// extension); inputs with `parameters.binary_data_size` take their bytes from it, in
@@ -321,13 +427,33 @@ pub fn parse_infer_request(
     max_depth: usize,
     charge: &mut dyn FnMut(usize) -> Result<(), crate::refusal::Refusal>,
 ) -> Result<(ModelInferRequest, OutputPrefs), JsonError> {
+    // serde_json reads the envelope; the big `data` arrays are lifted out first, so
+    // that only the scanner reads them (once, straight into their tensors).
+    let spans = data_spans(json).unwrap_or_default();
+    let lifted;
+    let envelope = if spans.is_empty() {
+        json
+    } else {
+        let size = json.len() - spans.iter().map(|(_, r)| r.len() - 2).sum::<usize>();
+        charge(size).map_err(JsonError::Refused)?;
+        lifted = without_spans(json, &spans, size);
+        &lifted[..]
+    };
+    let mut spans = spans.into_iter().peekable();
     let parsed: JsonInferRequest<'_> =
-        serde_json::from_slice(json).map_err(|e| JsonError::Syntax(e.to_string()))?;
+        serde_json::from_slice(envelope).map_err(|e| JsonError::Syntax(e.to_string()))?;
     charge(envelope_cost(&parsed)).map_err(JsonError::Refused)?;
     let mut inputs = Vec::with_capacity(parsed.inputs.0.len());
     let mut raw = Vec::with_capacity(parsed.inputs.0.len());
     let mut offset = 0usize;
-    for input in parsed.inputs.0 {
+    for (index, input) in parsed.inputs.0.into_iter().enumerate() {
+        let data = match spans.next_if(|(i, _)| *i == index) {
+            // Lifted: the data's own text, ASCII (no string was in it).
+            Some((_, r)) => Some(std::str::from_utf8(&json[r]).map_err(|_| {
+                JsonError::Syntax("data is not valid JSON".into())
+            })?),
+            None => input.data.map(RawValue::get),
+        };
         let err = |message: String| JsonError::Input {
             input: input.name.chars().take(64).collect(),
             message,
@@ -349,7 +475,7 @@ pub fn parse_infer_request(
             Some(JsonParam::Int(n)) if *n >= 0 => Some(*n as usize),
             Some(_) => return Err(err("binary_data_size must be a non-negative integer".into())),
         };
-        let bytes = match (binary_size, input.data) {
+        let bytes = match (binary_size, data) {
             (Some(_), Some(_)) => return Err(err("has both data and binary_data_size".into())),
             (None, None) => return Err(err("has neither data nor binary_data_size".into())),
             (Some(size), None) => {
@@ -372,7 +498,7 @@ pub fn parse_infer_request(
                 // longer than its JSON spelling.
                 let size = match datatype.element_size() {
                     Some(size) => count * size,
-                    None => count * 4 + data.get().len(),
+                    None => count * 4 + data.len(),
                 };
                 charge(size).map_err(JsonError::Refused)?;
                 let written;
@@ -380,7 +506,7 @@ pub fn parse_infer_request(
                     // Numbers: the hand-written scanner, straight into the raw tensor.
                     let mut out = Vec::with_capacity(size);
                     written = crate::front::jsondata::read_numeric(
-                        data.get().as_bytes(),
+                        data.as_bytes(),
                         datatype,
                         max_depth,
                         count,
@@ -392,7 +518,7 @@ pub fn parse_infer_request(
                     // Strings, with JSON's escapes: serde_json's reader.
                     let mut out = BytesMut::with_capacity(size);
                     let mut n = 0usize;
-                    let mut de = serde_json::Deserializer::from_str(data.get());
+                    let mut de = serde_json::Deserializer::from_str(data);
                     EncodeSeed {
                         out: &mut out,
                         dtype: datatype,
@@ -711,6 +837,43 @@ mod tests {
             .flat_map(|f| f.to_le_bytes())
             .collect();
         assert_eq!(flat.raw_input_contents[0].as_ref(), &expect[..]);
+    }
+
+    #[test]
+    fn data_is_found_wherever_it_is() {
+        let int8 = |body: &str, bin: &[u8]| {
+            parse_infer_request(
+                body.as_bytes(),
+                Bytes::copy_from_slice(bin),
+                "m",
+                "",
+                100,
+                32,
+                &mut no_charge,
+            )
+            .map(|(r, _)| r.raw_input_contents.iter().map(|b| b.to_vec()).collect::<Vec<_>>())
+        };
+        // Before its datatype; "data" inside strings; an escaped key; nested rows.
+        let body = r#"{"id":"\"data\":[9]","inputs":[{"data":[[1],[2]],"name":"x","shape":[2,1],"datatype":"INT8","parameters":{"note":"\"data\": [5]"}},
+                       {"name":"y","shape":[1],"datatype":"INT8","d\u0061ta":[4]}],"outputs":[{"name":"data"}]}"#;
+        assert_eq!(int8(body, &[]).unwrap(), vec![vec![1, 2], vec![4]]);
+        // Inputs without data do not shift the others.
+        let body = r#"{"inputs":[{"name":"a","shape":[1],"datatype":"INT8","parameters":{"binary_data_size":1}},
+                                 {"name":"b","shape":[1],"datatype":"INT8","data":[6]}]}"#;
+        assert_eq!(int8(body, &[9]).unwrap(), vec![vec![9], vec![6]]);
+        // Strings in one data array: all read by serde_json, the same.
+        let body = r#"{"inputs":[{"name":"a","shape":[1],"datatype":"INT8","data":[3]},
+                                 {"name":"s","shape":[1],"datatype":"BYTES","data":["]"]}]}"#;
+        assert_eq!(int8(body, &[]).unwrap(), vec![vec![3], vec![1, 0, 0, 0, b']']]);
+        for bad in [
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1],"data":[2]}]}"#,
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1 2]}]}"#,
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1]]}]}"#,
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1]}}"#,
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1],"parameters":{"binary_data_size":1}}]}"#,
+        ] {
+            assert!(int8(bad, &[]).is_err(), "{bad}");
+        }
     }
 
     #[test]
