@@ -330,6 +330,10 @@ impl<'a> Scanner<'a> {
         let mut n = 0usize;
         let mut digits = |p: &mut usize| {
             let from = *p;
+            while let Some(eight) = eight_digits(s, *p) {
+                m = m.wrapping_mul(100_000_000).wrapping_add(eight);
+                *p += 8;
+            }
             while let d @ b'0'..=b'9' = at(*p) {
                 m = m.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
                 *p += 1;
@@ -383,6 +387,23 @@ impl<'a> Scanner<'a> {
             float,
         })
     }
+}
+
+/// The value of the eight bytes at `p` if they are all digits, read at once (the
+/// standard library's float parser does the same).
+fn eight_digits(s: &[u8], p: usize) -> Option<u64> {
+    let v = u64::from_le_bytes(s.get(p..p.checked_add(8)?)?.try_into().ok()?);
+    let digits = v.wrapping_sub(0x3030_3030_3030_3030);
+    if (v.wrapping_add(0x4646_4646_4646_4646) | digits) & 0x8080_8080_8080_8080 != 0 {
+        return None;
+    }
+    const MASK: u64 = 0x0000_00ff_0000_00ff;
+    const MUL1: u64 = 0x000f_4240_0000_0064; // 100 + (1_000_000 << 32)
+    const MUL2: u64 = 0x0000_2710_0000_0001; // 1 + (10_000 << 32)
+    let v = digits.wrapping_mul(10).wrapping_add(digits >> 8);
+    let v1 = (v & MASK).wrapping_mul(MUL1);
+    let v2 = ((v >> 16) & MASK).wrapping_mul(MUL2);
+    Some(u64::from((v1.wrapping_add(v2) >> 32) as u32))
 }
 
 /// Appends `raw`, a little-endian tensor of `dtype`, as a flat JSON array.
@@ -524,6 +545,16 @@ mod tests {
             read("[1.00000005960464477550]", DataType::F32).unwrap(),
             1.0000001f32.to_le_bytes()
         );
+    }
+
+    #[test]
+    fn eight_digits_at_once() {
+        assert_eq!(eight_digits(b"12345678", 0), Some(12345678));
+        assert_eq!(eight_digits(b"x00000009", 1), Some(9));
+        assert_eq!(eight_digits(b"99999999", 0), Some(99999999));
+        for bad in [&b"1234567"[..], b"1234567.", b"/2345678", b":2345678", b"1234567\x80"] {
+            assert_eq!(eight_digits(bad, 0), None, "{bad:?}");
+        }
     }
 
     #[test]
