@@ -652,11 +652,32 @@ pub(crate) fn put(
         DataType::I64 => int!(i64, put_i64_le),
         DataType::F16 | DataType::Bf16 | DataType::F32 | DataType::F64 => {
             let v = as_f64(s).ok_or_else(|| format!("element {i} is not a number"))?;
+            // A finite number that rounds to infinity is out of the datatype's range
+            // (as in the `data` scanner).
+            let check = |finite: bool| {
+                finite
+                    .then_some(())
+                    .ok_or_else(|| format!("element {i} is out of range for {dtype}"))
+            };
             match dtype {
-                DataType::F16 => out.put_u16_le(half::f16::from_f64(v).to_bits()),
-                DataType::Bf16 => out.put_u16_le(half::bf16::from_f64(v).to_bits()),
-                DataType::F32 => out.put_f32_le(v as f32),
-                _ => out.put_f64_le(v),
+                DataType::F16 => {
+                    let h = half::f16::from_f64(v);
+                    check(h.is_finite())?;
+                    out.put_u16_le(h.to_bits());
+                }
+                DataType::Bf16 => {
+                    let h = half::bf16::from_f64(v);
+                    check(h.is_finite())?;
+                    out.put_u16_le(h.to_bits());
+                }
+                DataType::F32 => {
+                    check((v as f32).is_finite())?;
+                    out.put_f32_le(v as f32);
+                }
+                _ => {
+                    check(v.is_finite())?;
+                    out.put_f64_le(v);
+                }
             }
         }
     }

@@ -663,6 +663,8 @@ mod tests {
             assert_eq!(r.inputs[0].datatype, "FP32");
             assert_eq!(f32s(&r.raw_input_contents[0]), vec![1.0, 2.0, 3.0, 4.5]);
         }
+        // Out of FP32's range: refused, as in KServe JSON, not stored as infinity.
+        assert!(parse(r#"{"instances": [[1e39, 2]]}"#, &m).is_err());
     }
 
     #[test]
