@@ -7,7 +7,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::fmt;
@@ -684,40 +684,6 @@ pub(crate) fn put(
     Ok(())
 }
 
-/// One element of a fixed-size datatype, from its raw little-endian bytes, as JSON.
-pub(crate) struct Element<'a> {
-    pub dtype: DataType,
-    pub bytes: &'a [u8],
-}
-
-impl Serialize for Element<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let c = self.bytes;
-        match self.dtype {
-            DataType::Bool => s.serialize_bool(exact::<1, S::Error>(c)?[0] != 0),
-            DataType::U8 => s.serialize_u8(exact::<1, S::Error>(c)?[0]),
-            DataType::I8 => s.serialize_i8(i8::from_le_bytes(exact(c)?)),
-            DataType::U16 => s.serialize_u16(u16::from_le_bytes(exact(c)?)),
-            DataType::I16 => s.serialize_i16(i16::from_le_bytes(exact(c)?)),
-            DataType::F16 => s.serialize_f32(half::f16::from_le_bytes(exact(c)?).to_f32()),
-            DataType::Bf16 => s.serialize_f32(half::bf16::from_le_bytes(exact(c)?).to_f32()),
-            DataType::U32 => s.serialize_u32(u32::from_le_bytes(exact(c)?)),
-            DataType::I32 => s.serialize_i32(i32::from_le_bytes(exact(c)?)),
-            DataType::F32 => s.serialize_f32(f32::from_le_bytes(exact(c)?)),
-            DataType::U64 => s.serialize_u64(u64::from_le_bytes(exact(c)?)),
-            DataType::I64 => s.serialize_i64(i64::from_le_bytes(exact(c)?)),
-            DataType::F64 => s.serialize_f64(f64::from_le_bytes(exact(c)?)),
-            DataType::Bytes => Err(serde::ser::Error::custom("BYTES element")),
-        }
-    }
-}
-
-/// The `N` bytes of one element.
-fn exact<const N: usize, E: serde::ser::Error>(c: &[u8]) -> Result<[u8; N], E> {
-    c.try_into()
-        .map_err(|_| E::custom("element of the wrong size"))
-}
-
 /// The backend's response `parameters` (such as `model_digest`) as JSON values.
 fn from_proto_params(
     p: &HashMap<String, InferParameter>,
@@ -738,7 +704,7 @@ fn from_proto_params(
 }
 
 /// Appends `v` as JSON (strings escaped as serde_json escapes them).
-fn json_text<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(), String> {
+pub(crate) fn json_text<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(), String> {
     serde_json::to_writer(out, v).map_err(|e| e.to_string())
 }
 

@@ -455,6 +455,7 @@ fn max_text(dtype: DataType) -> usize {
 }
 
 /// Appends one element of a fixed-size datatype, `c` being exactly its bytes.
+#[inline]
 pub(crate) fn write_element(out: &mut Vec<u8>, dtype: DataType, c: &[u8]) {
     fn float<F: zmij::Float>(out: &mut Vec<u8>, v: F, finite: bool) {
         if finite {
