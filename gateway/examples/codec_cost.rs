@@ -26,14 +26,19 @@ use warden_shared::proto::model_metadata_response::TensorMetadata;
 use warden_shared::proto::{ModelInferResponse, ModelMetadataResponse};
 
 const INPUT: [usize; 4] = [1, 128, 128, 3];
-const OUTPUTS: [(&str, [usize; 3]); 2] = [("regressors", [1, 896, 16]), ("classificators", [1, 896, 1])];
+const OUTPUTS: [(&str, [usize; 3]); 2] = [
+    ("regressors", [1, 896, 16]),
+    ("classificators", [1, 896, 1]),
+];
 
 /// Deterministic values in [-1, 1], as a normalised image.
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut x = seed;
     (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -50,7 +55,11 @@ fn flat6(v: &[f32]) -> String {
         .map(|&f| {
             let s = format!("{:.6}", f as f64);
             let s = s.trim_end_matches('0').trim_end_matches('.');
-            if s.is_empty() || s == "-" { "0.0".into() } else { s.to_string() }
+            if s.is_empty() || s == "-" {
+                "0.0".into()
+            } else {
+                s.to_string()
+            }
         })
         .collect();
     format!("[{}]", items.join(", "))
@@ -62,8 +71,9 @@ fn nested_repr(v: &[f32], dims: &[usize]) -> String {
         None => format!("{:?}", v[0] as f64),
         Some((&n, rest)) => {
             let stride: usize = rest.iter().product();
-            let parts: Vec<String> =
-                (0..n).map(|i| nested_repr(&v[i * stride..(i + 1) * stride], rest)).collect();
+            let parts: Vec<String> = (0..n)
+                .map(|i| nested_repr(&v[i * stride..(i + 1) * stride], rest))
+                .collect();
             format!("[{}]", parts.join(", "))
         }
     }
@@ -179,7 +189,11 @@ fn measured(f: &Fixture, stage: &str) -> Bytes {
     let max = 1 << 24;
     match stage {
         "json_decode" | "json_decode_nested" => {
-            let body = if stage == "json_decode" { &f.json_flat } else { &f.json_nested };
+            let body = if stage == "json_decode" {
+                &f.json_flat
+            } else {
+                &f.json_nested
+            };
             let (r, _) = parse_infer_request(body, Bytes::new(), "m", "1", max, 32, &mut ok)
                 .expect("decodes");
             r.raw_input_contents[0].clone()
@@ -189,13 +203,18 @@ fn measured(f: &Fixture, stage: &str) -> Bytes {
             .body
             .into(),
         "tfs_decode" => {
-            let bounds = Bounds { max_elements: max, max_depth: 32 };
+            let bounds = Bounds {
+                max_elements: max,
+                max_depth: 32,
+            };
             let (r, _) =
                 tfs_json::parse_predict(&f.tfs_body, &f.tfs_meta, "m", "1", bounds, &mut ok)
                     .expect("decodes");
             r.raw_input_contents[0].clone()
         }
-        "tfs_encode" => tfs_json::render_predict(&f.response, Format::Row).expect("renders").into(),
+        "tfs_encode" => tfs_json::render_predict(&f.response, Format::Row)
+            .expect("renders")
+            .into(),
         "binary_decode" => {
             let (r, _) = parse_infer_request(
                 &f.bin_header,
@@ -210,8 +229,14 @@ fn measured(f: &Fixture, stage: &str) -> Bytes {
             r.raw_input_contents[0].clone()
         }
         "binary_encode" => {
-            let prefs = OutputPrefs { binary_by_default: true, ..Default::default() };
-            render_infer_response(&f.response, &prefs).expect("renders").body.into()
+            let prefs = OutputPrefs {
+                binary_by_default: true,
+                ..Default::default()
+            };
+            render_infer_response(&f.response, &prefs)
+                .expect("renders")
+                .body
+                .into()
         }
         "memcpy" => black_box(f.copy_src.to_vec()).into(),
         other => panic!("no stage {other:?}; stages: {STAGES:?}"),

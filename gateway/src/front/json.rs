@@ -449,9 +449,10 @@ pub fn parse_infer_request(
     for (index, input) in parsed.inputs.0.into_iter().enumerate() {
         let data = match spans.next_if(|(i, _)| *i == index) {
             // Lifted: the data's own text, ASCII (no string was in it).
-            Some((_, r)) => Some(std::str::from_utf8(&json[r]).map_err(|_| {
-                JsonError::Syntax("data is not valid JSON".into())
-            })?),
+            Some((_, r)) => Some(
+                std::str::from_utf8(&json[r])
+                    .map_err(|_| JsonError::Syntax("data is not valid JSON".into()))?,
+            ),
             None => input.data.map(RawValue::get),
         };
         let err = |message: String| JsonError::Input {
@@ -748,7 +749,12 @@ pub fn render_infer_response(
         json_text(&mut body, &parameters)?;
     }
     body.extend_from_slice(b",\"outputs\":[");
-    for (k, (o, raw)) in resp.outputs.iter().zip(&resp.raw_output_contents).enumerate() {
+    for (k, (o, raw)) in resp
+        .outputs
+        .iter()
+        .zip(&resp.raw_output_contents)
+        .enumerate()
+    {
         let dtype: DataType = o.datatype.parse().map_err(|e| format!("{e}"))?;
         if k > 0 {
             body.push(b',');
@@ -838,7 +844,12 @@ mod tests {
                 32,
                 &mut no_charge,
             )
-            .map(|(r, _)| r.raw_input_contents.iter().map(|b| b.to_vec()).collect::<Vec<_>>())
+            .map(|(r, _)| {
+                r.raw_input_contents
+                    .iter()
+                    .map(|b| b.to_vec())
+                    .collect::<Vec<_>>()
+            })
         };
         // Before its datatype; "data" inside strings; an escaped key; nested rows.
         let body = r#"{"id":"\"data\":[9]","inputs":[{"data":[[1],[2]],"name":"x","shape":[2,1],"datatype":"INT8","parameters":{"note":"\"data\": [5]"}},
@@ -851,7 +862,10 @@ mod tests {
         // Strings in one data array: all read by serde_json, the same.
         let body = r#"{"inputs":[{"name":"a","shape":[1],"datatype":"INT8","data":[3]},
                                  {"name":"s","shape":[1],"datatype":"BYTES","data":["]"]}]}"#;
-        assert_eq!(int8(body, &[]).unwrap(), vec![vec![3], vec![1, 0, 0, 0, b']']]);
+        assert_eq!(
+            int8(body, &[]).unwrap(),
+            vec![vec![3], vec![1, 0, 0, 0, b']']]
+        );
         for bad in [
             r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1],"data":[2]}]}"#,
             r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1 2]}]}"#,

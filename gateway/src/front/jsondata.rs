@@ -2,11 +2,12 @@
 //! little-endian tensor, and a raw tensor written back as a JSON array, with no JSON
 //! tree, no element list and no allocation per element.
 //!
-//! Reading follows JSON's number grammar exactly and rounds each number once, correctly,
-//! to its datatype: short decimals (at most 19 digits and a small power of ten) by exact
-//! float arithmetic (Clinger's fast path), every other spelling by the standard
-//! library's correctly rounded parser. An FP32 element is rounded from its decimal text
-//! straight to `f32`, not through `f64` (which would round twice). A number that rounds
+//! Reading follows JSON's number grammar exactly and rounds each FP32 and FP64 number
+//! once, correctly, from its decimal text: short decimals (at most 19 digits and a small
+//! power of ten) by exact float arithmetic (Clinger's fast path), or for FP32 by one
+//! `f64` operation whose rounding to `f32` is provably the exact one; every other
+//! spelling by the standard library's correctly rounded parser. FP32 is not read through
+//! `f64` (which would round twice); FP16 and BF16 are, as before. A number that rounds
 //! to infinity in its datatype is out of its range and refused.
 //!
 //! Integers keep the meaning they had when serde_json read them: an integer spelling is
@@ -27,11 +28,11 @@ enum Elem<'a> {
     Other,
 }
 
-/// One JSON number: its text and, when its digits fit a `u64`, its exact decimal value.
+/// One JSON number: its text and, when it has at most 19 digits, its exact decimal value.
 struct Number<'a> {
     text: &'a [u8],
     neg: bool,
-    /// All its digits as one integer, if they fit in a `u64`.
+    /// All its digits as one integer, when there are at most 19 (so it is exact).
     mantissa: Option<u64>,
     /// The power of ten `mantissa` is scaled by.
     exp10: i64,
@@ -112,7 +113,11 @@ impl Number<'_> {
             return (f.fract() == 0.0 && f.is_finite()).then_some(f as i128);
         }
         match self.mantissa {
-            Some(m) => Some(if self.neg { -i128::from(m) } else { i128::from(m) }),
+            Some(m) => Some(if self.neg {
+                -i128::from(m)
+            } else {
+                i128::from(m)
+            }),
             // 20 digits or more: beyond every integer datatype but UINT64's top end.
             None => std::str::from_utf8(self.text).ok()?.parse().ok(),
         }
@@ -514,13 +519,34 @@ mod tests {
     #[test]
     fn structure_is_checked() {
         for bad in [
-            "", "1", "[1,]", "[,1]", "[1 2]", "[1]]", "[[1]", "[1] x", "[01]", "[1.]", "[.5]",
-            "[+1]", "[1e]", "[-]", "[NaN]", "[Infinity]", "[tru]", "[[[[[1]]]]]", "[null]",
-            "[\"1\"]", "[{}]",
+            "",
+            "1",
+            "[1,]",
+            "[,1]",
+            "[1 2]",
+            "[1]]",
+            "[[1]",
+            "[1] x",
+            "[01]",
+            "[1.]",
+            "[.5]",
+            "[+1]",
+            "[1e]",
+            "[-]",
+            "[NaN]",
+            "[Infinity]",
+            "[tru]",
+            "[[[[[1]]]]]",
+            "[null]",
+            "[\"1\"]",
+            "[{}]",
         ] {
             assert!(read(bad, DataType::F32).is_err(), "{bad:?}");
         }
-        assert_eq!(read(" [ [1 ,2] ,[ ] , 3 ] ", DataType::U8).unwrap(), [1, 2, 3]);
+        assert_eq!(
+            read(" [ [1 ,2] ,[ ] , 3 ] ", DataType::U8).unwrap(),
+            [1, 2, 3]
+        );
         assert_eq!(read("[[[[]]]]", DataType::U8).unwrap(), [0u8; 0]);
         let many = format!("[{}]", ["0"; 17].join(","));
         assert!(read(&many, DataType::U8).is_err(), "more than max");
@@ -542,7 +568,10 @@ mod tests {
         assert!(read("[2]", DataType::Bool).is_err());
         assert!(read("[true]", DataType::F32).is_err());
         assert!(read("[1e39]", DataType::F32).is_err(), "rounds to infinity");
-        assert!(read("[65520]", DataType::F16).is_err(), "rounds to infinity");
+        assert!(
+            read("[65520]", DataType::F16).is_err(),
+            "rounds to infinity"
+        );
         assert!(read("[1e400]", DataType::F64).is_err());
         assert_eq!(read("[-0]", DataType::F32).unwrap(), (-0f32).to_le_bytes());
         assert_eq!(read("[1e-400]", DataType::F64).unwrap(), 0f64.to_le_bytes());
@@ -558,7 +587,13 @@ mod tests {
         assert_eq!(eight_digits(b"12345678", 0), Some(12345678));
         assert_eq!(eight_digits(b"x00000009", 1), Some(9));
         assert_eq!(eight_digits(b"99999999", 0), Some(99999999));
-        for bad in [&b"1234567"[..], b"1234567.", b"/2345678", b":2345678", b"1234567\x80"] {
+        for bad in [
+            &b"1234567"[..],
+            b"1234567.",
+            b"/2345678",
+            b":2345678",
+            b"1234567\x80",
+        ] {
             assert_eq!(eight_digits(bad, 0), None, "{bad:?}");
         }
     }
@@ -665,8 +700,21 @@ mod proptests {
                     t
                 }),
             proptest::sample::select(vec![
-                "-0", "-0.0", "0e999999999", "1e400", "-1e400", "2e-400", "3.4028235e38",
-                "3.4028236e38", "65504", "65520", "true", "false", "1.0", "1e2", "-1E+2",
+                "-0",
+                "-0.0",
+                "0e999999999",
+                "1e400",
+                "-1e400",
+                "2e-400",
+                "3.4028235e38",
+                "3.4028236e38",
+                "65504",
+                "65520",
+                "true",
+                "false",
+                "1.0",
+                "1e2",
+                "-1E+2",
             ])
             .prop_map(String::from),
         ]

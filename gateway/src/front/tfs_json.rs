@@ -411,10 +411,7 @@ impl Out<'_> {
             Ok(text) => json::json_text(out, text),
             Err(_) => {
                 out.extend_from_slice(b"{\"b64\":");
-                json::json_text(
-                    out,
-                    &base64::engine::general_purpose::STANDARD.encode(item),
-                )?;
+                json::json_text(out, &base64::engine::general_purpose::STANDARD.encode(item))?;
                 out.push(b'}');
                 Ok(())
             }
