@@ -7,10 +7,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 use warden_shared::datatype::{DataType, element_count};
 use warden_shared::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use warden_shared::proto::{
@@ -303,6 +304,111 @@ fn envelope_cost(r: &JsonInferRequest<'_>) -> usize {
     inputs + outputs + params(&r.parameters) + r.id.as_ref().map_or(0, String::len)
 }
 
+/// Where each input's `data` array is in a KServe body: `(input index, span)` for
+/// every `"data": [...]` of an object of the top-level `inputs` array, when the array
+/// holds no string (numbers, booleans, nesting). `None` (read it all with serde_json)
+/// when there is none or the body is not what it seems. Strings elsewhere are skipped
+/// whole, so a `"data"` inside one is not taken for a key. Linear, no recursion, and
+/// at most [`MAX_TENSORS`] spans.
+fn data_spans(json: &[u8]) -> Option<Vec<(usize, Range<usize>)>> {
+    let ws = |p: &mut usize| {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = json.get(*p) {
+            *p += 1;
+        }
+    };
+    let mut spans = Vec::new();
+    let mut depth = 0usize;
+    let mut key_at_1: &[u8] = b"";
+    let mut in_inputs = false;
+    let mut inputs_seen = 0usize;
+    let mut p = 0usize;
+    while let Some(&b) = json.get(p) {
+        match b {
+            b'"' => {
+                let start = p + 1;
+                let mut q = start;
+                let end = loop {
+                    let k = q + memchr::memchr2(b'"', b'\\', json.get(q..)?)?;
+                    if json[k] == b'"' {
+                        break k;
+                    }
+                    q = k + 2;
+                };
+                p = end + 1;
+                ws(&mut p);
+                if json.get(p) != Some(&b':') {
+                    continue;
+                }
+                p += 1;
+                let key = &json[start..end];
+                if depth == 1 {
+                    key_at_1 = key;
+                }
+                if depth == 3 && in_inputs && key == b"data" {
+                    ws(&mut p);
+                    if json.get(p) == Some(&b'[') {
+                        let end = array_end(json, p)?;
+                        if inputs_seen == 0 || spans.len() == MAX_TENSORS {
+                            return None;
+                        }
+                        spans.push((inputs_seen - 1, p..end));
+                        p = end;
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth == 2 {
+                    in_inputs = b == b'[' && key_at_1 == b"inputs";
+                }
+                if depth == 3 && in_inputs && b == b'{' {
+                    inputs_seen += 1;
+                }
+                p += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                p += 1;
+            }
+            _ => p += 1,
+        }
+    }
+    Some(spans)
+}
+
+/// One past the `]` closing the array that opens at `at`, if it holds no string.
+fn array_end(json: &[u8], at: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut p = at;
+    loop {
+        let k = p + memchr::memchr3(b'[', b']', b'"', json.get(p..)?)?;
+        match json[k] {
+            b'[' => depth += 1,
+            b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(k + 1);
+                }
+            }
+            _ => return None,
+        }
+        p = k + 1;
+    }
+}
+
+/// `json` with each span replaced by `[]`; `size` is the result's length.
+fn without_spans(json: &[u8], spans: &[(usize, Range<usize>)], size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size);
+    let mut from = 0;
+    for (_, r) in spans {
+        out.extend_from_slice(&json[from..r.start]);
+        out.extend_from_slice(b"[]");
+        from = r.end;
+    }
+    out.extend_from_slice(&json[from..]);
+    out
+}
+
 /// Parses a JSON infer request into the socket form, with every tensor as raw bytes.
 /// `binary` is the part of the body after the JSON header (binary tensor data
 /// extension); inputs with `parameters.binary_data_size` take their bytes from it, in
@@ -321,13 +427,34 @@ pub fn parse_infer_request(
     max_depth: usize,
     charge: &mut dyn FnMut(usize) -> Result<(), crate::refusal::Refusal>,
 ) -> Result<(ModelInferRequest, OutputPrefs), JsonError> {
+    // serde_json reads the envelope; the big `data` arrays are lifted out first, so
+    // that only the scanner reads them (once, straight into their tensors).
+    let spans = data_spans(json).unwrap_or_default();
+    let lifted;
+    let envelope = if spans.is_empty() {
+        json
+    } else {
+        let size = json.len() - spans.iter().map(|(_, r)| r.len() - 2).sum::<usize>();
+        charge(size).map_err(JsonError::Refused)?;
+        lifted = without_spans(json, &spans, size);
+        &lifted[..]
+    };
+    let mut spans = spans.into_iter().peekable();
     let parsed: JsonInferRequest<'_> =
-        serde_json::from_slice(json).map_err(|e| JsonError::Syntax(e.to_string()))?;
+        serde_json::from_slice(envelope).map_err(|e| JsonError::Syntax(e.to_string()))?;
     charge(envelope_cost(&parsed)).map_err(JsonError::Refused)?;
     let mut inputs = Vec::with_capacity(parsed.inputs.0.len());
     let mut raw = Vec::with_capacity(parsed.inputs.0.len());
     let mut offset = 0usize;
-    for input in parsed.inputs.0 {
+    for (index, input) in parsed.inputs.0.into_iter().enumerate() {
+        let data = match spans.next_if(|(i, _)| *i == index) {
+            // Lifted: the data's own text, ASCII (no string was in it).
+            Some((_, r)) => Some(
+                std::str::from_utf8(&json[r])
+                    .map_err(|_| JsonError::Syntax("data is not valid JSON".into()))?,
+            ),
+            None => input.data.map(RawValue::get),
+        };
         let err = |message: String| JsonError::Input {
             input: input.name.chars().take(64).collect(),
             message,
@@ -349,7 +476,7 @@ pub fn parse_infer_request(
             Some(JsonParam::Int(n)) if *n >= 0 => Some(*n as usize),
             Some(_) => return Err(err("binary_data_size must be a non-negative integer".into())),
         };
-        let bytes = match (binary_size, input.data) {
+        let bytes = match (binary_size, data) {
             (Some(_), Some(_)) => return Err(err("has both data and binary_data_size".into())),
             (None, None) => return Err(err("has neither data nor binary_data_size".into())),
             (Some(size), None) => {
@@ -372,28 +499,46 @@ pub fn parse_infer_request(
                 // longer than its JSON spelling.
                 let size = match datatype.element_size() {
                     Some(size) => count * size,
-                    None => count * 4 + data.get().len(),
+                    None => count * 4 + data.len(),
                 };
                 charge(size).map_err(JsonError::Refused)?;
-                let mut out = BytesMut::with_capacity(size);
-                let mut written = 0usize;
-                let mut de = serde_json::Deserializer::from_str(data.get());
-                EncodeSeed {
-                    out: &mut out,
-                    dtype: datatype,
-                    depth: 0,
-                    max_depth,
-                    count: &mut written,
-                    max: count,
-                }
-                .deserialize(&mut de)
-                .map_err(|e| err(e.to_string()))?;
+                let written;
+                let out = if datatype.element_size().is_some() {
+                    // Numbers: the hand-written scanner, straight into the raw tensor.
+                    let mut out = Vec::with_capacity(size);
+                    written = crate::front::jsondata::read_numeric(
+                        data.as_bytes(),
+                        datatype,
+                        max_depth,
+                        count,
+                        &mut out,
+                    )
+                    .map_err(err)?;
+                    Bytes::from(out)
+                } else {
+                    // Strings, with JSON's escapes: serde_json's reader.
+                    let mut out = BytesMut::with_capacity(size);
+                    let mut n = 0usize;
+                    let mut de = serde_json::Deserializer::from_str(data);
+                    EncodeSeed {
+                        out: &mut out,
+                        dtype: datatype,
+                        depth: 0,
+                        max_depth,
+                        count: &mut n,
+                        max: count,
+                    }
+                    .deserialize(&mut de)
+                    .map_err(|e| err(e.to_string()))?;
+                    written = n;
+                    out.freeze()
+                };
                 if written != count {
                     return Err(err(format!(
                         "shape {shape:?} holds {count} elements but data has {written}"
                     )));
                 }
-                out.freeze()
+                out
             }
         };
         raw.push(bytes);
@@ -508,110 +653,36 @@ pub(crate) fn put(
         DataType::I64 => int!(i64, put_i64_le),
         DataType::F16 | DataType::Bf16 | DataType::F32 | DataType::F64 => {
             let v = as_f64(s).ok_or_else(|| format!("element {i} is not a number"))?;
+            // A finite number that rounds to infinity is out of the datatype's range
+            // (as in the `data` scanner).
+            let check = |finite: bool| {
+                finite
+                    .then_some(())
+                    .ok_or_else(|| format!("element {i} is out of range for {dtype}"))
+            };
             match dtype {
-                DataType::F16 => out.put_u16_le(half::f16::from_f64(v).to_bits()),
-                DataType::Bf16 => out.put_u16_le(half::bf16::from_f64(v).to_bits()),
-                DataType::F32 => out.put_f32_le(v as f32),
-                _ => out.put_f64_le(v),
+                DataType::F16 => {
+                    let h = half::f16::from_f64(v);
+                    check(h.is_finite())?;
+                    out.put_u16_le(h.to_bits());
+                }
+                DataType::Bf16 => {
+                    let h = half::bf16::from_f64(v);
+                    check(h.is_finite())?;
+                    out.put_u16_le(h.to_bits());
+                }
+                DataType::F32 => {
+                    check((v as f32).is_finite())?;
+                    out.put_f32_le(v as f32);
+                }
+                _ => {
+                    check(v.is_finite())?;
+                    out.put_f64_le(v);
+                }
             }
         }
     }
     Ok(())
-}
-
-/// Serializes a raw little-endian tensor as a flat JSON array, streaming.
-struct RawAsJson<'a> {
-    dtype: DataType,
-    raw: &'a [u8],
-}
-
-impl Serialize for RawAsJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{Error, SerializeSeq};
-        let Some(size) = self.dtype.element_size() else {
-            let items =
-                crate::front::tensor::split_bytes_elements(self.raw).map_err(S::Error::custom)?;
-            let mut seq = s.serialize_seq(Some(items.len()))?;
-            for item in items {
-                seq.serialize_element(&String::from_utf8_lossy(item))?;
-            }
-            return seq.end();
-        };
-        if !self.raw.len().is_multiple_of(size) {
-            return Err(S::Error::custom(
-                "output length is not a whole number of elements",
-            ));
-        }
-        let mut seq = s.serialize_seq(Some(self.raw.len() / size))?;
-        for c in self.raw.chunks_exact(size) {
-            seq.serialize_element(&Element {
-                dtype: self.dtype,
-                bytes: c,
-            })?;
-        }
-        seq.end()
-    }
-}
-
-/// One element of a fixed-size datatype, from its raw little-endian bytes, as JSON.
-pub(crate) struct Element<'a> {
-    pub dtype: DataType,
-    pub bytes: &'a [u8],
-}
-
-impl Serialize for Element<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let c = self.bytes;
-        match self.dtype {
-            DataType::Bool => s.serialize_bool(exact::<1, S::Error>(c)?[0] != 0),
-            DataType::U8 => s.serialize_u8(exact::<1, S::Error>(c)?[0]),
-            DataType::I8 => s.serialize_i8(i8::from_le_bytes(exact(c)?)),
-            DataType::U16 => s.serialize_u16(u16::from_le_bytes(exact(c)?)),
-            DataType::I16 => s.serialize_i16(i16::from_le_bytes(exact(c)?)),
-            DataType::F16 => s.serialize_f32(half::f16::from_le_bytes(exact(c)?).to_f32()),
-            DataType::Bf16 => s.serialize_f32(half::bf16::from_le_bytes(exact(c)?).to_f32()),
-            DataType::U32 => s.serialize_u32(u32::from_le_bytes(exact(c)?)),
-            DataType::I32 => s.serialize_i32(i32::from_le_bytes(exact(c)?)),
-            DataType::F32 => s.serialize_f32(f32::from_le_bytes(exact(c)?)),
-            DataType::U64 => s.serialize_u64(u64::from_le_bytes(exact(c)?)),
-            DataType::I64 => s.serialize_i64(i64::from_le_bytes(exact(c)?)),
-            DataType::F64 => s.serialize_f64(f64::from_le_bytes(exact(c)?)),
-            DataType::Bytes => Err(serde::ser::Error::custom("BYTES element")),
-        }
-    }
-}
-
-/// The `N` bytes of one element.
-fn exact<const N: usize, E: serde::ser::Error>(c: &[u8]) -> Result<[u8; N], E> {
-    c.try_into()
-        .map_err(|_| E::custom("element of the wrong size"))
-}
-
-#[derive(Serialize)]
-struct JsonOutput<'a> {
-    name: &'a str,
-    datatype: &'a str,
-    shape: &'a [i64],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinaryParams>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<RawAsJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct BinaryParams {
-    binary_data_size: usize,
-}
-
-#[derive(Serialize)]
-struct JsonInferResponse<'a> {
-    model_name: &'a str,
-    model_version: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    id: &'a str,
-    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
-    parameters: serde_json::Map<String, serde_json::Value>,
-    outputs: Vec<JsonOutput<'a>>,
 }
 
 /// The backend's response `parameters` (such as `model_digest`) as JSON values.
@@ -633,6 +704,11 @@ fn from_proto_params(
         .collect()
 }
 
+/// Appends `v` as JSON (strings escaped as serde_json escapes them).
+pub(crate) fn json_text<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(), String> {
+    serde_json::to_writer(out, v).map_err(|e| e.to_string())
+}
+
 /// A rendered response: the body, and the JSON header's length when binary outputs
 /// follow it (`Inference-Header-Content-Length`).
 #[derive(Debug)]
@@ -649,32 +725,58 @@ pub fn render_infer_response(
     if resp.outputs.len() != resp.raw_output_contents.len() {
         return Err("backend answered with mismatched outputs".into());
     }
-    let mut outputs = Vec::with_capacity(resp.outputs.len());
+    // Written by hand, in the order and spelling serde's derive gave: only `data`
+    // arrays are big, and they are written straight from the raw tensors.
+    let mut body = Vec::with_capacity(
+        256 + resp
+            .raw_output_contents
+            .iter()
+            .map(|r| r.len() * 4)
+            .sum::<usize>(),
+    );
     let mut tail: Vec<&[u8]> = Vec::new();
-    for (o, raw) in resp.outputs.iter().zip(&resp.raw_output_contents) {
-        let dtype: DataType = o.datatype.parse().map_err(|e| format!("{e}"))?;
-        let binary = prefs.binary(&o.name);
-        if binary {
-            tail.push(raw);
-        }
-        outputs.push(JsonOutput {
-            name: &o.name,
-            datatype: &o.datatype,
-            shape: &o.shape,
-            parameters: binary.then(|| BinaryParams {
-                binary_data_size: raw.len(),
-            }),
-            data: (!binary).then_some(RawAsJson { dtype, raw }),
-        });
+    body.extend_from_slice(b"{\"model_name\":");
+    json_text(&mut body, resp.model_name.as_str())?;
+    body.extend_from_slice(b",\"model_version\":");
+    json_text(&mut body, resp.model_version.as_str())?;
+    if !resp.id.is_empty() {
+        body.extend_from_slice(b",\"id\":");
+        json_text(&mut body, resp.id.as_str())?;
     }
-    let mut body = serde_json::to_vec(&JsonInferResponse {
-        model_name: &resp.model_name,
-        model_version: &resp.model_version,
-        id: &resp.id,
-        parameters: from_proto_params(&resp.parameters),
-        outputs,
-    })
-    .map_err(|e| e.to_string())?;
+    let parameters = from_proto_params(&resp.parameters);
+    if !parameters.is_empty() {
+        body.extend_from_slice(b",\"parameters\":");
+        json_text(&mut body, &parameters)?;
+    }
+    body.extend_from_slice(b",\"outputs\":[");
+    for (k, (o, raw)) in resp
+        .outputs
+        .iter()
+        .zip(&resp.raw_output_contents)
+        .enumerate()
+    {
+        let dtype: DataType = o.datatype.parse().map_err(|e| format!("{e}"))?;
+        if k > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"{\"name\":");
+        json_text(&mut body, o.name.as_str())?;
+        body.extend_from_slice(b",\"datatype\":");
+        json_text(&mut body, o.datatype.as_str())?;
+        body.extend_from_slice(b",\"shape\":");
+        json_text(&mut body, o.shape.as_slice())?;
+        if prefs.binary(&o.name) {
+            body.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
+            body.extend_from_slice(itoa::Buffer::new().format(raw.len()).as_bytes());
+            body.push(b'}');
+            tail.push(raw);
+        } else {
+            body.extend_from_slice(b",\"data\":");
+            crate::front::jsondata::write_array(&mut body, dtype, raw)?;
+        }
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"]}");
     if tail.is_empty() {
         return Ok(Rendered {
             body,
@@ -728,6 +830,51 @@ mod tests {
             .flat_map(|f| f.to_le_bytes())
             .collect();
         assert_eq!(flat.raw_input_contents[0].as_ref(), &expect[..]);
+    }
+
+    #[test]
+    fn data_is_found_wherever_it_is() {
+        let int8 = |body: &str, bin: &[u8]| {
+            parse_infer_request(
+                body.as_bytes(),
+                Bytes::copy_from_slice(bin),
+                "m",
+                "",
+                100,
+                32,
+                &mut no_charge,
+            )
+            .map(|(r, _)| {
+                r.raw_input_contents
+                    .iter()
+                    .map(|b| b.to_vec())
+                    .collect::<Vec<_>>()
+            })
+        };
+        // Before its datatype; "data" inside strings; an escaped key; nested rows.
+        let body = r#"{"id":"\"data\":[9]","inputs":[{"data":[[1],[2]],"name":"x","shape":[2,1],"datatype":"INT8","parameters":{"note":"\"data\": [5]"}},
+                       {"name":"y","shape":[1],"datatype":"INT8","d\u0061ta":[4]}],"outputs":[{"name":"data"}]}"#;
+        assert_eq!(int8(body, &[]).unwrap(), vec![vec![1, 2], vec![4]]);
+        // Inputs without data do not shift the others.
+        let body = r#"{"inputs":[{"name":"a","shape":[1],"datatype":"INT8","parameters":{"binary_data_size":1}},
+                                 {"name":"b","shape":[1],"datatype":"INT8","data":[6]}]}"#;
+        assert_eq!(int8(body, &[9]).unwrap(), vec![vec![9], vec![6]]);
+        // Strings in one data array: all read by serde_json, the same.
+        let body = r#"{"inputs":[{"name":"a","shape":[1],"datatype":"INT8","data":[3]},
+                                 {"name":"s","shape":[1],"datatype":"BYTES","data":["]"]}]}"#;
+        assert_eq!(
+            int8(body, &[]).unwrap(),
+            vec![vec![3], vec![1, 0, 0, 0, b']']]
+        );
+        for bad in [
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1],"data":[2]}]}"#,
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1 2]}]}"#,
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1]]}]}"#,
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1]}}"#,
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1],"parameters":{"binary_data_size":1}}]}"#,
+        ] {
+            assert!(int8(bad, &[]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod grpc;
 pub mod grpc_wire;
 pub mod json;
+pub mod jsondata;
 pub mod protoscan;
 pub mod reflection;
 pub mod rest;

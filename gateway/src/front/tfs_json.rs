@@ -9,13 +9,12 @@
 //! what a tree takes per byte of JSON); tensors are then written straight into their
 //! raw form, charged as they grow.
 
-use crate::front::json::{self, Element, Scalar};
+use crate::front::json::{self, Scalar};
+use crate::front::jsondata;
 use crate::front::tensor;
 use crate::refusal::Refusal;
 use base64::Engine;
 use bytes::Bytes;
-use serde::ser::{Error as _, SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
 use serde_json::{Map, Value, json};
 use warden_shared::datatype::DataType;
 use warden_shared::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
@@ -382,136 +381,69 @@ impl<'a> Out<'a> {
     }
 }
 
-/// The part of an output from element `start` with dimensions `dims`, as nested JSON.
-struct Nested<'a, 'b> {
-    out: &'b Out<'a>,
-    dims: &'b [usize],
-    start: usize,
-}
-
-impl Serialize for Nested<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let Some((&n, rest)) = self.dims.split_first() else {
-            let i = self.start;
-            return match self.out.dtype.element_size() {
-                Some(size) => Element {
-                    dtype: self.out.dtype,
-                    bytes: self
-                        .out
-                        .raw
-                        .get(i * size..(i + 1) * size)
-                        .ok_or_else(|| S::Error::custom("output too short"))?,
-                }
-                .serialize(s),
-                None => {
-                    let item = self
-                        .out
-                        .items
-                        .get(i)
-                        .ok_or_else(|| S::Error::custom("output too short"))?;
-                    match std::str::from_utf8(item) {
-                        Ok(text) => s.serialize_str(text),
-                        Err(_) => {
-                            let mut m = s.serialize_map(Some(1))?;
-                            m.serialize_entry(
-                                "b64",
-                                &base64::engine::general_purpose::STANDARD.encode(item),
-                            )?;
-                            m.end()
-                        }
-                    }
-                }
-            };
+impl Out<'_> {
+    /// Appends the part from element `start` with dimensions `dims`, as nested JSON.
+    fn write(&self, out: &mut Vec<u8>, dims: &[usize], start: usize) -> Result<(), String> {
+        let Some((&n, rest)) = dims.split_first() else {
+            return self.write_element(out, start);
         };
         let stride: usize = rest.iter().product();
-        let mut seq = s.serialize_seq(Some(n))?;
+        out.push(b'[');
         for k in 0..n {
-            seq.serialize_element(&Nested {
-                out: self.out,
-                dims: rest,
-                start: self.start + k * stride,
-            })?;
-        }
-        seq.end()
-    }
-}
-
-/// Batch item `b` of every output: the value itself for one output, else by name.
-struct RowItem<'a, 'b> {
-    outs: &'b [(&'b str, Out<'a>)],
-    b: usize,
-}
-
-impl Serialize for RowItem<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let item = |o: &Out| -> usize { o.dims[1..].iter().product::<usize>() * self.b };
-        if let [(_, o)] = self.outs {
-            return Nested {
-                out: o,
-                dims: &o.dims[1..],
-                start: item(o),
+            if k > 0 {
+                out.push(b',');
             }
-            .serialize(s);
+            self.write(out, rest, start + k * stride)?;
         }
-        let mut m = s.serialize_map(Some(self.outs.len()))?;
-        for (name, o) in self.outs {
-            m.serialize_entry(
-                name,
-                &Nested {
-                    out: o,
-                    dims: &o.dims[1..],
-                    start: item(o),
-                },
-            )?;
-        }
-        m.end()
+        out.push(b']');
+        Ok(())
     }
-}
 
-/// Every output, whole: the value itself for one output, else by name.
-struct Columns<'a, 'b>(&'b [(&'b str, Out<'a>)]);
-
-impl Serialize for Columns<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if let [(_, o)] = self.0 {
-            return Nested {
-                out: o,
-                dims: &o.dims,
-                start: 0,
+    fn write_element(&self, out: &mut Vec<u8>, i: usize) -> Result<(), String> {
+        let short = || "output too short".to_string();
+        if let Some(size) = self.dtype.element_size() {
+            let bytes = self.raw.get(i * size..(i + 1) * size).ok_or_else(short)?;
+            jsondata::write_element(out, self.dtype, bytes);
+            return Ok(());
+        }
+        let item = self.items.get(i).ok_or_else(short)?;
+        match std::str::from_utf8(item) {
+            Ok(text) => json::json_text(out, text),
+            Err(_) => {
+                out.extend_from_slice(b"{\"b64\":");
+                json::json_text(out, &base64::engine::general_purpose::STANDARD.encode(item))?;
+                out.push(b'}');
+                Ok(())
             }
-            .serialize(s);
         }
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (name, o) in self.0 {
-            m.serialize_entry(
-                name,
-                &Nested {
-                    out: o,
-                    dims: &o.dims,
-                    start: 0,
-                },
-            )?;
-        }
-        m.end()
     }
 }
 
-struct Rows<'a, 'b> {
-    outs: &'b [(&'b str, Out<'a>)],
-    batch: usize,
-}
-
-impl Serialize for Rows<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.batch))?;
-        for b in 0..self.batch {
-            seq.serialize_element(&RowItem { outs: self.outs, b })?;
-        }
-        seq.end()
+/// Appends `value(out, o)` for every output: the value itself for one output, else an
+/// object by name.
+fn write_outputs(
+    out: &mut Vec<u8>,
+    outs: &[(&str, Out<'_>)],
+    value: impl Fn(&mut Vec<u8>, &Out<'_>) -> Result<(), String>,
+) -> Result<(), String> {
+    if let [(_, o)] = outs {
+        return value(out, o);
     }
+    out.push(b'{');
+    for (k, (name, o)) in outs.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        json::json_text(out, name)?;
+        out.push(b':');
+        value(out, o)?;
+    }
+    out.push(b'}');
+    Ok(())
 }
 
-/// Renders the backend's answer in the request's format.
+/// Renders the backend's answer in the request's format: written straight from the
+/// raw tensors, as the KServe renderer does.
 pub fn render_predict(resp: &ModelInferResponse, format: Format) -> Result<Vec<u8>, String> {
     if resp.outputs.len() != resp.raw_output_contents.len() {
         return Err("backend answered with mismatched outputs".into());
@@ -521,10 +453,13 @@ pub fn render_predict(resp: &ModelInferResponse, format: Format) -> Result<Vec<u
         let dtype: DataType = o.datatype.parse().map_err(|e| format!("{e}"))?;
         outs.push((o.name.as_str(), Out::new(dtype, &o.shape, raw)?));
     }
+    let size: usize = resp.raw_output_contents.iter().map(|r| r.len() * 4).sum();
+    let mut body = Vec::with_capacity(64 + size);
     // Outputs in a stable order (the model's).
     match format {
         Format::Columnar => {
-            serde_json::to_vec(&json_object("outputs", &Columns(&outs))).map_err(|e| e.to_string())
+            body.extend_from_slice(b"{\"outputs\":");
+            write_outputs(&mut body, &outs, |out, o| o.write(out, &o.dims, 0))?;
         }
         Format::Row => {
             let batch = outs
@@ -534,23 +469,21 @@ pub fn render_predict(resp: &ModelInferResponse, format: Format) -> Result<Vec<u
             if outs.iter().any(|(_, o)| o.dims.first() != Some(&batch)) {
                 return Err("outputs do not share a batch dimension".into());
             }
-            serde_json::to_vec(&json_object("predictions", &Rows { outs: &outs, batch }))
-                .map_err(|e| e.to_string())
+            body.extend_from_slice(b"{\"predictions\":[");
+            for b in 0..batch {
+                if b > 0 {
+                    body.push(b',');
+                }
+                write_outputs(&mut body, &outs, |out, o| {
+                    let item: usize = o.dims[1..].iter().product();
+                    o.write(out, &o.dims[1..], item * b)
+                })?;
+            }
+            body.push(b']');
         }
     }
-}
-
-/// `{key: value}`, streamed.
-fn json_object<'v, V: Serialize>(key: &'static str, value: &'v V) -> impl Serialize + 'v {
-    struct One<'v, V>(&'static str, &'v V);
-    impl<V: Serialize> Serialize for One<'_, V> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut m = s.serialize_map(Some(1))?;
-            m.serialize_entry(self.0, self.1)?;
-            m.end()
-        }
-    }
-    One(key, value)
+    body.push(b'}');
+    Ok(body)
 }
 
 /// Model status as TFS prints it (`GET /v1/models/{m}`).
@@ -663,6 +596,8 @@ mod tests {
             assert_eq!(r.inputs[0].datatype, "FP32");
             assert_eq!(f32s(&r.raw_input_contents[0]), vec![1.0, 2.0, 3.0, 4.5]);
         }
+        // Out of FP32's range: refused, as in KServe JSON, not stored as infinity.
+        assert!(parse(r#"{"instances": [[1e39, 2]]}"#, &m).is_err());
     }
 
     #[test]

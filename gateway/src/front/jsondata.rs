@@ -1,0 +1,872 @@
+//! The hot part of the JSON codecs: a numeric `data` array read straight into its raw
+//! little-endian tensor, and a raw tensor written back as a JSON array, with no JSON
+//! tree, no element list and no allocation per element.
+//!
+//! Reading follows JSON's number grammar exactly and rounds each FP32 and FP64 number
+//! once, correctly, from its decimal text: short decimals (at most 19 digits and a small
+//! power of ten) by exact float arithmetic (Clinger's fast path), or for FP32 by one
+//! `f64` operation whose rounding to `f32` is provably the exact one; every other
+//! spelling by the standard library's correctly rounded parser. FP32 is not read through
+//! `f64` (which would round twice); FP16 and BF16 are, as before. A number that rounds
+//! to infinity in its datatype is out of its range and refused.
+//!
+//! Integers keep the meaning they had when serde_json read them: an integer spelling is
+//! exact; a float spelling (`1.0`, `1e2`) is taken when its value is a whole number;
+//! `true` and `false` are 1 and 0. A BOOL is `true`, `false`, `0` or `1`.
+//!
+//! Writing gives the same text serde_json gave: the shortest round-tripping spelling of
+//! each float (zmij), integers in decimal (itoa), `null` for NaN and infinities (JSON
+//! has no spelling for them).
+
+use warden_shared::datatype::DataType;
+
+/// One element of a `data` array, as read.
+enum Elem<'a> {
+    Bool(bool),
+    Num(Number<'a>),
+    /// A string, `null` or an object: never a number.
+    Other,
+}
+
+/// One JSON number: its text and, when it has at most 19 digits, its exact decimal value.
+struct Number<'a> {
+    text: &'a [u8],
+    neg: bool,
+    /// All its digits as one integer, when there are at most 19 (so it is exact).
+    mantissa: Option<u64>,
+    /// The power of ten `mantissa` is scaled by.
+    exp10: i64,
+    /// Spelled with a fraction or an exponent (a float to serde_json).
+    float: bool,
+}
+
+/// `10^i`, exact in `f64` for `i <= 22`.
+const POW10_F64: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+/// `10^i`, exact in `f32` for `i <= 10`.
+const POW10_F32: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
+
+impl Number<'_> {
+    /// The value rounded once to `f64`.
+    fn f64(&self) -> Option<f64> {
+        if let Some(m) = self.mantissa
+            && m <= 1 << 53
+            && self.exp10.unsigned_abs() <= 22
+        {
+            let p = POW10_F64[self.exp10.unsigned_abs() as usize];
+            let v = if self.exp10 < 0 {
+                m as f64 / p
+            } else {
+                m as f64 * p
+            };
+            return Some(if self.neg { -v } else { v });
+        }
+        std::str::from_utf8(self.text).ok()?.parse().ok()
+    }
+
+    /// The value rounded once to `f32`.
+    fn f32(&self) -> Option<f32> {
+        if let Some(m) = self.mantissa
+            && m <= 1 << 24
+            && self.exp10.unsigned_abs() <= 10
+        {
+            let p = POW10_F32[self.exp10.unsigned_abs() as usize];
+            let v = if self.exp10 < 0 {
+                m as f32 / p
+            } else {
+                m as f32 * p
+            };
+            return Some(if self.neg { -v } else { v });
+        }
+        if let Some(m) = self.mantissa
+            && self.exp10.unsigned_abs() <= 22
+        {
+            // One f64 operation on an exact power of ten and the digits rounded to
+            // f64: within two f64 ulps of the exact value, so rounding it to f32
+            // rounds the exact value too unless it lies that close to halfway
+            // between two f32s (its low 29 bits near 1 << 28), or outside f32's
+            // normal range. Those few go to the exact parser.
+            let p = POW10_F64[self.exp10.unsigned_abs() as usize];
+            let v = if self.exp10 < 0 {
+                m as f64 / p
+            } else {
+                m as f64 * p
+            };
+            let low = v.to_bits() & ((1 << 29) - 1);
+            if low.abs_diff(1 << 28) > 8
+                && v >= f64::from(f32::MIN_POSITIVE)
+                && v <= f64::from(f32::MAX)
+            {
+                let v = v as f32;
+                return Some(if self.neg { -v } else { v });
+            }
+        }
+        std::str::from_utf8(self.text).ok()?.parse().ok()
+    }
+
+    /// The value as an integer, when it is a whole number (see the module's doc).
+    fn integer(&self) -> Option<i128> {
+        if self.float {
+            let f = self.f64()?;
+            return (f.fract() == 0.0 && f.is_finite()).then_some(f as i128);
+        }
+        match self.mantissa {
+            Some(m) => Some(if self.neg {
+                -i128::from(m)
+            } else {
+                i128::from(m)
+            }),
+            // 20 digits or more: beyond every integer datatype but UINT64's top end.
+            None => std::str::from_utf8(self.text).ok()?.parse().ok(),
+        }
+    }
+}
+
+fn not_number(i: usize) -> String {
+    format!("element {i} is not a number")
+}
+
+fn out_of_range(i: usize, dtype: DataType) -> String {
+    format!("element {i} is out of range for {dtype}")
+}
+
+/// A finite float, or the refusal of element `i`.
+fn finite<F: Into<f64> + Copy>(v: Option<F>, i: usize, dtype: DataType) -> Result<F, String> {
+    match v {
+        Some(v) if v.into().is_finite() => Ok(v),
+        Some(_) => Err(out_of_range(i, dtype)),
+        None => Err(not_number(i)),
+    }
+}
+
+fn elem_f64(e: &Elem<'_>, i: usize, dtype: DataType) -> Result<f64, String> {
+    match e {
+        Elem::Num(n) => finite(n.f64(), i, dtype),
+        _ => Err(not_number(i)),
+    }
+}
+
+fn elem_integer<T: TryFrom<i128>>(e: &Elem<'_>, i: usize, dtype: DataType) -> Result<T, String> {
+    let v = match e {
+        Elem::Num(n) => n.integer(),
+        Elem::Bool(b) => Some(i128::from(*b)),
+        Elem::Other => None,
+    };
+    v.and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| format!("element {i} is not a valid {dtype}"))
+}
+
+/// Reads `text`, a JSON array of numbers or booleans (flat, or nested at most
+/// `max_depth` arrays deep), into `out` as raw little-endian elements of `dtype`, a
+/// datatype of fixed size. Refuses more than `max` elements before writing them, so
+/// `out` grows by at most `max` elements. Returns how many were written.
+pub(crate) fn read_numeric(
+    text: &[u8],
+    dtype: DataType,
+    max_depth: usize,
+    max: usize,
+    out: &mut Vec<u8>,
+) -> Result<usize, String> {
+    let mut s = Scanner { text, pos: 0 };
+    macro_rules! scan {
+        (|$e:ident, $i:ident| $bytes:expr) => {
+            s.scan(max_depth, max, |$e, $i| {
+                out.extend_from_slice(&$bytes);
+                Ok(())
+            })
+        };
+    }
+    macro_rules! int {
+        ($t:ty) => {
+            scan!(|e, i| elem_integer::<$t>(&e, i, dtype)?.to_le_bytes())
+        };
+    }
+    match dtype {
+        DataType::F32 => scan!(|e, i| match &e {
+            Elem::Num(n) => finite(n.f32(), i, dtype)?,
+            _ => return Err(not_number(i)),
+        }
+        .to_le_bytes()),
+        DataType::F64 => scan!(|e, i| elem_f64(&e, i, dtype)?.to_le_bytes()),
+        DataType::F16 => scan!(|e, i| {
+            let h = half::f16::from_f64(elem_f64(&e, i, dtype)?);
+            finite(Some(h.to_f32()), i, dtype)?;
+            h.to_le_bytes()
+        }),
+        DataType::Bf16 => scan!(|e, i| {
+            let h = half::bf16::from_f64(elem_f64(&e, i, dtype)?);
+            finite(Some(h.to_f32()), i, dtype)?;
+            h.to_le_bytes()
+        }),
+        DataType::Bool => scan!(|e, i| match e {
+            Elem::Bool(b) => [u8::from(b)],
+            Elem::Num(Number {
+                neg: false,
+                float: false,
+                mantissa: Some(m @ (0 | 1)),
+                ..
+            }) => [m as u8],
+            _ => return Err(format!("element {i} is not a BOOL")),
+        }),
+        DataType::U8 => int!(u8),
+        DataType::I8 => int!(i8),
+        DataType::U16 => int!(u16),
+        DataType::I16 => int!(i16),
+        DataType::U32 => int!(u32),
+        DataType::I32 => int!(i32),
+        DataType::U64 => int!(u64),
+        DataType::I64 => int!(i64),
+        DataType::Bytes => Err("BYTES is not a numeric datatype".into()),
+    }
+}
+
+/// A cursor over JSON text.
+struct Scanner<'a> {
+    text: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn syntax(&self, what: &str) -> String {
+        format!("data is not valid JSON: {what} at byte {}", self.pos)
+    }
+
+    /// Reads one array (nested at most `max_depth` deep), handing each scalar with its
+    /// index to `put`, in order; at most `max` of them.
+    fn scan(
+        &mut self,
+        max_depth: usize,
+        max: usize,
+        mut put: impl FnMut(Elem<'a>, usize) -> Result<(), String>,
+    ) -> Result<usize, String> {
+        self.skip_ws();
+        if self.peek() != Some(b'[') {
+            return Err("data must be an array".into());
+        }
+        let mut depth = 0usize;
+        let mut count = 0usize;
+        loop {
+            // A value.
+            self.skip_ws();
+            let elem = match self.peek() {
+                Some(b'[') => {
+                    if depth >= max_depth {
+                        return Err(format!("data nested deeper than {max_depth} levels"));
+                    }
+                    depth += 1;
+                    self.pos += 1;
+                    self.skip_ws();
+                    if self.peek() != Some(b']') {
+                        continue;
+                    }
+                    self.pos += 1;
+                    depth -= 1;
+                    None
+                }
+                Some(b'-' | b'0'..=b'9') => Some(Elem::Num(self.number()?)),
+                Some(b't') => Some(self.literal(b"true", Elem::Bool(true))?),
+                Some(b'f') => Some(self.literal(b"false", Elem::Bool(false))?),
+                Some(b'n' | b'"' | b'{') => Some(Elem::Other),
+                _ => return Err(self.syntax("expected a value")),
+            };
+            if let Some(elem) = elem {
+                if count >= max {
+                    return Err(format!("data has more elements than the shape's {max}"));
+                }
+                put(elem, count)?;
+                count += 1;
+            }
+            // What follows it: `,` and the next value, or `]` closing arrays.
+            loop {
+                if depth == 0 {
+                    self.skip_ws();
+                    return match self.peek() {
+                        None => Ok(count),
+                        Some(_) => Err(self.syntax("trailing characters")),
+                    };
+                }
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    Some(b']') => {
+                        self.pos += 1;
+                        depth -= 1;
+                    }
+                    _ => return Err(self.syntax("expected `,` or `]`")),
+                }
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], e: Elem<'a>) -> Result<Elem<'a>, String> {
+        if self.text[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(e)
+        } else {
+            Err(self.syntax("expected a value"))
+        }
+    }
+
+    /// One number, by JSON's grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    fn number(&mut self) -> Result<Number<'a>, String> {
+        let s = self.text;
+        let start = self.pos;
+        let mut p = start;
+        let at = |p: usize| s.get(p).copied().unwrap_or(0);
+        let neg = at(p) == b'-';
+        p += usize::from(neg);
+        // Every digit, into one u64: exact while there are at most 19 of them.
+        let mut m = 0u64;
+        let mut n = 0usize;
+        // `long`: eight at a time first (fractions; integer parts are mostly short).
+        let mut digits = |p: &mut usize, long: bool| {
+            let from = *p;
+            while long && let Some(eight) = eight_digits(s, *p) {
+                m = m.wrapping_mul(100_000_000).wrapping_add(eight);
+                *p += 8;
+            }
+            while let d @ b'0'..=b'9' = at(*p) {
+                m = m.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                *p += 1;
+            }
+            n += *p - from;
+            *p - from
+        };
+        match at(p) {
+            b'0' => p += 1,
+            b'1'..=b'9' => {
+                digits(&mut p, false);
+            }
+            _ => return Err(self.syntax("invalid number")),
+        }
+        let mut exp10 = 0i64;
+        let mut float = false;
+        if at(p) == b'.' {
+            p += 1;
+            float = true;
+            let f = digits(&mut p, true);
+            if f == 0 {
+                self.pos = p;
+                return Err(self.syntax("invalid number"));
+            }
+            exp10 = -(f as i64);
+        }
+        if let b'e' | b'E' = at(p) {
+            p += 1;
+            float = true;
+            let eneg = at(p) == b'-';
+            p += usize::from(matches!(at(p), b'-' | b'+'));
+            let from = p;
+            let mut e = 0i64;
+            while let d @ b'0'..=b'9' = at(p) {
+                // Saturates far beyond any float's range; only the fast path reads it.
+                e = (e * 10 + i64::from(d - b'0')).min(1 << 40);
+                p += 1;
+            }
+            if p == from {
+                self.pos = p;
+                return Err(self.syntax("invalid number"));
+            }
+            exp10 += if eneg { -e } else { e };
+        }
+        self.pos = p;
+        Ok(Number {
+            text: &s[start..p],
+            neg,
+            mantissa: (n <= 19).then_some(m),
+            exp10,
+            float,
+        })
+    }
+}
+
+/// The value of the eight bytes at `p` if they are all digits, read at once (the
+/// standard library's float parser does the same).
+fn eight_digits(s: &[u8], p: usize) -> Option<u64> {
+    // The last byte first: short runs (six decimals, say) stop here, cheaply.
+    if !s.get(p.checked_add(7)?)?.is_ascii_digit() {
+        return None;
+    }
+    let v = u64::from_le_bytes(s.get(p..p + 8)?.try_into().ok()?);
+    let digits = v.wrapping_sub(0x3030_3030_3030_3030);
+    if (v.wrapping_add(0x4646_4646_4646_4646) | digits) & 0x8080_8080_8080_8080 != 0 {
+        return None;
+    }
+    const MASK: u64 = 0x0000_00ff_0000_00ff;
+    const MUL1: u64 = 0x000f_4240_0000_0064; // 100 + (1_000_000 << 32)
+    const MUL2: u64 = 0x0000_2710_0000_0001; // 1 + (10_000 << 32)
+    let v = digits.wrapping_mul(10).wrapping_add(digits >> 8);
+    let v1 = (v & MASK).wrapping_mul(MUL1);
+    let v2 = ((v >> 16) & MASK).wrapping_mul(MUL2);
+    Some(u64::from((v1.wrapping_add(v2) >> 32) as u32))
+}
+
+/// Appends `raw`, a little-endian tensor of `dtype`, as a flat JSON array.
+pub(crate) fn write_array(out: &mut Vec<u8>, dtype: DataType, raw: &[u8]) -> Result<(), String> {
+    let Some(size) = dtype.element_size() else {
+        let items = crate::front::tensor::split_bytes_elements(raw)?;
+        out.push(b'[');
+        for (k, item) in items.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, &String::from_utf8_lossy(item))
+                .map_err(|e| e.to_string())?;
+        }
+        out.push(b']');
+        return Ok(());
+    };
+    if !raw.len().is_multiple_of(size) {
+        return Err("output length is not a whole number of elements".into());
+    }
+    out.reserve(2 + raw.len() / size * max_text(dtype));
+    out.push(b'[');
+    for (k, c) in raw.chunks_exact(size).enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        write_element(out, dtype, c);
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// A typical longest spelling of one element, to reserve the array's room at once.
+fn max_text(dtype: DataType) -> usize {
+    match dtype {
+        DataType::Bool => 6,
+        DataType::U8 | DataType::I8 => 4,
+        DataType::U16 | DataType::I16 => 6,
+        DataType::U32 | DataType::I32 => 11,
+        DataType::U64 | DataType::I64 => 20,
+        DataType::F16 | DataType::Bf16 | DataType::F32 => 16,
+        DataType::F64 | DataType::Bytes => 25,
+    }
+}
+
+/// Appends one element of a fixed-size datatype, `c` being exactly its bytes.
+#[inline]
+pub(crate) fn write_element(out: &mut Vec<u8>, dtype: DataType, c: &[u8]) {
+    fn float<F: zmij::Float>(out: &mut Vec<u8>, v: F, finite: bool) {
+        if finite {
+            out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
+        } else {
+            out.extend_from_slice(b"null");
+        }
+    }
+    fn int<I: itoa::Integer>(out: &mut Vec<u8>, v: I) {
+        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+    fn bytes<const N: usize>(c: &[u8]) -> [u8; N] {
+        let mut b = [0; N];
+        b.copy_from_slice(c);
+        b
+    }
+    match dtype {
+        DataType::Bool => out.extend_from_slice(if c[0] != 0 { b"true" } else { b"false" }),
+        DataType::U8 => int(out, c[0]),
+        DataType::I8 => int(out, i8::from_le_bytes(bytes(c))),
+        DataType::U16 => int(out, u16::from_le_bytes(bytes(c))),
+        DataType::I16 => int(out, i16::from_le_bytes(bytes(c))),
+        DataType::U32 => int(out, u32::from_le_bytes(bytes(c))),
+        DataType::I32 => int(out, i32::from_le_bytes(bytes(c))),
+        DataType::U64 => int(out, u64::from_le_bytes(bytes(c))),
+        DataType::I64 => int(out, i64::from_le_bytes(bytes(c))),
+        DataType::F16 => {
+            let v = half::f16::from_le_bytes(bytes(c)).to_f32();
+            float(out, v, v.is_finite())
+        }
+        DataType::Bf16 => {
+            let v = half::bf16::from_le_bytes(bytes(c)).to_f32();
+            float(out, v, v.is_finite())
+        }
+        DataType::F32 => {
+            let v = f32::from_le_bytes(bytes(c));
+            float(out, v, v.is_finite())
+        }
+        DataType::F64 => {
+            let v = f64::from_le_bytes(bytes(c));
+            float(out, v, v.is_finite())
+        }
+        DataType::Bytes => out.extend_from_slice(b"null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str, dtype: DataType) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        read_numeric(text.as_bytes(), dtype, 4, 16, &mut out).map(|_| out)
+    }
+
+    #[test]
+    fn structure_is_checked() {
+        for bad in [
+            "",
+            "1",
+            "[1,]",
+            "[,1]",
+            "[1 2]",
+            "[1]]",
+            "[[1]",
+            "[1] x",
+            "[01]",
+            "[1.]",
+            "[.5]",
+            "[+1]",
+            "[1e]",
+            "[-]",
+            "[NaN]",
+            "[Infinity]",
+            "[tru]",
+            "[[[[[1]]]]]",
+            "[null]",
+            "[\"1\"]",
+            "[{}]",
+        ] {
+            assert!(read(bad, DataType::F32).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            read(" [ [1 ,2] ,[ ] , 3 ] ", DataType::U8).unwrap(),
+            [1, 2, 3]
+        );
+        assert_eq!(read("[[[[]]]]", DataType::U8).unwrap(), [0u8; 0]);
+        let many = format!("[{}]", ["0"; 17].join(","));
+        assert!(read(&many, DataType::U8).is_err(), "more than max");
+    }
+
+    #[test]
+    fn ranges_and_spellings() {
+        assert_eq!(read("[1.0, 1e2, true]", DataType::I8).unwrap(), [1, 100, 1]);
+        assert!(read("[1.5]", DataType::I32).is_err());
+        assert!(read("[-1]", DataType::U64).is_err());
+        assert_eq!(
+            read("[18446744073709551615]", DataType::U64).unwrap(),
+            u64::MAX.to_le_bytes()
+        );
+        assert!(read("[18446744073709551616]", DataType::U64).is_err());
+        assert_eq!(read("[0, 1, true]", DataType::Bool).unwrap(), [0, 1, 1]);
+        assert!(read("[-0]", DataType::Bool).is_err());
+        assert!(read("[1.0]", DataType::Bool).is_err());
+        assert!(read("[2]", DataType::Bool).is_err());
+        assert!(read("[true]", DataType::F32).is_err());
+        assert!(read("[1e39]", DataType::F32).is_err(), "rounds to infinity");
+        assert!(
+            read("[65520]", DataType::F16).is_err(),
+            "rounds to infinity"
+        );
+        assert!(read("[1e400]", DataType::F64).is_err());
+        assert_eq!(read("[-0]", DataType::F32).unwrap(), (-0f32).to_le_bytes());
+        assert_eq!(read("[1e-400]", DataType::F64).unwrap(), 0f64.to_le_bytes());
+        // Correctly rounded once: through f64 this rounds twice, to 1.0000001.
+        assert_eq!(
+            read("[1.00000005960464477550]", DataType::F32).unwrap(),
+            1.0000001f32.to_le_bytes()
+        );
+    }
+
+    #[test]
+    fn eight_digits_at_once() {
+        assert_eq!(eight_digits(b"12345678", 0), Some(12345678));
+        assert_eq!(eight_digits(b"x00000009", 1), Some(9));
+        assert_eq!(eight_digits(b"99999999", 0), Some(99999999));
+        for bad in [
+            &b"1234567"[..],
+            b"1234567.",
+            b"/2345678",
+            b":2345678",
+            b"1234567\x80",
+        ] {
+            assert_eq!(eight_digits(bad, 0), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn non_finite_floats_are_written_as_null() {
+        let raw: Vec<u8> = [f32::NAN, f32::INFINITY, -0.0, 1.5]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
+        let mut out = Vec::new();
+        write_array(&mut out, DataType::F32, &raw).unwrap();
+        assert_eq!(out, b"[null,null,-0.0,1.5]");
+        assert!(write_array(&mut out, DataType::F32, &raw[..3]).is_err());
+    }
+}
+
+/// The scanner against serde_json (the reader it replaces) on random numbers of every
+/// spelling, nested and spaced at random; the writer against serde_json's own output.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NUMERIC: [DataType; 13] = [
+        DataType::Bool,
+        DataType::U8,
+        DataType::I8,
+        DataType::U16,
+        DataType::I16,
+        DataType::U32,
+        DataType::I32,
+        DataType::U64,
+        DataType::I64,
+        DataType::F16,
+        DataType::Bf16,
+        DataType::F32,
+        DataType::F64,
+    ];
+
+    /// A JSON number or boolean, spelled as clients spell them, and at the edges.
+    fn token() -> impl Strategy<Value = String> {
+        let edges: Vec<i128> = vec![
+            0,
+            i8::MIN.into(),
+            i8::MAX.into(),
+            u8::MAX.into(),
+            i16::MIN.into(),
+            i16::MAX.into(),
+            u16::MAX.into(),
+            i32::MIN.into(),
+            i32::MAX.into(),
+            u32::MAX.into(),
+            i64::MIN.into(),
+            i64::MAX.into(),
+            u64::MAX.into(),
+            1 << 24,
+            1 << 53,
+        ];
+        prop_oneof![
+            any::<i64>().prop_map(|v| v.to_string()),
+            any::<u64>().prop_map(|v| v.to_string()),
+            (proptest::sample::select(edges), -2i128..=2).prop_map(|(e, d)| (e + d).to_string()),
+            (proptest::sample::select(vec![1i128, -1]), -2i128..=2)
+                .prop_map(|(s, d)| (s * (i128::from(u64::MAX) + 1) + d).to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:?}")),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:e}")),
+            any::<f32>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{:?}", f64::from(f))),
+            any::<f32>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:e}")),
+            // Halfway between two f32s, exactly and as the nearest short f64: where
+            // rounding once and rounding twice part.
+            any::<f32>()
+                .prop_filter("finite", |f| f.is_finite() && *f != f32::MAX)
+                .prop_flat_map(|f| {
+                    let mid = (f64::from(f) + f64::from(f.next_up())) / 2.0;
+                    proptest::sample::select(vec![format!("{mid:e}"), format!("{mid:.80e}")])
+                }),
+            // Subnormals of both widths.
+            (1u64..1 << 52).prop_map(|b| format!("{:e}", f64::from_bits(b))),
+            (1u32..1 << 23).prop_map(|b| format!("{:e}", f32::from_bits(b))),
+            // Any spelling the grammar allows, short or long, tiny or huge.
+            (
+                "-?",
+                "0|[1-9][0-9]{0,24}",
+                proptest::option::of("[0-9]{1,24}"),
+                proptest::option::of(("[eE][+-]?", 0u32..420))
+            )
+                .prop_map(|(sign, int, frac, exp)| {
+                    let mut t = format!("{sign}{int}");
+                    if let Some(f) = frac {
+                        t += &format!(".{f}");
+                    }
+                    if let Some((e, x)) = exp {
+                        t += &format!("{e}{x}");
+                    }
+                    t
+                }),
+            proptest::sample::select(vec![
+                "-0",
+                "-0.0",
+                "0e999999999",
+                "1e400",
+                "-1e400",
+                "2e-400",
+                "3.4028235e38",
+                "3.4028236e38",
+                "65504",
+                "65520",
+                "true",
+                "false",
+                "1.0",
+                "1e2",
+                "-1E+2",
+            ])
+            .prop_map(String::from),
+        ]
+    }
+
+    /// What serde_json made of one token for `dtype`: its raw bytes, or a refusal.
+    fn reference(tok: &str, dtype: DataType) -> Option<Vec<u8>> {
+        let v: serde_json::Value = serde_json::from_str(tok).ok()?;
+        let whole = |v: &serde_json::Value| -> Option<i128> {
+            match v {
+                serde_json::Value::Bool(b) => Some(i128::from(*b)),
+                serde_json::Value::Number(n) => n
+                    .as_i64()
+                    .map(i128::from)
+                    .or(n.as_u64().map(i128::from))
+                    .or_else(|| {
+                        let f = n.as_f64()?;
+                        (f.fract() == 0.0 && f.is_finite()).then_some(f as i128)
+                    }),
+                _ => None,
+            }
+        };
+        let float = || v.as_f64().filter(|_| v.is_number());
+        fn int<T: TryFrom<i128>, const N: usize>(
+            v: Option<i128>,
+            le: fn(T) -> [u8; N],
+        ) -> Option<Vec<u8>> {
+            Some(le(T::try_from(v?).ok()?).to_vec())
+        }
+        match dtype {
+            DataType::Bool => match &v {
+                serde_json::Value::Bool(b) => Some(vec![u8::from(*b)]),
+                serde_json::Value::Number(n) if n.as_u64().is_some_and(|u| u <= 1) => {
+                    Some(vec![n.as_u64()? as u8])
+                }
+                _ => None,
+            },
+            DataType::U8 => int::<u8, 1>(whole(&v), u8::to_le_bytes),
+            DataType::I8 => int::<i8, 1>(whole(&v), i8::to_le_bytes),
+            DataType::U16 => int::<u16, 2>(whole(&v), u16::to_le_bytes),
+            DataType::I16 => int::<i16, 2>(whole(&v), i16::to_le_bytes),
+            DataType::U32 => int::<u32, 4>(whole(&v), u32::to_le_bytes),
+            DataType::I32 => int::<i32, 4>(whole(&v), i32::to_le_bytes),
+            DataType::U64 => int::<u64, 8>(whole(&v), u64::to_le_bytes),
+            DataType::I64 => int::<i64, 8>(whole(&v), i64::to_le_bytes),
+            DataType::F64 => Some(float()?.to_le_bytes().to_vec()),
+            // Rounded once from the text: serde_json has no f32 reader of its own.
+            DataType::F32 => {
+                float()?;
+                let f: f32 = tok.parse().ok()?;
+                f.is_finite().then(|| f.to_le_bytes().to_vec())
+            }
+            DataType::F16 => {
+                let h = half::f16::from_f64(float()?);
+                h.is_finite().then(|| h.to_le_bytes().to_vec())
+            }
+            DataType::Bf16 => {
+                let h = half::bf16::from_f64(float()?);
+                h.is_finite().then(|| h.to_le_bytes().to_vec())
+            }
+            DataType::Bytes => None,
+        }
+    }
+
+    /// `tokens` as a JSON array, in rows of `row` when nested, spaced with `ws`.
+    fn render(tokens: &[String], row: Option<usize>, ws: &[String]) -> String {
+        let sp = |i: usize| ws[i % ws.len()].as_str();
+        let flat = |toks: &[String], base: usize| {
+            let items: Vec<String> = toks
+                .iter()
+                .enumerate()
+                .map(|(k, t)| format!("{}{t}{}", sp(base + 2 * k), sp(base + 2 * k + 1)))
+                .collect();
+            format!("[{}]", items.join(","))
+        };
+        match row {
+            None => flat(tokens, 0),
+            Some(r) => {
+                let rows: Vec<String> = tokens
+                    .chunks(r.max(1))
+                    .enumerate()
+                    .map(|(k, c)| format!("{}{}", sp(k), flat(c, k * 7)))
+                    .collect();
+                format!("[{}{}]", rows.join(","), sp(3))
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn reads_what_serde_json_read(
+            which in 0usize..NUMERIC.len(),
+            tokens in proptest::collection::vec(token(), 0..12),
+            row in proptest::option::of(1usize..5),
+            ws in proptest::collection::vec("[ \t\n\r]{0,2}", 1..6),
+        ) {
+            let dtype = NUMERIC[which];
+            let text = render(&tokens, row, &ws);
+            let want: Option<Vec<u8>> = tokens
+                .iter()
+                .map(|t| reference(t, dtype))
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.concat());
+            let mut out = Vec::new();
+            let got = read_numeric(text.as_bytes(), dtype, 2, tokens.len(), &mut out);
+            match want {
+                Some(bytes) => {
+                    prop_assert_eq!(got, Ok(tokens.len()), "{} {}", dtype, text);
+                    prop_assert_eq!(out, bytes, "{} {}", dtype, text);
+                }
+                None => prop_assert!(got.is_err(), "{} {} gave {:?}", dtype, text, out),
+            }
+        }
+
+        #[test]
+        fn writes_what_serde_json_wrote(which in 0usize..NUMERIC.len(), raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let dtype = NUMERIC[which];
+            let size = dtype.element_size().unwrap();
+            let raw = &raw[..raw.len() / size * size];
+            let mut out = Vec::new();
+            write_array(&mut out, dtype, raw).unwrap();
+            let c = raw.chunks_exact(size);
+            let want = match dtype {
+                DataType::Bool => serde_json::to_vec(&c.map(|b| b[0] != 0).collect::<Vec<_>>()),
+                DataType::U8 => serde_json::to_vec(&raw),
+                DataType::I8 => serde_json::to_vec(&c.map(|b| b[0] as i8).collect::<Vec<_>>()),
+                DataType::U16 => serde_json::to_vec(&c.map(|b| u16::from_le_bytes([b[0], b[1]])).collect::<Vec<_>>()),
+                DataType::I16 => serde_json::to_vec(&c.map(|b| i16::from_le_bytes([b[0], b[1]])).collect::<Vec<_>>()),
+                DataType::U32 => serde_json::to_vec(&c.map(|b| u32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>()),
+                DataType::I32 => serde_json::to_vec(&c.map(|b| i32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>()),
+                DataType::U64 => serde_json::to_vec(&c.map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>()),
+                DataType::I64 => serde_json::to_vec(&c.map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>()),
+                DataType::F16 => serde_json::to_vec(&c.map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect::<Vec<_>>()),
+                DataType::Bf16 => serde_json::to_vec(&c.map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect::<Vec<_>>()),
+                DataType::F32 => serde_json::to_vec(&c.map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>()),
+                DataType::F64 => serde_json::to_vec(&c.map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>()),
+                DataType::Bytes => unreachable!(),
+            }.unwrap();
+            prop_assert_eq!(&out, &want);
+            // And it reads back to the same tensor, bit for bit, where JSON can say it.
+            let v: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
+            if v.iter().all(|x| !x.is_null()) {
+                let mut back = Vec::new();
+                read_numeric(&out, dtype, 1, v.len(), &mut back).unwrap();
+                if dtype == DataType::Bool {
+                    prop_assert_eq!(back, raw.iter().map(|&b| u8::from(b != 0)).collect::<Vec<_>>());
+                } else {
+                    prop_assert_eq!(back, raw);
+                }
+            }
+        }
+    }
+}
