@@ -714,6 +714,9 @@ class Bench:
         n1, n2 = a.instr_requests // 5, a.instr_requests
         work = OUT / "stages"
         work.mkdir(exist_ok=True)
+        # warden-stages never drops to the gateway's uid, so its audit files are root's,
+        # which the next start's preflight (rightly) refuses: each run starts a new log.
+        shutil.rmtree(work / "audit", ignore_errors=True)
         cfg = Warden(work, self.models, self.runtime, self.certs, self.token)
         cfg.write_config(models=("addn",), ports=STAGES_PORTS)
         port = STAGES_PORTS
@@ -735,14 +738,21 @@ class Bench:
                      self.bodies[("addn", "grpc")], self.auth + ["content-type: application/grpc", "te: trailers"]),
         }
 
-        def h2load(path, n, tag):
+        def h2load(path, n, tag, counted=None):
+            """n requests on one connection; with `counted`, inside a callgrind window
+            (Warden's counters are read outside it, so /metrics is not counted)."""
             url, body, headers = paths[path]
             cmd = ["h2load", "-n", str(n), "-c", "1", "-m", "1", "-t", "1", "-d", str(body)]
             for h in headers:
                 cmd += ["-H", h]
             cmd.append(url)
             ok0, fail0 = admin_metrics(port["admin"], timeout=120)
-            out = run(cmd, timeout=3600)
+            out = None
+
+            def load():
+                nonlocal out
+                out = run(cmd, timeout=3600)
+            dump = counted(load, f"{path} {tag}") if counted else load()
             ok1, fail1 = admin_metrics(port["admin"], timeout=120)
             (OUT / "raw" / f"instr.{path.replace(' ', '_')}.{tag}.h2load.txt").write_text(" ".join(cmd) + "\n\n" + out)
             st_ = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded", out)
@@ -750,6 +760,7 @@ class Bench:
                 raise RuntimeError(f"instructions {path} {tag}: not {n} successes (h2load: "
                                    f"{st_.group(0) if st_ else '?'}; Warden: {ok1 - ok0:.0f} ok, {fail1 - fail0:.0f} failed)")
             res.setdefault("h2load", {})[path] = {"cmd": shell_line(cmd)}
+            return dump
 
         res = {"n1": n1, "n2": n2, "rounds": [], "model": "addn (FP32 [1,4] + [1,4])"}
         log("instructions: starting warden-stages under callgrind (slow: minutes)")
@@ -761,8 +772,8 @@ class Bench:
             for rnd in range(a.instr_rounds):
                 rows = {}
                 for path in paths:
-                    small = st.measure(lambda: h2load(path, n1, f"r{rnd}.n1"), f"{path} r{rnd} n1")
-                    large = st.measure(lambda: h2load(path, n2, f"r{rnd}.n2"), f"{path} r{rnd} n2")
+                    small = h2load(path, n1, f"r{rnd}.n1", st.measure)
+                    large = h2load(path, n2, f"r{rnd}.n2", st.measure)
                     rows[path] = ins.per_request(small, large, n1, n2)
                     g, b = rows[path]["gateway"]["total_per_request"], rows[path]["backend"]["total_per_request"]
                     log(f"instructions round {rnd + 1} {path}: gateway {g:,.0f} + backend {b:,.0f} per request")
