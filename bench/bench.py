@@ -712,6 +712,7 @@ class Bench:
 
         a = self.args
         n1, n2 = a.instr_requests // 5, a.instr_requests
+        rps = a.instr_rps
         work = OUT / "stages"
         work.mkdir(exist_ok=True)
         # warden-stages never drops to the gateway's uid, so its audit files are root's,
@@ -738,31 +739,37 @@ class Bench:
                      self.bodies[("addn", "grpc")], self.auth + ["content-type: application/grpc", "te: trailers"]),
         }
 
-        def h2load(path, n, tag, counted=None):
-            """n requests on one connection; with `counted`, inside a callgrind window
-            (Warden's counters are read outside it, so /metrics is not counted)."""
+        PREWARM = 5  # requests on the path after instrumentation is turned on, uncounted
+
+        def h2load(path, n, tag, counted=None, rps=None):
+            """n requests on one connection, `rps` a second if given; with `counted`,
+            inside a callgrind window (Warden's counters are read outside it, so
+            /metrics is not counted)."""
             url, body, headers = paths[path]
-            cmd = ["h2load", "-n", str(n), "-c", "1", "-m", "1", "-t", "1", "-d", str(body)]
+            conn = ["-c", "1", "-m", "1", "-t", "1", "-d", str(body)]
             for h in headers:
-                cmd += ["-H", h]
-            cmd.append(url)
+                conn += ["-H", h]
+            conn.append(url)
+            cmd = ["h2load", "-n", str(n), *(["--rps", str(rps)] if rps else []), *conn]
             ok0, fail0 = admin_metrics(port["admin"], timeout=120)
             out = None
 
             def load():
                 nonlocal out
                 out = run(cmd, timeout=3600)
-            dump = counted(load, f"{path} {tag}") if counted else load()
+            dump = counted(load, f"{path} {tag}", lambda: run(["h2load", "-n", str(PREWARM), *conn])) if counted else load()
             ok1, fail1 = admin_metrics(port["admin"], timeout=120)
             (OUT / "raw" / f"instr.{path.replace(' ', '_')}.{tag}.h2load.txt").write_text(" ".join(cmd) + "\n\n" + out)
             st_ = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded", out)
-            if not st_ or int(st_.group(4)) != n or ok1 - ok0 != n or fail1 != fail0:
+            served = n + (PREWARM if counted else 0)
+            if not st_ or int(st_.group(4)) != n or ok1 - ok0 != served or fail1 != fail0:
                 raise RuntimeError(f"instructions {path} {tag}: not {n} successes (h2load: "
                                    f"{st_.group(0) if st_ else '?'}; Warden: {ok1 - ok0:.0f} ok, {fail1 - fail0:.0f} failed)")
             res.setdefault("h2load", {})[path] = {"cmd": shell_line(cmd)}
-            return dump
+            took = re.search(r"finished in ([\d.]+)(m?s)", out)
+            return dump, float(took.group(1)) / (1000 if took.group(2) == "ms" else 1)
 
-        res = {"n1": n1, "n2": n2, "rounds": [], "model": "addn (FP32 [1,4] + [1,4])"}
+        res = {"n1": n1, "n2": n2, "rps": rps, "rounds": [], "model": "addn (FP32 [1,4] + [1,4])"}
         log("instructions: starting warden-stages under callgrind (slow: minutes)")
         st.start(ready)
         res["valgrind"] = {"cmd": shell_line(st.cmd)}
@@ -772,9 +779,12 @@ class Bench:
             for rnd in range(a.instr_rounds):
                 rows = {}
                 for path in paths:
-                    small = h2load(path, n1, f"r{rnd}.n1", st.measure)
-                    large = h2load(path, n2, f"r{rnd}.n2", st.measure)
-                    rows[path] = ins.per_request(small, large, n1, n2)
+                    # Paced (h2load --rps), so each window lasts as long on any machine;
+                    # the slower third window measures the clock-driven work to take out.
+                    small = h2load(path, n1, f"r{rnd}.n1", st.measure, rps)
+                    large = h2load(path, n2, f"r{rnd}.n2", st.measure, rps)
+                    slow = h2load(path, n1, f"r{rnd}.n1.slow", st.measure, rps // 2)
+                    rows[path] = ins.per_request(small, large, slow, n1, n2)
                     g, b = rows[path]["gateway"]["total_per_request"], rows[path]["backend"]["total_per_request"]
                     log(f"instructions round {rnd + 1} {path}: gateway {g:,.0f} + backend {b:,.0f} per request")
                 res["rounds"].append(rows)
@@ -1121,9 +1131,11 @@ def instructions_section(ins, token):
     L.append(f"User-space instructions counted by valgrind's callgrind in `warden-stages` (the real gateway and "
              f"backend, wired by the code `warden gateway` / `warden backend` run, in one process without the "
              f"sandbox), one request at a time on one TLS 1.3 + HTTP/2 connection with an ES256 JWT (verified "
-             f"once, then cached). Per request = (instructions over {ins['n2']} requests − over {ins['n1']}) / "
-             f"{ins['n2'] - ins['n1']}: the connection's own cost (handshake, preface) drops out and is shown "
-             f"per connection. A function's own instructions go to the stage its name matches "
+             f"once, then cached), paced at {ins['rps']} requests a second. Per request = (instructions over "
+             f"{ins['n2']} requests − over {ins['n1']}) / {ins['n2'] - ins['n1']}, less the work that follows the "
+             f"clock rather than the requests (measured per second from the same {ins['n1']} requests sent at half "
+             f"the pace, shown below, and taken out): the connection's own cost (handshake, preface) drops out and "
+             f"is shown per connection. A function's own instructions go to the stage its name matches "
              f"(`bench/instructions.py`); shared helpers (malloc, memcpy) are split among their callers' stages. "
              f"The kernel's work (TCP, Unix socket) is not counted.\n")
     rounds = ins["rounds"]
@@ -1144,6 +1156,10 @@ def instructions_section(ins, token):
         for side in ("gateway", "backend"):
             vals = [r[path][side]["total_per_connection"] for r in rounds]
             L.append(f"| {side} | per connection (handshake, preface, close) | "
+                     + " | ".join(f"{v:,.0f}" for v in vals) + " |")
+        for side in ("gateway", "backend"):
+            vals = [r[path][side]["total_per_second"] for r in rounds]
+            L.append(f"| {side} | clock-driven, per second with the connection open (taken out) | "
                      + " | ".join(f"{v:,.0f}" for v in vals) + " |")
         L.append("")
     if len(rounds) > 1:
@@ -1195,7 +1211,10 @@ def main():
     ap.add_argument("--sweep-duration", type=int, default=8, help="seconds per sweep point")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--only", default=",".join(SECTIONS))
-    ap.add_argument("--instr-requests", type=int, default=250,
+    ap.add_argument("--instr-rps", type=int, default=4,
+                    help="instructions: requests per second in the counted runs (one every 250 ms: "
+                         "slower than a request under valgrind on a busy machine)")
+    ap.add_argument("--instr-requests", type=int, default=200,
                     help="instructions: requests in the larger counted run (the smaller is a fifth)")
     ap.add_argument("--instr-warmup", type=int, default=50, help="instructions: warm-up requests per path")
     ap.add_argument("--instr-rounds", type=int, default=2, help="instructions: rounds (2 shows stability)")

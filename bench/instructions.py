@@ -10,12 +10,14 @@ counts them with valgrind's callgrind:
   - it runs under `valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes`,
     with the tiny `addn` model on real OpenVINO;
   - h2load (TLS 1.3, HTTP/2, ES256 JWT as everywhere in the bench) warms each path up,
-    then, with instrumentation on (`callgrind_control -i on`), sends exactly N1 and then
-    N2 requests on one connection each, and each run is dumped (`callgrind_control -d`);
+    then, with instrumentation on (`callgrind_control -i on`), sends exactly N1, then N2
+    requests at a fixed pace, then N1 at half that pace, on one connection each, and
+    each run is dumped (`callgrind_control -d`);
   - the dumps are split by thread (gateway threads / backend threads, by the code they
     ran) and by stage (function-name patterns below); the figure per request is the
-    difference between the two runs over N2 - N1, so the connection's own cost (the TLS
-    handshake, HTTP/2 preface) drops out and is reported apart, per connection.
+    difference between the first two runs over N2 - N1, so the connection's own cost
+    (the TLS handshake, HTTP/2 preface) drops out and is reported apart, per
+    connection, less the work that follows the clock (see `per_request`).
 
 Stages do not overlap: each function's own (self) instructions go to the stage its name
 matches (first pattern that matches); a function no pattern names (malloc, memcpy, a
@@ -203,11 +205,15 @@ class Stages:
         return subprocess.run(["callgrind_control", *args, str(self.proc.pid)], check=True,
                               capture_output=True, text=True).stdout
 
-    def measure(self, load, label):
-        """Runs `load` (a callable) with instrumentation on; returns the dump's split."""
+    def measure(self, load, label, prewarm):
+        """Runs `load` (a callable) with instrumentation on; returns the dump's split.
+        Turning instrumentation on makes valgrind translate the code again, which makes
+        the first requests after it ~100 times slower: `prewarm` runs the same path
+        first, uncounted (the counters are zeroed after it)."""
         before = set(glob.glob(str(self.cg / "cg.out.*")))
-        self.control("-z")
         self.control("-i", "on")
+        prewarm()
+        self.control("-z")
         load()
         self.control("-i", "off")
         self.control("-d", label)
@@ -232,17 +238,31 @@ class Stages:
         self.proc = None
 
 
-def per_request(small, large, n_small, n_large):
-    """Per-request and per-connection instructions from two runs of n_small / n_large
-    requests on one connection each."""
+def per_request(small, large, slow, n_small, n_large):
+    """Per-request and per-connection instructions from three runs on one connection
+    each, every one a (split dump, seconds) pair: n_small and n_large requests at a
+    fixed pace, and n_small at half that pace.
+
+    Some work follows the clock, not the requests (each connection's 50 ms tick, timer
+    wheel turns, clock reads), and under valgrind a request takes ~100 times longer than
+    natively, so that work would pass for per-request cost and move with the machine's
+    load. `slow` differs from `small` only in lasting longer, which measures that work
+    per second (per stage); it is taken out of the per-request figure for the time
+    `large` lasted longer than `small`."""
+    (a, ta), (b, tb), (c, tc) = small, large, slow
     out = {}
     for side in ("gateway", "backend", "unattributed"):
-        stages = sorted(set(small[side]) | set(large[side]))
-        per = {s: (large[side][s] - small[side][s]) / (n_large - n_small) for s in stages}
-        conn = {s: small[side][s] - n_small * per[s] for s in stages}
-        out[side] = {"per_request": per, "per_connection": conn,
-                     "total_per_request": sum(v for s, v in per.items() if s not in NOT_PER_REQUEST),
-                     "total_per_connection": sum(v for s, v in conn.items() if s not in NOT_PER_REQUEST)}
+        stages = sorted(set(a[side]) | set(b[side]) | set(c[side]))
+        per_second = {s: (c[side][s] - a[side][s]) / (tc - ta) for s in stages}
+        per = {s: (b[side][s] - a[side][s] - per_second[s] * (tb - ta)) / (n_large - n_small) for s in stages}
+        conn = {s: a[side][s] - n_small * per[s] - per_second[s] * ta for s in stages}
+
+        def total(d):
+            return sum(v for s, v in d.items() if s not in NOT_PER_REQUEST)
+        out[side] = {"per_request": per, "per_connection": conn, "per_second": per_second,
+                     "total_per_request": total(per), "total_per_connection": total(conn),
+                     "total_per_second": total(per_second),
+                     "seconds": [ta, tb, tc]}
     return out
 
 
