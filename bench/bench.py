@@ -765,7 +765,7 @@ class Bench:
             if not st_ or int(st_.group(4)) != n or ok1 - ok0 != served or fail1 != fail0:
                 raise RuntimeError(f"instructions {path} {tag}: not {n} successes (h2load: "
                                    f"{st_.group(0) if st_ else '?'}; Warden: {ok1 - ok0:.0f} ok, {fail1 - fail0:.0f} failed)")
-            res.setdefault("h2load", {})[path] = {"cmd": shell_line(cmd)}
+            res.setdefault("h2load", {})[f"{path} {tag.split('.', 1)[-1]}"] = {"cmd": shell_line(cmd)}
             took = re.search(r"finished in ([\d.]+)(m?s)", out)
             return dump, float(took.group(1)) / (1000 if took.group(2) == "ms" else 1)
 
