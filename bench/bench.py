@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 BIN = ROOT / "target" / "release" / "warden"
+STAGES_BIN = ROOT / "target" / "release" / "warden-stages"
 PY = ROOT / ".venv" / "bin" / "python"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -41,6 +42,8 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 ISS, AUD, SUB = "warden-bench", "warden", "bench"
 PLUGIN = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
 PORTS = {"rest": 18443, "grpc": 18444, "admin": 18180, "peer_https": 18543, "peer_grpcs": 18544}
+# warden-stages (the instructions section) listens on its own ports.
+STAGES_PORTS = {"rest": 18643, "grpc": 18644, "admin": 18280}
 
 # The models: file, input name and shape, and how a real image becomes its input.
 MODELS = {
@@ -245,9 +248,9 @@ class Warden:
         self.certs, self.token, self.binary = certs, token, binary
         self.proc = None
 
-    def write_config(self, nireq=None):
+    def write_config(self, nireq=None, models=("light_resnet50", "blazeface", "addn", "echo"), ports=PORTS):
         cfg = {"model_config_list": []}
-        for name in ["light_resnet50", "blazeface", "addn", "echo"]:
+        for name in models:
             entry = {"name": name, "base_path": str(self.models_dir / name), "plugin_config": PLUGIN}
             if nireq:
                 entry["nireq"] = nireq
@@ -262,9 +265,9 @@ class Warden:
 # load test would trip on purpose (one principal, one IP, many connections).
 [gateway]
 bind_address = "127.0.0.1"
-rest_port = {PORTS['rest']}
-grpc_port = {PORTS['grpc']}
-admin_port = {PORTS['admin']}
+rest_port = {ports['rest']}
+grpc_port = {ports['grpc']}
+admin_port = {ports['admin']}
 [tls]
 cert = "{c / 'server.pem'}"
 key = "{c / 'server.key'}"
@@ -350,9 +353,9 @@ class Peer:
         subprocess.run(["bash", str(ROOT / "bench/peer/stop.sh"), str(self.workdir)], check=False)
 
 
-def https_get(port, path, certs, token=None):
+def https_get(port, path, certs, token=None, timeout=5):
     ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         with ctx.wrap_socket(s, server_hostname="localhost") as t:
             hdr = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
             if token:
@@ -364,9 +367,9 @@ def https_get(port, path, certs, token=None):
     return int(data.split(b" ", 2)[1])
 
 
-def admin_metrics():
+def admin_metrics(port=PORTS["admin"], timeout=5):
     import urllib.request
-    text = urllib.request.urlopen(f"http://127.0.0.1:{PORTS['admin']}/metrics", timeout=5).read().decode()
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout).read().decode()
     ok = fail = 0
     for line in text.splitlines():
         if line.startswith("ovms_requests_success"):
@@ -423,6 +426,7 @@ def prepare():
     bodies[("addn", "binary")], bodies[("addn", "binary_hlen")] = binary_body(
         "x", np.array([[1, 2, 3, 4]], dtype=np.float32))
     bodies[("addn", "grpc")] = grpc_body("addn", "x", np.array([[1, 2, 3, 4]], dtype=np.float32))
+    bodies[("addn", "json")] = json_body("x", np.array([[1, 2, 3, 4]], dtype=np.float32))
     for model in MODELS:
         bodies[(model, "binary")], bodies[(model, "binary_hlen")] = binary_body(
             MODELS[model]["input"], bodies[(model, "tensor")])
@@ -743,6 +747,97 @@ class Bench:
                 r["mb_per_s"] = r["rps"] * size / 1e6
                 res[kind].append(r)
         self.results["sweep_size"] = res
+
+    def instructions(self):
+        """Instructions per request by stage, counted by callgrind (bench/instructions.py)
+        on warden-stages: the real gateway and backend in one unsandboxed process, with
+        only `addn`. Each path: a warm-up, then exactly N1 and N2 requests on one
+        connection each with instrumentation on; the per-request figure is their
+        difference over N2 - N1. Two rounds, to show the figure is stable."""
+        import instructions as ins
+
+        a = self.args
+        n1, n2 = a.instr_requests // 5, a.instr_requests
+        rps = a.instr_rps
+        work = OUT / "stages"
+        work.mkdir(exist_ok=True)
+        # warden-stages never drops to the gateway's uid, so its audit files are root's,
+        # which the next start's preflight (rightly) refuses: each run starts a new log.
+        shutil.rmtree(work / "audit", ignore_errors=True)
+        cfg = Warden(work, self.models, self.runtime, self.certs, self.token)
+        cfg.write_config(models=("addn",), ports=STAGES_PORTS)
+        port = STAGES_PORTS
+        st = ins.Stages(STAGES_BIN, work, work / "warden.toml", port, log)
+
+        def ready():
+            try:
+                return https_get(port["rest"], "/v2/health/ready", self.certs, timeout=60) == 200
+            except OSError:
+                return False
+
+        paths = {
+            "REST JSON": (f"https://localhost:{port['rest']}/v2/models/addn/infer", self.bodies[("addn", "json")],
+                          self.auth + ["content-type: application/json"]),
+            "REST binary": (f"https://localhost:{port['rest']}/v2/models/addn/infer", self.bodies[("addn", "binary")],
+                            self.auth + ["content-type: application/octet-stream",
+                                         f"inference-header-content-length: {self.bodies[('addn', 'binary_hlen')]}"]),
+            "gRPC": (f"https://localhost:{port['grpc']}/inference.GRPCInferenceService/ModelInfer",
+                     self.bodies[("addn", "grpc")], self.auth + ["content-type: application/grpc", "te: trailers"]),
+        }
+
+        PREWARM = 5  # requests on the path after instrumentation is turned on, uncounted
+
+        def h2load(path, n, tag, counted=None, rps=None):
+            """n requests on one connection, `rps` a second if given; with `counted`,
+            inside a callgrind window (Warden's counters are read outside it, so
+            /metrics is not counted)."""
+            url, body, headers = paths[path]
+            conn = ["-c", "1", "-m", "1", "-t", "1", "-d", str(body)]
+            for h in headers:
+                conn += ["-H", h]
+            conn.append(url)
+            cmd = ["h2load", "-n", str(n), *(["--rps", str(rps)] if rps else []), *conn]
+            ok0, fail0 = admin_metrics(port["admin"], timeout=120)
+            out = None
+
+            def load():
+                nonlocal out
+                out = run(cmd, timeout=3600)
+            dump = counted(load, f"{path} {tag}", lambda: run(["h2load", "-n", str(PREWARM), *conn])) if counted else load()
+            ok1, fail1 = admin_metrics(port["admin"], timeout=120)
+            (OUT / "raw" / f"instr.{path.replace(' ', '_')}.{tag}.h2load.txt").write_text(" ".join(cmd) + "\n\n" + out)
+            st_ = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded", out)
+            served = n + (PREWARM if counted else 0)
+            if not st_ or int(st_.group(4)) != n or ok1 - ok0 != served or fail1 != fail0:
+                raise RuntimeError(f"instructions {path} {tag}: not {n} successes (h2load: "
+                                   f"{st_.group(0) if st_ else '?'}; Warden: {ok1 - ok0:.0f} ok, {fail1 - fail0:.0f} failed)")
+            res.setdefault("h2load", {})[f"{path} {tag.split('.', 1)[-1]}"] = {"cmd": shell_line(cmd)}
+            took = re.search(r"finished in ([\d.]+)(m?s)", out)
+            return dump, float(took.group(1)) / (1000 if took.group(2) == "ms" else 1)
+
+        res = {"n1": n1, "n2": n2, "rps": rps, "rounds": [], "model": "addn (FP32 [1,4] + [1,4])"}
+        log("instructions: starting warden-stages under callgrind (slow: minutes)")
+        st.start(ready)
+        res["valgrind"] = {"cmd": shell_line(st.cmd)}
+        try:
+            for path in paths:
+                h2load(path, a.instr_warmup, "warmup")
+            for rnd in range(a.instr_rounds):
+                rows = {}
+                for path in paths:
+                    # Paced (h2load --rps), so each window lasts as long on any machine;
+                    # the slower third window measures the clock-driven work to take out.
+                    small = h2load(path, n1, f"r{rnd}.n1", st.measure, rps)
+                    large = h2load(path, n2, f"r{rnd}.n2", st.measure, rps)
+                    slow = h2load(path, n1, f"r{rnd}.n1.slow", st.measure, rps // 2)
+                    rows[path] = ins.per_request(small, large, slow, n1, n2)
+                    g, b = rows[path]["gateway"]["total_per_request"], rows[path]["backend"]["total_per_request"]
+                    log(f"instructions round {rnd + 1} {path}: gateway {g:,.0f} + backend {b:,.0f} per request")
+                res["rounds"].append(rows)
+        finally:
+            st.stop()
+        res["stages"] = {side: ins.stage_order(side) for side in ("gateway", "backend")}
+        self.results["instructions"] = res
 
     def preflight(self, port_rest, port_grpc, label):
         """One real inference per model and protocol with tritonclient, outputs checked,
@@ -1098,6 +1193,8 @@ def report(bench, made):
                      f"{fmt(mc['cores'] * 1e6 / total if total else None, 0)} req/s | "
                      f"{fmt(gain, 2) + '×' if gain else ''} |")
         L.append("")
+    if "instructions" in res:
+        L.extend(instructions_section(res["instructions"], bench.token))
     for png, title in [("concurrency.png", "Concurrency"), ("size.png", "Request size")]:
         if png in made:
             L.append(f"## {title}\n\n![{title}]({png})\n")
@@ -1132,6 +1229,69 @@ def report(bench, made):
     (OUT / "report.md").write_text("\n".join(L) + "\n")
 
 
+def instructions_section(ins, token):
+    """The instructions-per-request tables (report.md, and bench/results/instructions-<commit>.md)."""
+    L = [f"## Instructions per request by stage ({ins['model']}, callgrind)\n"]
+    L.append(f"User-space instructions counted by valgrind's callgrind in `warden-stages` (the real gateway and "
+             f"backend, wired by the code `warden gateway` / `warden backend` run, in one process without the "
+             f"sandbox), one request at a time on one TLS 1.3 + HTTP/2 connection with an ES256 JWT (verified "
+             f"once, then cached), paced at {ins['rps']} requests a second. Per request = (instructions over "
+             f"{ins['n2']} requests − over {ins['n1']}) / {ins['n2'] - ins['n1']}, less the work that follows the "
+             f"clock rather than the requests (measured per second from the same {ins['n1']} requests sent at half "
+             f"the pace, shown below, and taken out): the connection's own cost (handshake, preface) drops out and "
+             f"is shown per connection. A function's own instructions go to the stage its name matches "
+             f"(`bench/instructions.py`); shared helpers (malloc, memcpy) are split among their callers' stages. "
+             f"The kernel's work (TCP, Unix socket) is not counted.\n")
+    rounds = ins["rounds"]
+    last = rounds[-1]
+    for path, row in last.items():
+        L.append(f"### {path}\n")
+        hdr = " | ".join(f"round {i + 1}" for i in range(len(rounds)))
+        L.append(f"| side | stage | {hdr} |")
+        L.append("|---|---|" + "---|" * len(rounds))
+        for side in ("gateway", "backend"):
+            for stage in ins["stages"][side]:
+                vals = [r[path][side]["per_request"].get(stage, 0.0) for r in rounds]
+                L.append(f"| {side} | {stage} | " + " | ".join(f"{v:,.0f}" for v in vals) + " |")
+            vals = [r[path][side]["total_per_request"] for r in rounds]
+            L.append(f"| {side} | **total per request** | " + " | ".join(f"**{v:,.0f}**" for v in vals) + " |")
+        vals = [r[path]["unattributed"]["total_per_request"] for r in rounds]
+        L.append("| other threads | (neither side's code) | " + " | ".join(f"{v:,.0f}" for v in vals) + " |")
+        for side in ("gateway", "backend"):
+            vals = [r[path][side]["total_per_connection"] for r in rounds]
+            L.append(f"| {side} | per connection (handshake, preface, close) | "
+                     + " | ".join(f"{v:,.0f}" for v in vals) + " |")
+        for side in ("gateway", "backend"):
+            vals = [r[path][side]["total_per_second"] for r in rounds]
+            L.append(f"| {side} | clock-driven, per second with the connection open (taken out) | "
+                     + " | ".join(f"{v:,.0f}" for v in vals) + " |")
+        L.append("")
+    if len(rounds) > 1:
+        L.append("Stability (gateway + backend per request, round 1 vs round 2): " + "; ".join(
+            f"{path} {a:,.0f} vs {b:,.0f} ({(b - a) / a:+.2%})"
+            for path in last
+            for a, b in [tuple(r[path]["gateway"]["total_per_request"] + r[path]["backend"]["total_per_request"]
+                               for r in rounds[:2])]) + ".\n")
+    L.append("Commands:\n\n```")
+    for cmd in sorted(set(collect_cmds(ins))):
+        L.append(cmd.replace(token, "$TOKEN"))
+    L.append("```\n")
+    return L
+
+
+def record_instructions(ins, token):
+    """bench/results/instructions-<short commit>.md: the figure kept with the commit it
+    was measured on, so a regression shows in the history."""
+    commit = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]).strip()
+    dirty = run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]).strip()
+    head = [f"# Instructions per request, commit {commit}{' (with uncommitted changes)' if dirty else ''}\n",
+            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()['cpu']} by "
+            f"`bash bench/run.sh --only instructions`.\n"]
+    path = ROOT / "bench" / "results" / f"instructions-{commit}.md"
+    path.write_text("\n".join(head + instructions_section(ins, token)) + "\n")
+    log(f"wrote {path}")
+
+
 def collect_cmds(obj):
     if isinstance(obj, dict):
         for k, v in obj.items():
@@ -1144,7 +1304,10 @@ def collect_cmds(obj):
             yield from collect_cmds(v)
 
 
-SECTIONS = ["inprocess", "throughput", "overhead", "scaling", "versus", "memory", "concurrency", "size"]
+SECTIONS = ["inprocess", "throughput", "overhead", "scaling", "versus", "memory", "concurrency", "size",
+            "instructions"]
+# The sections that need the warden binary serving (the others start their own servers).
+ON_WARDEN = ["throughput", "overhead", "scaling", "versus", "memory", "concurrency", "size"]
 
 
 def main():
@@ -1153,6 +1316,13 @@ def main():
     ap.add_argument("--sweep-duration", type=int, default=8, help="seconds per sweep point")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--only", default=",".join(SECTIONS))
+    ap.add_argument("--instr-rps", type=int, default=4,
+                    help="instructions: requests per second in the counted runs (one every 250 ms: "
+                         "slower than a request under valgrind on a busy machine)")
+    ap.add_argument("--instr-requests", type=int, default=200,
+                    help="instructions: requests in the larger counted run (the smaller is a fifth)")
+    ap.add_argument("--instr-warmup", type=int, default=50, help="instructions: warm-up requests per path")
+    ap.add_argument("--instr-rounds", type=int, default=2, help="instructions: rounds (2 shows stability)")
     ap.add_argument("--baseline", metavar="BIN",
                     help="another warden binary (e.g. a release build of an earlier commit) to compare "
                          "this build with, in alternating rounds")
@@ -1164,19 +1334,23 @@ def main():
     try:
         if "inprocess" in only:
             b.inprocess("before")
-        b.warden.start()
-        res["gateway_rss_idle_at_start"] = rss_bytes(b.warden.pids["gateway"])
-        res["preflight_warden"] = b.preflight(PORTS["rest"], PORTS["grpc"], "warden")
-        for section, run_it in [("memory", b.memory), ("throughput", b.throughput),
-                                ("overhead", b.overhead), ("scaling", b.scaling),
-                                ("versus", b.versus_warden),
-                                ("concurrency", b.sweep_concurrency), ("size", b.sweep_size)]:
-            if section in only:
-                run_it()
+        if any(s in only for s in ON_WARDEN):
+            b.warden.start()
+            res["gateway_rss_idle_at_start"] = rss_bytes(b.warden.pids["gateway"])
+            res["preflight_warden"] = b.preflight(PORTS["rest"], PORTS["grpc"], "warden")
+            for section, run_it in [("memory", b.memory), ("throughput", b.throughput),
+                                    ("overhead", b.overhead), ("scaling", b.scaling),
+                                    ("versus", b.versus_warden),
+                                    ("concurrency", b.sweep_concurrency), ("size", b.sweep_size)]:
+                if section in only:
+                    run_it()
+            res["backend_rss_bytes"] = rss_bytes(b.warden.pids["backend"])
         res["versions"] = versions(b)
-        res["backend_rss_bytes"] = rss_bytes(b.warden.pids["backend"])
     finally:
         b.warden.stop()
+    if "instructions" in only:
+        b.instructions()
+        record_instructions(res["instructions"], b.token)
     if args.baseline:
         b.versus_baseline(args.baseline)
     if "versus" in only:

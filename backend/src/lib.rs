@@ -95,8 +95,24 @@ fn check_socket_dir(socket: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs the backend until SIGTERM/SIGINT.
-pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
+/// Everything the backend reads before it enters its sandbox: the runtime folder, the
+/// models to load, the signing keys, who may connect and the sandbox's plan. Made by
+/// [`wire`]; served by [`Wired::serve`]. The benchmark's instruction-count harness
+/// (bench/stages) wires the same way, so what it measures is the backend the binary runs.
+pub struct Wired {
+    config: Config,
+    runtime_dir: PathBuf,
+    specs: Vec<ModelSpec>,
+    integrity: integrity::Integrity,
+    gateway_uid: u32,
+    plan: warden_sandbox::Plan,
+    restarts: u64,
+    probe: bool,
+}
+
+/// Reads and checks everything the backend needs before its sandbox (see [`Wired`]).
+/// Starts no thread and reads no model byte.
+pub fn wire(config: &Config, options: &BackendOptions) -> anyhow::Result<Wired> {
     config.validate()?;
     let started_as_root = nix::unistd::getuid().is_root();
     let runtime_dir = runtime::locate(
@@ -135,27 +151,77 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
             "INSECURE: --insecure-allow-unenforced-sandbox is set; the backend may run without Landlock or seccomp"
         );
     }
-
     // Set by `warden serve` on each backend it starts; absent when run alone. Read now:
     // the sandbox clears the environment.
     let restarts: u64 = std::env::var(warden_shared::wire::BACKEND_RESTARTS_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let socket_path = config.socket_path();
+    Ok(Wired {
+        config: config.clone(),
+        runtime_dir,
+        specs,
+        integrity,
+        gateway_uid,
+        plan,
+        restarts,
+        probe: options.probe,
+    })
+}
+
+impl Wired {
+    /// Binds the backend's socket (mode 0660, in a folder only its owner may write).
+    pub fn bind(&self) -> std::io::Result<StdUnixListener> {
+        let socket_path = self.config.socket_path();
+        bind_socket(&socket_path).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "binding the backend socket {} failed: {e}",
+                    socket_path.display()
+                ),
+            )
+        })
+    }
+
+    /// Serves `listener` until SIGTERM/SIGINT (or runs the probe): starts the runtime's
+    /// threads, loads the OpenVINO library and reads the model files, so the sandbox
+    /// (if any) must be entered before.
+    pub fn serve(self, listener: Option<StdUnixListener>) -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("warden-backend")
+            .build()?;
+        if self.probe {
+            return rt.block_on(probe(
+                self.specs,
+                self.runtime_dir,
+                self.integrity,
+                &self.config,
+            ));
+        }
+        let listener = listener.context("socket not bound")?;
+        rt.block_on(serve(
+            listener,
+            self.config,
+            self.specs,
+            self.runtime_dir,
+            self.integrity,
+            self.gateway_uid,
+            self.restarts,
+        ))
+    }
+}
+
+/// Runs the backend until SIGTERM/SIGINT: [`wire`], enter the sandbox (binding the
+/// socket on the way in), [`Wired::serve`].
+pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
+    let wired = wire(config, options)?;
     let mut listener = None;
     // INVARIANT: no thread exists yet and no model byte has been read.
-    let report = sandbox::enter(&plan, || {
-        if !options.probe {
-            listener = Some(bind_socket(&socket_path).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "binding the backend socket {} failed: {e}",
-                        socket_path.display()
-                    ),
-                )
-            })?);
+    let report = sandbox::enter(&wired.plan, || {
+        if !wired.probe {
+            listener = Some(wired.bind()?);
         }
         Ok(())
     })
@@ -172,25 +238,8 @@ pub fn run(config: &Config, options: &BackendOptions) -> anyhow::Result<()> {
         bounding_set_cleared = report.bounding_set_cleared,
         "backend sandboxed"
     );
-
     // Only now: threads, the runtime library, model files.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("warden-backend")
-        .build()?;
-    if options.probe {
-        return rt.block_on(probe(specs, runtime_dir, integrity, config));
-    }
-    let listener = listener.context("socket not bound")?;
-    rt.block_on(serve(
-        listener,
-        config.clone(),
-        specs,
-        runtime_dir,
-        integrity,
-        gateway_uid,
-        restarts,
-    ))
+    wired.serve(listener)
 }
 
 /// `warden check --probe`, inside the sandbox: every configured model is loaded (and

@@ -82,10 +82,64 @@ pub fn run_as(config: &Config) -> (u32, u32) {
     }
 }
 
-/// Runs the gateway until SIGTERM/SIGINT.
+/// Everything the gateway reads and binds before it enters its sandbox: the
+/// configuration checked, TLS configurations, token verifier, policy, listening sockets
+/// and admin token. Made by [`wire`]; served by [`serve`]. The benchmark's
+/// instruction-count harness (bench/stages) wires the same way, so what it measures is
+/// the gateway the binary runs.
+pub struct Wired {
+    config: Config,
+    sandbox_plan: warden_sandbox::Plan,
+    tls: (Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>),
+    jwt: auth::jwt::JwtAuthority,
+    policy: authz::Policy,
+    rest: StdTcpListener,
+    grpc: Option<StdTcpListener>,
+    admin: Option<StdTcpListener>,
+    admin_token: Option<String>,
+}
+
+/// Runs the gateway until SIGTERM/SIGINT: [`wire`], enter the sandbox, open the audit
+/// log, [`serve`].
 pub fn run(config: Config) -> anyhow::Result<()> {
     // Sandbox step 1, before the gateway opens anything itself.
     privilege::close_inherited_fds()?;
+    let wired = wire(config)?;
+    // INVARIANT: no thread exists yet: capabilities, Landlock and seccomp apply to the
+    // calling thread and the threads it starts later, so they are set here, once, for
+    // the whole process.
+    let was_root = nix::unistd::getuid().is_root();
+    let report =
+        privilege::enter(&wired.sandbox_plan).context("the gateway could not enter its sandbox")?;
+    for w in &report.warnings {
+        tracing::warn!("sandbox: {w}");
+    }
+    // Opened as the gateway's own uid: it creates every audit file itself (the live
+    // one and each one rotation starts), so they are all its own, whatever capabilities
+    // root had (without CAP_DAC_OVERRIDE root cannot open a file in the gateway's 0750
+    // folder).
+    let audit = open_audit(&wired.config)?;
+    tracing::info!(
+        uid = report.uid,
+        gid = report.gid,
+        was_root,
+        limits = %report.limits,
+        landlock = %report.landlock,
+        seccomp = %report.seccomp,
+        "gateway sandboxed"
+    );
+    serve(wired, audit)
+}
+
+/// Opens the audit log the configuration names.
+pub fn open_audit(config: &Config) -> anyhow::Result<audit::AuditLog> {
+    audit::AuditLog::open(&config.audit)
+        .with_context(|| format!("cannot open the audit log {}", config.audit.path.display()))
+}
+
+/// Reads and checks everything the gateway needs before its sandbox (see [`Wired`]).
+/// Starts no thread.
+pub fn wire(config: Config) -> anyhow::Result<Wired> {
     config.validate()?;
     let sandbox_plan = privilege::plan(&config).map_err(anyhow::Error::msg)?;
     let (cert, key) = (
@@ -126,7 +180,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let rest = bind(config.gateway.rest_bind(), config.gateway.rest_port)?;
-    let rest_addr = rest.local_addr()?;
     let grpc = match config.gateway.grpc_port {
         0 => None,
         port => Some(bind(config.gateway.grpc_bind(), port)?),
@@ -144,32 +197,34 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    Ok(Wired {
+        config,
+        sandbox_plan,
+        tls: (rest_tls, grpc_tls),
+        jwt,
+        policy,
+        rest,
+        grpc,
+        admin,
+        admin_token,
+    })
+}
 
-    // INVARIANT: no thread exists yet: capabilities, Landlock and seccomp apply to the
-    // calling thread and the threads it starts later, so they are set here, once, for
-    // the whole process.
-    let was_root = nix::unistd::getuid().is_root();
-    let report =
-        privilege::enter(&sandbox_plan).context("the gateway could not enter its sandbox")?;
-    for w in &report.warnings {
-        tracing::warn!("sandbox: {w}");
-    }
-    // Opened as the gateway's own uid: it creates every audit file itself (the live
-    // one and each one rotation starts), so they are all its own, whatever capabilities
-    // root had (without CAP_DAC_OVERRIDE root cannot open a file in the gateway's 0750
-    // folder).
-    let audit = audit::AuditLog::open(&config.audit)
-        .with_context(|| format!("cannot open the audit log {}", config.audit.path.display()))?;
-    tracing::info!(
-        uid = report.uid,
-        gid = report.gid,
-        was_root,
-        limits = %report.limits,
-        landlock = %report.landlock,
-        seccomp = %report.seccomp,
-        "gateway sandboxed"
-    );
-
+/// Serves what [`wire`] bound, with `audit` as the audit log, until SIGTERM/SIGINT:
+/// starts the runtime's threads, so the sandbox (if any) must be entered before.
+pub fn serve(wired: Wired, audit: audit::AuditLog) -> anyhow::Result<()> {
+    let Wired {
+        config,
+        tls,
+        jwt,
+        policy,
+        rest,
+        grpc,
+        admin,
+        admin_token,
+        ..
+    } = wired;
+    let rest_addr = rest.local_addr()?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = config.gateway.worker_threads {
         rt.worker_threads(n);
@@ -182,7 +237,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             settings: Some(settings(&config, &policy)),
             ..Default::default()
         };
-        let state = Arc::new(state::State::new(config, jwt, policy, (rest_tls, grpc_tls), audit, backend, gauges));
+        let state = Arc::new(state::State::new(config, jwt, policy, tls, audit, backend, gauges));
         if state.audit.write(&start).is_err() {
             state.metrics.inc(metrics::AUDIT_WRITE_FAILURES, []);
         }
