@@ -358,7 +358,11 @@ async fn housekeeping(state: Arc<state::State>) {
             };
             let _ = state.audit.write(&rec);
         }
-        if trimmer.due(state.open_connections.load(std::sync::atomic::Ordering::Acquire)) {
+        if trimmer.due(
+            state
+                .open_connections
+                .load(std::sync::atomic::Ordering::Acquire),
+        ) {
             heap::trim();
         }
         n += 1;
