@@ -7,6 +7,12 @@
 #   bash scripts/mutants.sh gateway/src/limits/rate.rs [more files]
 #   bash scripts/mutants.sh --in-diff origin/main    # only mutants on lines changed since
 #   bash scripts/mutants.sh --ci                     # CI's slice (below)
+#   bash scripts/mutants.sh --in-place FILE...       # mutate this tree, in its target/
+#
+# By default the tree is copied (what git tracks) and built from scratch (6-10 minutes
+# on 2 cores before the first mutant); --in-place mutates the files in this tree one
+# at a time and builds in its own target folder, which is quick when that is built
+# already, but do not edit the files under test while it runs.
 #
 # Output: target/mutants.out/ (cargo-mutants' own: outcomes.json, caught.txt,
 # missed.txt, timeout.txt, unviable.txt) and a count per file on standard output. Exit 1
@@ -44,9 +50,11 @@ args=()
 files=()
 base=""
 ci=0
+inplace=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --in-diff) base="$2"; shift 2 ;;
+    --in-place) inplace=1; shift ;;
     --ci) ci=1; base=$(sed -e 's/#.*//' tests/mutants-base | tr -d '[:space:]'); shift ;;
     *) files+=("$1"); shift ;;
   esac
@@ -111,6 +119,8 @@ if [ $ci = 1 ]; then
     rm -rf "$backup"
   }
   trap restore EXIT
+elif [ $inplace = 1 ]; then
+  args+=(--in-place --minimum-test-timeout 60)
 else
   # Only what git tracks is copied into the mutants' build folder (not the runtime,
   # models or fuzz builds).
