@@ -128,7 +128,7 @@ else
 fi
 
 status=0
-"${cap[@]}" cargo mutants --test-workspace false --no-shuffle --jobs 1 --output target \
+"${cap[@]}" cargo mutants --test-workspace false --no-shuffle --output target \
   "${args[@]}" || status=$?
 capped=0
 # cargo-mutants exits 2 when mutants were missed, 3 on timeouts; `timeout` 124 (or
