@@ -105,26 +105,38 @@ if [ $ci = 1 ]; then
   minutes="${WARDEN_MUTANTS_MINUTES:-10}"
   # CI has just built and passed every test of this tree: mutate it in place, in the
   # build folder it already has (no copy, no baseline build or run).
-  args+=(--in-place --baseline skip --timeout 300)
+  args+=(--baseline skip --timeout 300)
   cap=(timeout --signal=INT --kill-after=60 "${minutes}m")
-  # cargo-mutants puts each file back after its mutants; this also covers a run cut
-  # by the cap in the middle of one.
+  inplace=1
+fi
+# A mutant that replaces a function's body leaves its parameters unused, which
+# RUSTFLAGS=-D warnings turns into a build error: the mutant would count as "unviable"
+# and never be tested. A copy is built from scratch anyway, so there cargo-mutants caps
+# the lints; in place, a changed RUSTFLAGS would rebuild every dependency, so instead
+# the crates under test get `#![allow(unused)]` at the start of their first line (line
+# numbers unchanged) for the run.
+if [ $inplace = 1 ]; then
+  args+=(--in-place)
+  [ $ci = 1 ] || args+=(--minimum-test-timeout 60)
+  roots=()
+  for p in $packages; do roots+=("${p#warden-}/src/lib.rs"); done
+  # cargo-mutants puts each file back after its mutants; this also puts back the
+  # crate roots, and a file a cap or a ^C cut in the middle of a mutant.
   backup=$(mktemp -d)
-  for f in "${files[@]}"; do
+  for f in "${files[@]}" "${roots[@]}"; do
     mkdir -p "$backup/$(dirname "$f")"
     cp "$f" "$backup/$f"
   done
   restore() {
-    for f in "${files[@]}"; do cmp -s "$backup/$f" "$f" || cp "$backup/$f" "$f"; done
+    for f in "${files[@]}" "${roots[@]}"; do cmp -s "$backup/$f" "$f" || cp "$backup/$f" "$f"; done
     rm -rf "$backup"
   }
   trap restore EXIT
-elif [ $inplace = 1 ]; then
-  args+=(--in-place --minimum-test-timeout 60)
+  for r in "${roots[@]}"; do sed -i '1s/^/#![allow(unused)] /' "$r"; done
 else
   # Only what git tracks is copied into the mutants' build folder (not the runtime,
   # models or fuzz builds).
-  args+=(--gitignore true --minimum-test-timeout 60)
+  args+=(--gitignore true --minimum-test-timeout 60 --cap-lints true)
 fi
 
 status=0
