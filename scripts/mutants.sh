@@ -6,10 +6,17 @@
 #   bash scripts/mutants.sh                          # every file of the security core
 #   bash scripts/mutants.sh gateway/src/limits/rate.rs [more files]
 #   bash scripts/mutants.sh --in-diff origin/main    # only mutants on lines changed since
+#   bash scripts/mutants.sh --ci                     # CI's slice (below)
+#   bash scripts/mutants.sh --in-place FILE...       # mutate this tree, in its target/
 #
-# Output: mutants.out/ (cargo-mutants' own: outcomes.json, caught.txt, missed.txt,
-# timeout.txt, unviable.txt) and a count per file on standard output. Exit 1 if a
-# missed mutant is not listed in tests/mutants-allowed.txt (one mutant per line, as
+# By default the tree is copied (what git tracks) and built from scratch (6-10 minutes
+# on 2 cores before the first mutant); --in-place mutates the files in this tree one
+# at a time and builds in its own target folder, which is quick when that is built
+# already, but do not edit the files under test while it runs.
+#
+# Output: target/mutants.out/ (cargo-mutants' own: outcomes.json, caught.txt,
+# missed.txt, timeout.txt, unviable.txt) and a count per file on standard output. Exit 1
+# if a missed mutant is not listed in tests/mutants-allowed.txt (one mutant per line, as
 # cargo-mutants names it, then " # " and why it is equivalent or harmless).
 #
 # Tests: the unit tests of the mutated file's crate (`cargo nextest run -p <crate>`).
@@ -17,11 +24,15 @@
 # relink, so they are not part of a run; a module whose only guard is end to end shows
 # up here as missed and is either covered by a unit test or listed with the end-to-end
 # test that covers it. docs/testing.md explains how to read a run.
+#
+# --ci: the mutants on the security-core lines changed since tests/mutants-base (the
+# commit the committed report in docs/testing.md was made at), in place in the tree CI
+# has just built and tested (so no baseline build), under a time cap of
+# WARDEN_MUTANTS_MINUTES (default 10). No changed line: nothing is built or run. A cap
+# hit is reported in a banner with how many mutants were left untested; a missed
+# mutant among those tested fails as usual.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! cargo mutants --version >/dev/null 2>&1; then
-  cargo install cargo-mutants --locked --version 27.1.0
-fi
 export RUSTFLAGS="${RUSTFLAGS:--D warnings}"
 
 # The modules that decide who gets in and what they may do.
@@ -37,15 +48,41 @@ CORE=(
 
 args=()
 files=()
+base=""
+ci=0
+inplace=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --in-diff) git diff "$2" -- "${CORE[@]}" > target/mutants.diff; args+=(--in-diff target/mutants.diff); shift 2 ;;
+    --in-diff) base="$2"; shift 2 ;;
+    --in-place) inplace=1; shift ;;
+    --ci) ci=1; base=$(sed -e 's/#.*//' tests/mutants-base | tr -d '[:space:]'); shift ;;
     *) files+=("$1"); shift ;;
   esac
 done
 mkdir -p target
+if [ -n "$base" ]; then
+  if ! git cat-file -e "$base^{commit}" 2>/dev/null; then
+    echo "== MUTANTS: the base $base is not in this clone's history (shallow clone?): the slice cannot run" >&2
+    exit 1
+  fi
+  # Only the core files that changed, and only their changed lines.
+  mapfile -t files < <(git diff --name-only "$base" -- "${CORE[@]}")
+  if [ ${#files[@]} -eq 0 ]; then
+    echo "== mutants: no security-core file changed since $base: nothing to run"
+    exit 0
+  fi
+  git diff "$base" -- "${files[@]}" > target/mutants.diff
+  args+=(--in-diff target/mutants.diff)
+fi
 [ ${#files[@]} -eq 0 ] && files=("${CORE[@]}")
 for f in "${files[@]}"; do args+=(--file "$f"); done
+
+if ! cargo mutants --version >/dev/null 2>&1; then
+  cargo install cargo-mutants --locked --version 27.1.0
+fi
+if cargo nextest --version >/dev/null 2>&1; then
+  args+=(--test-tool nextest)
+fi
 
 # The crates the files belong to: their unit tests are what runs.
 packages=$(for f in "${files[@]}"; do
@@ -57,16 +94,63 @@ packages=$(for f in "${files[@]}"; do
 done | sort -u)
 for p in $packages; do args+=(--package "$p"); done
 
-status=0
-# Only what git tracks is copied into the mutants' build folder (not the runtime,
-# models or fuzz builds).
-cargo mutants --test-tool nextest --test-workspace false --no-shuffle --jobs 1 --gitignore true \
-  --minimum-test-timeout 60 --output target "${args[@]}" || status=$?
-# cargo-mutants exits 2 when mutants were missed, 3 on timeouts; anything else is an
-# error of the run itself.
-case $status in 0 | 2 | 3) ;; *) exit "$status" ;; esac
-
 out=target/mutants.out
+cap=()
+if [ $ci = 1 ]; then
+  total=$(cargo mutants --list "${args[@]}" | wc -l)
+  echo "== mutants: $total mutant(s) on the security-core lines changed since $base"
+  if [ "$total" = 0 ]; then
+    exit 0
+  fi
+  minutes="${WARDEN_MUTANTS_MINUTES:-10}"
+  # CI has just built and passed every test of this tree: mutate it in place, in the
+  # build folder it already has (no copy, no baseline build or run).
+  args+=(--baseline skip --timeout 300)
+  cap=(timeout --signal=INT --kill-after=60 "${minutes}m")
+  inplace=1
+fi
+# A mutant that replaces a function's body leaves its parameters unused, which
+# RUSTFLAGS=-D warnings turns into a build error: the mutant would count as "unviable"
+# and never be tested. A copy is built from scratch anyway, so there cargo-mutants caps
+# the lints; in place, a changed RUSTFLAGS would rebuild every dependency, so instead
+# the crates under test get `#![allow(unused)]` at the start of their first line (line
+# numbers unchanged) for the run.
+if [ $inplace = 1 ]; then
+  args+=(--in-place)
+  [ $ci = 1 ] || args+=(--minimum-test-timeout 60)
+  roots=()
+  for p in $packages; do roots+=("${p#warden-}/src/lib.rs"); done
+  # cargo-mutants puts each file back after its mutants; this also puts back the
+  # crate roots, and a file a cap or a ^C cut in the middle of a mutant.
+  backup=$(mktemp -d)
+  for f in "${files[@]}" "${roots[@]}"; do
+    mkdir -p "$backup/$(dirname "$f")"
+    cp "$f" "$backup/$f"
+  done
+  restore() {
+    for f in "${files[@]}" "${roots[@]}"; do cmp -s "$backup/$f" "$f" || cp "$backup/$f" "$f"; done
+    rm -rf "$backup"
+  }
+  trap restore EXIT
+  for r in "${roots[@]}"; do sed -i '1s/^/#![allow(unused)] /' "$r"; done
+else
+  # Only what git tracks is copied into the mutants' build folder (not the runtime,
+  # models or fuzz builds).
+  args+=(--gitignore true --minimum-test-timeout 60 --cap-lints true)
+fi
+
+status=0
+"${cap[@]}" cargo mutants --test-workspace false --no-shuffle --output target \
+  "${args[@]}" || status=$?
+capped=0
+# cargo-mutants exits 2 when mutants were missed, 3 on timeouts; `timeout` 124 (or
+# 137 if it had to kill) when the cap was hit; anything else is an error of the run.
+case $status in
+  0 | 2 | 3) ;;
+  124 | 137) capped=1 ;;
+  *) exit "$status" ;;
+esac
+
 echo "== per file: caught / missed / unviable / timeout"
 for f in "${files[@]}"; do
   c=$(grep -c "^$f:" "$out/caught.txt" || true)
@@ -75,6 +159,14 @@ for f in "${files[@]}"; do
   t=$(grep -c "^$f:" "$out/timeout.txt" || true)
   echo "$f: $c / $m / $u / $t"
 done
+if [ $capped = 1 ]; then
+  tested=$(cat "$out"/{caught,missed,unviable,timeout}.txt 2>/dev/null | wc -l)
+  echo "=================================================================="
+  echo "== MUTANTS SLICE CUT BY ITS ${minutes}-MINUTE CAP: $tested of $total mutants"
+  echo "== tested, $((total - tested)) NOT TESTED. Run them before merging:"
+  echo "==   bash scripts/mutants.sh --in-diff $base"
+  echo "=================================================================="
+fi
 allowed=$(sed -e 's/ # .*//' -e '/^#/d' -e '/^$/d' tests/mutants-allowed.txt)
 new=$(grep -vxF -f <(printf '%s\n' "$allowed") "$out/missed.txt" || true)
 if [ -n "$new" ]; then

@@ -32,3 +32,12 @@ fi
 if [ "${WARDEN_FUZZ_SECONDS:-10}" != "0" ]; then
   bash fuzz/run.sh "${WARDEN_FUZZ_SECONDS:-10}"
 fi
+# Mutation testing of the security-core lines this change touched (scripts/mutants.sh
+# --ci): the mutants on lines changed since tests/mutants-base, in place in the tree
+# just built, capped at WARDEN_MUTANTS_MINUTES (default 10; 0 skips). Fails on a missed
+# mutant not in tests/mutants-allowed.txt; a cap hit prints a banner saying how many
+# were not tested. Last, so that its banner ends the log and its in-place builds touch
+# nothing a later step uses.
+if [ "${WARDEN_MUTANTS_MINUTES:-10}" != "0" ]; then
+  bash scripts/mutants.sh --ci
+fi

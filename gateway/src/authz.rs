@@ -541,6 +541,34 @@ mod tests {
         );
     }
 
+    #[test]
+    fn operations_and_rules_are_named_as_warden_check_prints_them() {
+        let names: Vec<&str> = [
+            Operation::Infer,
+            Operation::Metadata,
+            Operation::Ready,
+            Operation::Config,
+            Operation::Stats,
+            Operation::Admin,
+        ]
+        .iter()
+        .map(|o| o.as_str())
+        .collect();
+        assert_eq!(
+            names,
+            ["infer", "metadata", "ready", "config", "stats", "admin"]
+        );
+        let p = Policy::from_toml(POLICY).unwrap();
+        let lines = p.describe();
+        assert_eq!(
+            lines[1],
+            "rule \"ml group metadata v2\": group in [\"ml\"] may metadata, ready on models [\"nsfw\"] (versions [2])"
+        );
+        assert_eq!(lines[4], "anything else: denied");
+        assert_eq!(lines[5], "rate override: sub \"bulk-*\" at 5000 requests/s");
+        assert!(Policy::open().describe()[0].starts_with("NONE CONFIGURED"));
+    }
+
     fn from(sub: &str, iss: &str, scopes: &[&str]) -> Principal {
         let mut p = principal(sub, scopes, &[], None, Method::Jwt);
         p.issuer = iss.into();

@@ -155,10 +155,12 @@ mod tests {
     fn only_what_the_repository_has_is_known() {
         let c = Catalog::default();
         assert_eq!(c.lookup("m", ""), Lookup::UnknownModel, "empty before load");
+        assert!(!c.loaded());
         c.replace(&RepositoryIndexResponse {
             models: vec![
                 entry("m", "1", "READY"),
                 entry("m", "3", "READY"),
+                entry("m", "2", "LOADING"),
                 entry("broken", "", "UNAVAILABLE"),
             ],
         });

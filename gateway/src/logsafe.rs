@@ -156,4 +156,33 @@ mod tests {
         assert!(out.len() < 16 * 1024 + 64);
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
     }
+
+    #[test]
+    fn the_bound_is_inclusive() {
+        assert!(matches!(log_safe_bounded("abcd", 4), Cow::Borrowed("abcd")));
+        assert_eq!(log_safe_bounded("abcde", 4), "abcd...[+1 bytes]");
+        assert_eq!(log_safe_bounded("ab\n", 4), "ab\\n");
+        assert_eq!(log_safe_bounded("ab\n", 3), "ab...[+1 bytes]");
+        let long = vec![b'y'; 1000];
+        assert_eq!(
+            &*one_line(&long, 100),
+            format!("{}...[log line cut: +900 bytes]\n", "y".repeat(100)).as_bytes()
+        );
+    }
+
+    #[test]
+    fn one_line_borrows_a_clean_line_up_to_the_bound() {
+        assert!(matches!(one_line(b"ab\\c\td\n", 6), Cow::Borrowed(_)));
+        assert_eq!(
+            &*one_line(b"ab\\c\tde\n", 6),
+            b"ab\\c\td...[log line cut: +1 bytes]\n"
+        );
+        assert_eq!(&*one_line(b"ab\x01\n", 7), b"ab\\u{1}\n");
+        assert_eq!(
+            &*one_line(b"ab\x01\n", 6),
+            b"ab...[log line cut: +1 bytes]\n"
+        );
+        // Bytes that are not UTF-8 are replaced, never written raw.
+        assert_eq!(&*one_line(b"a\xffb\n", 64), "a\u{fffd}b\n".as_bytes());
+    }
 }

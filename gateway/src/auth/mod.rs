@@ -156,8 +156,13 @@ pub fn authenticate(
 
 #[cfg(test)]
 mod tests {
-    use super::bearer_token;
+    use super::mtls::ClientCert;
+    use super::*;
+    use crate::peer::Activity;
     use http::HeaderValue;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::json;
+    use warden_shared::config::{AuthConfig, IssuerConfig};
 
     #[test]
     fn bearer_parsing() {
@@ -168,5 +173,157 @@ mod tests {
         assert_eq!(bearer_token(Some(&h("Bearer "))), None);
         assert_eq!(bearer_token(Some(&h("Bearerabc"))), None);
         assert_eq!(bearer_token(None), None);
+    }
+
+    const SECRET: &str = "a shared secret of at least 32 bytes";
+
+    /// An authority for issuer `iss` with an HS256 secret (the shortest way to a
+    /// token a test can sign).
+    fn authority(name: &str) -> jwt::JwtAuthority {
+        let path =
+            std::env::temp_dir().join(format!("warden-auth-{name}-{}.secret", std::process::id()));
+        std::fs::write(&path, SECRET).unwrap();
+        jwt::JwtAuthority::from_config(&AuthConfig {
+            issuers: vec![IssuerConfig {
+                issuer: "iss".into(),
+                audiences: vec!["warden".into()],
+                keys: Vec::new(),
+                hs256_secret: Some(path),
+            }],
+            ..AuthConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// A token for `alice`, bound to certificate `bound` if given.
+    fn token(bound: Option<&str>) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut claims =
+            json!({"iss": "iss", "aud": "warden", "sub": "alice", "iat": now, "exp": now + 600});
+        if let Some(t) = bound {
+            claims["cnf"] = json!({"x5t#S256": t});
+        }
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
+
+    /// A connection with the client certificate `thumbprint` (identity `cert-id`), or none.
+    fn conn(thumbprint: Option<&str>) -> ConnInfo {
+        ConnInfo {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            tls_version: "TLSv1.3",
+            cipher: String::new(),
+            alpn: None,
+            client_cert: thumbprint.map(|t| ClientCert {
+                identity: "cert-id".into(),
+                thumbprint: t.into(),
+            }),
+            activity: Activity::new(),
+        }
+    }
+
+    #[test]
+    fn each_mode_takes_what_it_names() {
+        let a = authority("modes");
+        let (t, bad) = (token(None), "x.y.z");
+        let (none, with) = (conn(None), conn(Some("T1")));
+        let auth = |mode, c: &ConnInfo, t: Option<&str>| authenticate(mode, &a, c, t);
+
+        assert_eq!(auth(AuthMode::Jwt, &none, None), Err(AuthError::Missing));
+        let p = auth(AuthMode::Jwt, &none, Some(&t)).unwrap();
+        assert_eq!(
+            (p.method, p.subject.as_str(), p.certificate),
+            (Method::Jwt, "alice", None)
+        );
+        let p = auth(AuthMode::Jwt, &with, Some(&t)).unwrap();
+        assert_eq!(p.certificate.as_deref(), Some("cert-id"));
+
+        assert_eq!(
+            auth(AuthMode::Mtls, &none, Some(&t)),
+            Err(AuthError::NoCertificate)
+        );
+        let p = auth(AuthMode::Mtls, &with, None).unwrap();
+        assert_eq!(
+            (p.method, p.subject.as_str(), p.issuer.as_str()),
+            (Method::Mtls, "cert-id", "x509")
+        );
+
+        assert_eq!(
+            auth(AuthMode::JwtOrMtls, &with, Some(&t)).unwrap().method,
+            Method::Jwt
+        );
+        assert_eq!(
+            auth(AuthMode::JwtOrMtls, &with, None).unwrap().method,
+            Method::Mtls
+        );
+        assert!(
+            matches!(
+                auth(AuthMode::JwtOrMtls, &with, Some(bad)),
+                Err(AuthError::Token(_))
+            ),
+            "a bad token never falls back to the certificate"
+        );
+        assert_eq!(
+            auth(AuthMode::JwtOrMtls, &none, None),
+            Err(AuthError::Missing)
+        );
+
+        assert_eq!(
+            auth(AuthMode::JwtAndMtls, &none, Some(&t)),
+            Err(AuthError::NoCertificate)
+        );
+        assert_eq!(
+            auth(AuthMode::JwtAndMtls, &with, None),
+            Err(AuthError::Missing)
+        );
+        let p = auth(AuthMode::JwtAndMtls, &with, Some(&t)).unwrap();
+        assert_eq!(p.method, Method::JwtAndMtls);
+        assert_eq!(p.certificate.as_deref(), Some("cert-id"));
+    }
+
+    #[test]
+    fn a_bound_token_needs_its_certificate() {
+        let a = authority("bound");
+        let t = token(Some("T1"));
+        let mode = AuthMode::Jwt;
+        assert!(authenticate(mode, &a, &conn(Some("T1")), Some(&t)).is_ok());
+        for other in [conn(Some("T2")), conn(None)] {
+            assert_eq!(
+                authenticate(mode, &a, &other, Some(&t)),
+                Err(AuthError::CertificateBinding)
+            );
+        }
+    }
+
+    #[test]
+    fn names_and_labels() {
+        assert_eq!(Method::Jwt.as_str(), "jwt");
+        assert_eq!(Method::Mtls.as_str(), "mtls");
+        assert_eq!(Method::JwtAndMtls.as_str(), "jwt+mtls");
+        let p = Principal {
+            method: Method::Jwt,
+            subject: "eve\nforged".into(),
+            issuer: "iss".into(),
+            key_id: None,
+            jti_hash: None,
+            scopes: Vec::new(),
+            groups: Vec::new(),
+            certificate: None,
+        };
+        assert_eq!(p.display_name(), "eve\nforged (iss)");
+        assert_eq!(p.log_name(), "eve\\nforged (iss)");
+        assert_eq!(AuthError::Missing.reason(), "missing_credentials");
+        assert_eq!(AuthError::NoCertificate.reason(), "no_client_certificate");
+        assert_eq!(
+            AuthError::CertificateBinding.reason(),
+            "certificate_binding"
+        );
+        assert_eq!(
+            AuthError::Token(jwt::TokenError::Expired).reason(),
+            "token_expired"
+        );
     }
 }

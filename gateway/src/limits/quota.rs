@@ -156,4 +156,53 @@ mod tests {
         assert!(q.grow(&mut anon, 64 << 20).is_ok());
         assert_eq!(q.usage_percent(), 0);
     }
+
+    #[test]
+    fn bytes_are_counted_in_whole_kib_and_reported() {
+        assert_eq!((units(0), units(1), units(1024), units(1025)), (0, 1, 1, 2));
+        let q = Quotas::new(10 * 1024, 1024);
+        assert_eq!(q.global_in_flight_bytes(), Some(0));
+        let mut a = q.start(Some("a"));
+        // Two halves of a KiB take one unit, not two.
+        assert!(q.grow(&mut a, 512).is_ok());
+        assert!(q.grow(&mut a, 512).is_ok());
+        assert_eq!(a.bytes, 1024);
+        assert_eq!(q.global_in_flight_bytes(), Some(1024));
+        let mut b = q.start(None);
+        // Grown in steps, a reservation takes what it holds, no more.
+        for _ in 0..3 {
+            assert!(q.grow(&mut b, 1024).is_ok());
+        }
+        assert_eq!(q.global_in_flight_bytes(), Some(4 * 1024));
+        assert_eq!(q.usage_percent(), 40);
+        drop((a, b));
+        assert_eq!(q.global_in_flight_bytes(), Some(0));
+        assert_eq!(Quotas::new(0, 1024).global_in_flight_bytes(), None);
+    }
+
+    #[test]
+    fn idle_principals_are_forgotten_past_ten_thousand_and_busy_ones_kept() {
+        let q = Quotas::new(0, 4 * 1024);
+        let held = q.start(Some("held"));
+        let mut busy = q.start(Some("busy"));
+        assert!(q.grow(&mut busy, 1024).is_ok());
+        let names = |q: &Quotas| q.principals.lock().unwrap().len();
+        for i in 0..9_998 {
+            q.start(Some(&format!("idle-{i}")));
+        }
+        assert_eq!(names(&q), 10_000);
+        // Ten thousand is not yet too many.
+        q.start(Some("one more"));
+        assert_eq!(names(&q), 10_001);
+        q.start(Some("the last"));
+        assert_eq!(names(&q), 3, "held, busy and the last");
+        // A principal kept is the same one: its quota was not reset.
+        let again = q.start(Some("held"));
+        assert!(Arc::ptr_eq(
+            held.principal_sem.as_ref().unwrap(),
+            again.principal_sem.as_ref().unwrap()
+        ));
+        let mut busy_again = q.start(Some("busy"));
+        assert_eq!(q.grow(&mut busy_again, 3 * 1024 + 1), Err(Scope::Principal));
+    }
 }
