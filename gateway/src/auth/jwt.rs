@@ -584,10 +584,7 @@ impl JwtAuthority {
         scopes.extend(claims.scp.unwrap_or_default());
         let jti_hash = claims.jti.map(|j| {
             let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, j.as_bytes());
-            d.as_ref()[..16]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
+            warden_shared::hex(&d.as_ref()[..16])
         });
         Ok(Principal {
             method: Method::Jwt,
