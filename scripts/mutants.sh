@@ -121,14 +121,20 @@ if [ $inplace = 1 ]; then
   roots=()
   for p in $packages; do roots+=("${p#warden-}/src/lib.rs"); done
   # cargo-mutants puts each file back after its mutants; this also puts back the
-  # crate roots, and a file a cap or a ^C cut in the middle of a mutant.
+  # crate roots, a file a cap or a ^C cut in the middle of a mutant, and the proptest
+  # regression files, where a property test a mutant failed saves its case.
+  mapfile -t regressions < <(git ls-files '*proptest-regressions/*')
+  mapfile -t untracked < <(git ls-files --others --exclude-standard '*proptest-regressions/*')
   backup=$(mktemp -d)
-  for f in "${files[@]}" "${roots[@]}"; do
+  for f in "${files[@]}" "${roots[@]}" "${regressions[@]}"; do
     mkdir -p "$backup/$(dirname "$f")"
     cp "$f" "$backup/$f"
   done
   restore() {
-    for f in "${files[@]}" "${roots[@]}"; do cmp -s "$backup/$f" "$f" || cp "$backup/$f" "$f"; done
+    for f in "${files[@]}" "${roots[@]}" "${regressions[@]}"; do
+      cmp -s "$backup/$f" "$f" || cp "$backup/$f" "$f"
+    done
+    git ls-files --others --exclude-standard '*proptest-regressions/*' | grep -vxF -f <(printf '%s\n' "${untracked[@]}" "") | xargs -r rm -f
     rm -rf "$backup"
   }
   trap restore EXIT
