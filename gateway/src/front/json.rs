@@ -429,12 +429,18 @@ pub fn parse_infer_request(
 ) -> Result<(ModelInferRequest, OutputPrefs), JsonError> {
     // serde_json reads the envelope; the big `data` arrays are lifted out first, so
     // that only the scanner reads them (once, straight into their tensors).
-    let spans = data_spans(json).unwrap_or_default();
+    let mut spans = data_spans(json).unwrap_or_default();
+    let size = json.len() - spans.iter().map(|(_, r)| r.len() - 2).sum::<usize>();
+    // The lifted envelope is a copy, charged to the quota: worth it when the arrays are
+    // most of the body, as in any real request. A body that is mostly something else
+    // (padding, long strings around a small tensor) is read as it is, without a copy.
+    if size > json.len() / 2 {
+        spans.clear();
+    }
     let lifted;
     let envelope = if spans.is_empty() {
         json
     } else {
-        let size = json.len() - spans.iter().map(|(_, r)| r.len() - 2).sum::<usize>();
         charge(size).map_err(JsonError::Refused)?;
         lifted = without_spans(json, &spans, size);
         &lifted[..]
@@ -994,6 +1000,46 @@ mod tests {
         assert_eq!(json["outputs"][0]["parameters"]["binary_data_size"], 8);
         assert!(json["outputs"][0].get("data").is_none());
         assert_eq!(&r.body[n..], &resp.raw_output_contents[0][..]);
+    }
+
+    #[test]
+    fn only_bodies_made_mostly_of_their_arrays_are_copied_around_them() {
+        let charged = |body: &[u8]| {
+            let mut total = 0;
+            let (r, _) = parse_infer_request(body, Bytes::new(), "m", "", 1 << 20, 32, &mut |n| {
+                total += n;
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(r.raw_input_contents[0].len(), 16);
+            total
+        };
+        let small = br#"{"inputs":[{"name":"x","shape":[4],"datatype":"FP32","data":[1,2,3,4]}]}"#;
+        // Padded to 100 kB around a 4-element tensor: read in place, nothing like the
+        // body's size charged again (the quota would refuse a body just under it).
+        let mut padded = small.to_vec();
+        padded.resize(100_000, b' ');
+        assert!(charged(&padded) < 2_000, "charged {}", charged(&padded));
+        // An array that is most of the body: the envelope is lifted, and its copy charged.
+        let data = vec!["0.5"; 10_000].join(",");
+        let big = format!(
+            r#"{{"inputs":[{{"name":"x","shape":[10000],"datatype":"FP32","data":[{data}]}}]}}"#
+        );
+        let mut total = 0;
+        parse_infer_request(
+            big.as_bytes(),
+            Bytes::new(),
+            "m",
+            "",
+            1 << 20,
+            32,
+            &mut |n| {
+                total += n;
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(total >= 40_000, "the tensor's bytes at least: {total}");
     }
 
     #[test]
