@@ -134,7 +134,9 @@ if [ $inplace = 1 ]; then
     for f in "${files[@]}" "${roots[@]}" "${regressions[@]}"; do
       cmp -s "$backup/$f" "$f" || cp "$backup/$f" "$f"
     done
-    git ls-files --others --exclude-standard '*proptest-regressions/*' | grep -vxF -f <(printf '%s\n' "${untracked[@]}" "") | xargs -r rm -f
+    # (grep finds nothing to remove most times: that is not a failure of the run.)
+    git ls-files --others --exclude-standard '*proptest-regressions/*' |
+      { grep -vxF -f <(printf '%s\n' "${untracked[@]}" "") || true; } | xargs -r rm -f
     rm -rf "$backup"
   }
   trap restore EXIT
