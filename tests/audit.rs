@@ -730,3 +730,71 @@ async fn json_log_format_writes_one_object_per_event() {
     );
     assert!(!text.lines().any(|l| l.starts_with("{\"level\":\"INFO\"}")));
 }
+
+/// Group commit on the real server, with `fsync = "always"`: calls that finish together
+/// share one write (and its fsync), yet each call is answered after its own record is
+/// written, every call has exactly one record, and the chain verifies.
+#[tokio::test]
+async fn with_fsync_always_calls_finishing_together_share_a_write_and_keep_their_records() {
+    let tmp = TempDir::new("audit-group");
+    let cfg = write(tmp.path(), "warden.toml", "[audit]\nfsync = \"always\"\n");
+    let audit = audit_dir(tmp.path()).join("audit.log");
+    let mut server = Server::start(
+        &addn(),
+        &["--config", &cfg, "--audit-log", audit.to_str().unwrap()],
+    );
+    server.wait_ready().await;
+    let auth = format!("Bearer {}", server.good_token());
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..16 {
+        let (port, ca, auth) = (server.rest_port, server.certs.join("ca.pem"), auth.clone());
+        let audit = audit.clone();
+        clients.spawn(async move {
+            let mut h2 = H2::connect(port, &ca).await.unwrap();
+            for i in 0..4 {
+                let id = format!("group-{c}-{i}");
+                let r = h2
+                    .request(
+                        "POST",
+                        "/v2/models/addn/infer",
+                        &[("authorization", &auth), ("x-request-id", &id)],
+                        Bytes::from_static(ADD.as_bytes()),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 200, "{id}");
+                // Answered only once its record is in the file.
+                assert!(
+                    audit_records(&audit)
+                        .iter()
+                        .any(|r| r["client_request_id"] == id.as_str()),
+                    "{id} answered before its record was written"
+                );
+            }
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
+    let records = audit_records(&audit);
+    for c in 0..16 {
+        for i in 0..4 {
+            let id = format!("group-{c}-{i}");
+            let mine: Vec<_> = records
+                .iter()
+                .filter(|r| r["client_request_id"] == id.as_str())
+                .collect();
+            assert_eq!(mine.len(), 1, "{id}: one record each");
+            assert_eq!(mine[0]["decision"], "allowed");
+        }
+    }
+    let (ok, out) = verify(std::slice::from_ref(&audit));
+    assert!(ok, "{out}");
+    let metrics = plain_get(server.admin_port, "/metrics").await.unwrap();
+    let writes = metric(&metrics, "warden_audit_writes_total");
+    assert!(
+        writes > 0.0 && writes < records.len() as f64,
+        "{} records in {writes} writes: no two calls shared a write",
+        records.len()
+    );
+}

@@ -28,6 +28,7 @@ async fn refresh(state: &State) {
     m.add(metrics::BACKEND_UNAVAILABLE, [], 0);
     m.add(metrics::BACKEND_RESTARTS, [], 0);
     m.set(metrics::AUDIT_HEALTHY, [], i64::from(state.audit.healthy()));
+    m.raise_to(metrics::AUDIT_WRITES, [], state.audit.writes());
     if let Some(bytes) = state.quotas.global_in_flight_bytes() {
         m.set(metrics::QUOTA_IN_FLIGHT_BYTES, [], bytes as i64);
     }

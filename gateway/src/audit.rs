@@ -5,10 +5,17 @@
 //! of the previous line's bytes; the first record of a log has seq 0 and prev all
 //! zeros. Rotation (by size or by age) renames the file to `<path>.<first seq, 12
 //! digits>` and the chain continues in the new file, whose first record (`rotate`)
-//! names the file it continues and the files retention deleted. Lines are written with
-//! one `write` each, under one lock; never a token, a key, a secret or tensor contents:
-//! the record type has no field that could hold one. Every string a client can
-//! influence is bounded and escaped here, at write time, whatever the caller passed.
+//! names the file it continues and the files retention deleted. Never a token, a key, a
+//! secret or tensor contents: the record type has no field that could hold one. Every
+//! string a client can influence is bounded and escaped here, at write time, whatever
+//! the caller passed.
+//!
+//! Group commit: the records of calls that finish together are chained in order and
+//! written with one `write` (and, with `fsync = "always"`, one `fsync`) under one lock.
+//! Each call waits for the write that holds its record and is answered only after it:
+//! a batch that fails fails every call in it, as one record would. With
+//! `fsync = "always"` the batch is written off the async workers, so the calls that
+//! finish during one `fsync` share the next.
 //!
 //! A failed or short write is rolled back (the file is truncated to the end of the
 //! last whole record), so the chain never continues from half a record. Fail closed:
@@ -24,7 +31,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use warden_shared::config::{AuditConfig, FsyncPolicy};
@@ -225,9 +232,52 @@ struct Sink {
 
 pub struct AuditLog {
     sink: Mutex<Sink>,
+    /// Records of [`AuditLog::append`] waiting for the next write.
+    queue: Mutex<Queue>,
     healthy: AtomicBool,
     fail_open: bool,
+    /// `fsync = "always"`: batches are written on a blocking thread.
+    fsync_always: bool,
     failures: AtomicU64,
+    /// Writes to the log (each one or more records), for `warden_audit_writes_total`.
+    writes: AtomicU64,
+}
+
+/// A record and the call waiting for it to be written.
+type Waiter = (Record, tokio::sync::oneshot::Sender<Result<(), AuditError>>);
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiter>,
+    /// A writer is draining the queue: new records join it instead of starting one.
+    writing: bool,
+}
+
+/// Most records one write carries (a bound on the buffer; the rest go in the next).
+const MAX_BATCH: usize = 256;
+
+/// Clears `writing` when a drain ends, even by a panic, so the next record starts a
+/// new writer instead of waiting for one that is gone (its own waiters, dropped with
+/// the panic, are answered with an error: fail closed).
+struct Draining<'a>(&'a Mutex<Queue>);
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        lock(self.0).writing = false;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The same failure again, for every record of a batch it failed.
+fn again(e: &AuditError) -> AuditError {
+    let kind = match e {
+        AuditError::Io(e) => e.kind(),
+        AuditError::Encode(_) => std::io::ErrorKind::InvalidData,
+    };
+    AuditError::Io(std::io::Error::new(kind, e.to_string()))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -430,19 +480,103 @@ impl AuditLog {
                 pending,
                 outage: None,
             }),
+            queue: Mutex::default(),
             healthy: AtomicBool::new(true),
             fail_open: cfg.fail_open,
+            fsync_always: cfg.fsync == FsyncPolicy::Always,
             failures: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
         })
     }
 
     /// Appends one record. On failure the log turns unhealthy and stays so until a
     /// later write succeeds; that write first records the outage.
     pub fn write(&self, record: &Record) -> Result<(), AuditError> {
-        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sink = lock(&self.sink);
+        self.write_one(&mut sink, record)
+    }
+
+    fn write_one(&self, sink: &mut Sink, record: &Record) -> Result<(), AuditError> {
         let result = sink.flush_own().and_then(|()| sink.write_record(record));
-        self.settle(&mut sink, &result);
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.settle(sink, &result);
         result
+    }
+
+    /// Appends one record with the records of the calls finishing alongside (group
+    /// commit, see the module doc); returns once the write that holds it is done.
+    pub async fn append(self: &Arc<Self>, record: Record) -> Result<(), AuditError> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut q = lock(&self.queue);
+            q.waiting.push((record, done));
+            !std::mem::replace(&mut q.writing, true)
+        };
+        if lead {
+            if self.fsync_always {
+                let log = Arc::clone(self);
+                drop(tokio::task::spawn_blocking(move || log.drain()));
+            } else {
+                // A write without fsync is quick: done here, with no await in between,
+                // so a cancelled call cannot leave the queue without a writer.
+                self.drain();
+            }
+        }
+        written.await.unwrap_or_else(|_| {
+            Err(AuditError::Io(std::io::Error::other(
+                "the audit writer stopped before writing the record",
+            )))
+        })
+    }
+
+    /// Writes what is queued, batch after batch, until the queue is empty.
+    fn drain(&self) {
+        let _draining = Draining(&self.queue);
+        loop {
+            let batch: Vec<Waiter> = {
+                let mut q = lock(&self.queue);
+                if q.waiting.is_empty() {
+                    return;
+                }
+                let n = q.waiting.len().min(MAX_BATCH);
+                q.waiting.drain(..n).collect()
+            };
+            let (records, waiters): (Vec<Record>, Vec<_>) = batch.into_iter().unzip();
+            let results = self.commit(&records);
+            for (w, r) in waiters.into_iter().zip(results) {
+                let _ = w.send(r);
+            }
+        }
+    }
+
+    /// Writes `records` in order: with one write when the log is healthy and no
+    /// rotation falls inside them, else one by one as [`AuditLog::write`] does.
+    fn commit(&self, records: &[Record]) -> Vec<Result<(), AuditError>> {
+        let mut sink = lock(&self.sink);
+        if records.len() > 1 && sink.pending.is_empty() && sink.outage.is_none() {
+            match sink.encode(records) {
+                Ok((lines, hash)) if !sink.rotation_due(lines.len() as u64) => {
+                    let result = sink.put(&lines, records.len() as u64, hash);
+                    self.writes.fetch_add(1, Ordering::Relaxed);
+                    let result = result.map_err(AuditError::from);
+                    let results: Vec<_> = records
+                        .iter()
+                        .map(|_| result.as_ref().map_err(again).copied())
+                        .collect();
+                    for r in &results {
+                        self.settle(&mut sink, r);
+                    }
+                    return results;
+                }
+                // A rotation inside the batch, or a record that cannot be encoded:
+                // one by one, so each gets its own outcome.
+                _ => {}
+            }
+        }
+        records
+            .iter()
+            .map(|r| self.write_one(&mut sink, r))
+            .collect()
     }
 
     /// While unhealthy, tries to write the log's pending records (the outage record
@@ -452,7 +586,7 @@ impl AuditLog {
         if self.healthy() {
             return true;
         }
-        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sink = lock(&self.sink);
         let result = sink.flush_own();
         if let Err(e) = &result
             && let Some(o) = sink.outage.as_mut()
@@ -514,6 +648,11 @@ impl AuditLog {
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
     }
+
+    /// Writes to the log since the start, each of one or more records.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
 }
 
 impl Sink {
@@ -539,37 +678,47 @@ impl Sink {
         Ok(())
     }
 
-    fn encode(&self, record: &Record) -> Result<(Vec<u8>, String), AuditError> {
-        let record = bounded(record);
-        let mut line = serde_json::to_vec(&Line {
-            time: now_rfc3339(),
-            seq: self.seq,
-            record: &record,
-            prev: &self.prev,
-        })?;
-        let hash = sha256_hex(&line);
-        line.push(b'\n');
-        Ok((line, hash))
+    /// The lines of `records`, chained on from the last record written; and the hash
+    /// of the last of them.
+    fn encode(&self, records: &[Record]) -> Result<(Vec<u8>, String), AuditError> {
+        let mut lines = Vec::with_capacity(records.len() * 512);
+        let mut prev = self.prev.clone();
+        for (seq, record) in (self.seq..).zip(records) {
+            let start = lines.len();
+            serde_json::to_writer(
+                &mut lines,
+                &Line {
+                    time: now_rfc3339(),
+                    seq,
+                    record: &bounded(record),
+                    prev: &prev,
+                },
+            )?;
+            prev = sha256_hex(&lines[start..]);
+            lines.push(b'\n');
+        }
+        Ok((lines, prev))
     }
 
     fn write_record(&mut self, record: &Record) -> Result<(), AuditError> {
+        let record = std::slice::from_ref(record);
         let (mut line, mut hash) = self.encode(record)?;
         if let Some(note) = self.rotate_if_needed(line.len() as u64)? {
             // The new file starts with the record of the rotation; if it cannot be
             // written now it is written before the next record.
-            let (l, h) = self.encode(&note)?;
-            if let Err(e) = self.put(&l, h) {
+            let (l, h) = self.encode(std::slice::from_ref(&note))?;
+            if let Err(e) = self.put(&l, 1, h) {
                 self.pending.insert(0, note);
                 return Err(e.into());
             }
             (line, hash) = self.encode(record)?;
         }
-        self.put(&line, hash)?;
+        self.put(&line, 1, hash)?;
         Ok(())
     }
 
-    /// Writes one encoded line whole, or not at all.
-    fn put(&mut self, line: &[u8], hash: String) -> std::io::Result<()> {
+    /// Writes `count` encoded lines whole, or none of them; `hash` is the last one's.
+    fn put(&mut self, line: &[u8], count: u64, hash: String) -> std::io::Result<()> {
         match &mut self.out {
             Output::Stdout => {
                 let mut out = std::io::stdout().lock();
@@ -621,14 +770,34 @@ impl Sink {
                 *size += line.len() as u64;
             }
         }
-        self.seq += 1;
+        self.seq += count;
         self.prev = hash;
         Ok(())
+    }
+
+    /// Whether `incoming` more bytes must go to a new file: they would pass the size
+    /// limit, or the live file is older than the age limit (never an empty file).
+    fn rotation_due(&self, incoming: u64) -> bool {
+        let Output::File { size, started, .. } = &self.out else {
+            return false;
+        };
+        let too_big = self.limits.max_file_bytes > 0 && *size + incoming > self.limits.max_file_bytes;
+        *size > 0 && (too_big || self.too_old(*started))
+    }
+
+    fn too_old(&self, started: Option<time::OffsetDateTime>) -> bool {
+        match (self.limits.max_file_age, started) {
+            (Some(age), Some(t)) => time::OffsetDateTime::now_utc() - t >= age,
+            _ => false,
+        }
     }
 
     /// Rotates the live file when the next line would pass the size limit or the file
     /// is older than the age limit; returns the record that starts the new file.
     fn rotate_if_needed(&mut self, incoming: u64) -> std::io::Result<Option<Record>> {
+        if !self.rotation_due(incoming) {
+            return Ok(None);
+        }
         let seq = self.seq;
         let limits = self.limits;
         let Output::File {
@@ -642,13 +811,6 @@ impl Sink {
             return Ok(None);
         };
         let too_big = limits.max_file_bytes > 0 && *size + incoming > limits.max_file_bytes;
-        let too_old = match (limits.max_file_age, *started) {
-            (Some(age), Some(t)) => time::OffsetDateTime::now_utc() - t >= age,
-            _ => false,
-        };
-        if *size == 0 || !(too_big || too_old) {
-            return Ok(None);
-        }
         let rotated = PathBuf::from(format!("{}.{:012}", path.display(), first_seq));
         if rotated.symlink_metadata().is_ok() {
             // Never overwrite an older part of the chain.
@@ -1122,6 +1284,104 @@ mod tests {
 
     fn records(n: u64) -> impl Fn(Result<Intact, Break>) -> bool {
         move |r| matches!(r, Ok(Intact { records, .. }) if records == n)
+    }
+
+    /// Opens `dir/audit.log` for [`AuditLog::append`], with the given fsync policy.
+    fn shared_log(dir: &Path, fsync: FsyncPolicy) -> (Arc<AuditLog>, PathBuf) {
+        let path = dir.join("audit.log");
+        let cfg = AuditConfig {
+            fsync,
+            ..cfg(&path, 0)
+        };
+        (Arc::new(AuditLog::open(&cfg).unwrap()), path)
+    }
+
+    /// Starts `n` calls appending a record each while the test holds the log's lock,
+    /// and returns once every one has queued its record (or is the writer waiting for
+    /// the lock with its own).
+    async fn queue_behind_the_lock(
+        log: &Arc<AuditLog>,
+        n: u64,
+    ) -> Vec<tokio::task::JoinHandle<Result<(), AuditError>>> {
+        let started = Arc::new(AtomicU64::new(0));
+        let calls: Vec<_> = (0..n)
+            .map(|i| {
+                let (log, started) = (Arc::clone(log), Arc::clone(&started));
+                tokio::spawn(async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    log.append(rec(i)).await
+                })
+            })
+            .collect();
+        while started.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The last call queues its record right after counting itself.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        calls
+    }
+
+    /// Group commit: calls that finish while a write is under way share the next
+    /// write, with their records chained in order, under either fsync policy (a
+    /// blocking thread writes under `always`, the first call itself under `never`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn calls_finishing_together_share_one_write_and_stay_chained() {
+        for (tag, fsync) in [("always", FsyncPolicy::Always), ("never", FsyncPolicy::Never)] {
+            let d = tmp(&format!("group-{tag}"));
+            let (log, path) = shared_log(&d, fsync);
+            let held = lock(&log.sink);
+            let calls = queue_behind_the_lock(&log, 32).await;
+            assert_eq!(log.writes(), 0, "{tag}: nothing can be written while the lock is held");
+            drop(held);
+            for c in calls {
+                c.await.unwrap().unwrap();
+            }
+            // The first call's writer may have taken only its own record before it
+            // waited for the lock: then the other 31 went together in a second write.
+            assert!(log.writes() <= 2, "{tag}: 32 records in {} writes", log.writes());
+            assert!(records(32)(verify(std::slice::from_ref(&path)).unwrap()), "{tag}");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let ids: std::collections::BTreeSet<_> = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].to_string())
+                .collect();
+            assert_eq!(ids.len(), 32, "{tag}: every call's own record, once");
+            assert!(log.healthy());
+        }
+    }
+
+    /// A batch that cannot be written fails every call in it (fail closed, each
+    /// counted), leaves no part of it in the file, and the next write records the
+    /// outage and continues the chain from the last whole record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_batch_that_cannot_be_written_fails_every_call_in_it_and_the_chain_recovers() {
+        let d = tmp("group-fail");
+        let (log, path) = shared_log(&d, FsyncPolicy::Always);
+        log.append(rec(100)).await.unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let set_file = |f: File| {
+            if let Output::File { file, .. } = &mut lock(&log.sink).out {
+                *file = f;
+            }
+        };
+        // Writes to a read-only handle fail (EBADF), as they would on a dead disk.
+        set_file(File::open(&path).unwrap());
+        let held = lock(&log.sink);
+        let calls = queue_behind_the_lock(&log, 16).await;
+        drop(held);
+        for c in calls {
+            assert!(c.await.unwrap().is_err(), "a call whose record was not written must fail");
+        }
+        assert_eq!(log.failures(), 16);
+        assert!(!log.healthy());
+        assert_eq!(std::fs::read(&path).unwrap(), before, "no part of the failed batch stays");
+        set_file(open_append(&path).unwrap());
+        log.append(rec(101)).await.unwrap();
+        assert!(log.healthy());
+        assert!(records(3)(verify(std::slice::from_ref(&path)).unwrap()));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let outage = text.lines().nth(1).unwrap();
+        assert!(outage.contains("\"event\":\"audit\"") && outage.contains("16 refused"), "{outage}");
     }
 
     #[test]

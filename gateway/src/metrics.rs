@@ -276,6 +276,13 @@ registry! {
         help: "Audit records that could not be written.",
         meaning: "Each record lost; the call is refused unless `audit.fail_open`.",
     }
+    AUDIT_WRITES: Counter<0> {
+        name: "warden_audit_writes_total",
+        labels: [],
+        set: Warden,
+        help: "Writes to the audit log, each of one or more records.",
+        meaning: "Records of calls that finish together share one write (group commit): records per write is `warden_requests_total` over this. Read at each scrape.",
+    }
     AUDIT_HEALTHY: Gauge<0> {
         name: "warden_audit_healthy",
         labels: [],

@@ -676,7 +676,10 @@ pub async fn serve<C: Codec>(
     }
     call.bytes_out = rendered.bytes_out;
     let id = call.id.clone();
-    let response = match state.finish(call, refusal.as_ref(), rendered.status, rendered.grpc_code) {
+    let response = match state
+        .finish(call, refusal.as_ref(), rendered.status, rendered.grpc_code)
+        .await
+    {
         Ok(()) => rendered.response,
         Err(refused) => codec.refuse(&id, &refused).response,
     };
@@ -1300,7 +1303,7 @@ impl State {
 
     /// Step 8: metrics and the audit record. `Err` carries the refusal to answer with
     /// instead, when the record could not be written (fail closed).
-    fn finish(
+    async fn finish(
         &self,
         call: Call,
         refusal: Option<&Refusal>,
@@ -1367,7 +1370,7 @@ impl State {
             settings: None,
             model_digest: call.model_digest.clone(),
         };
-        match self.audit.write(&record) {
+        match self.audit.append(record).await {
             Ok(()) => Ok(()),
             Err(_) => {
                 self.metrics.inc(metrics::AUDIT_WRITE_FAILURES, []);

@@ -34,7 +34,8 @@ pub struct State {
     pub grpc_calls: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     pub rates: RateLimits,
     pub quotas: Quotas,
-    pub audit: AuditLog,
+    /// Shared with the blocking thread that writes a batch under `fsync = "always"`.
+    pub audit: std::sync::Arc<AuditLog>,
     pub metrics: Metrics,
     /// Per-model inference statistics (Triton's statistics extension).
     pub stats: crate::stats::Stats,
@@ -89,7 +90,7 @@ impl State {
             backend_gauges,
             catalog: Catalog::default(),
             grpc_calls,
-            audit,
+            audit: std::sync::Arc::new(audit),
             metrics: Metrics::default(),
             stats: Default::default(),
             in_flight: Default::default(),
