@@ -247,6 +247,8 @@ class Warden:
         self.workdir, self.models_dir, self.runtime_dir = workdir, models_dir, runtime_dir
         self.certs, self.token, self.binary = certs, token, binary
         self.proc = None
+        # `audit.fsync`: the audit section runs under both.
+        self.audit_fsync = "never"
 
     def write_config(self, nireq=None, models=("light_resnet50", "blazeface", "addn", "echo"), ports=PORTS):
         cfg = {"model_config_list": []}
@@ -292,6 +294,7 @@ h2_max_concurrent_streams = 256
 max_queued_inferences = 1024
 [audit]
 path = "{self.workdir / 'audit' / 'audit.log'}"
+fsync = "{self.audit_fsync}"
 """)
         # The gateway drops to uid 5001 and rotates its log in this folder.
         audit = self.workdir / "audit"
@@ -367,9 +370,21 @@ def https_get(port, path, certs, token=None, timeout=5):
     return int(data.split(b" ", 2)[1])
 
 
-def admin_metrics(port=PORTS["admin"], timeout=5):
+def admin_text(port=PORTS["admin"], timeout=5):
     import urllib.request
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout).read().decode()
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout).read().decode()
+
+
+def audit_writes():
+    """`warden_audit_writes_total`, or None from a build that does not export it."""
+    for line in admin_text().splitlines():
+        if line.startswith("warden_audit_writes_total "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def admin_metrics(port=PORTS["admin"], timeout=5):
+    text = admin_text(port, timeout)
     ok = fail = 0
     for line in text.splitlines():
         if line.startswith("ovms_requests_success"):
@@ -711,6 +726,37 @@ class Bench:
         res["after_flood_rss"] = rss_bytes(gw)
         log(f"flood: peak gateway rss {sampler.peak / 2**20:.1f} MiB, refused {r['4xx']}")
         self.results["memory"] = res
+
+    def audit(self):
+        """Group commit (gateway/src/audit.rs): the same load (`addn`, REST binary, 64 in
+        flight) with `audit.fsync = "never"` and `"always"`, on this build and, with
+        --baseline, on that binary too. Records per write is what the gateway counted
+        (`warden_audit_writes_total`) against the calls it audited in the same window."""
+        res = {"runs": []}
+        binaries = [("this build", BIN)]
+        if self.args.baseline:
+            binaries.append(("baseline", Path(self.args.baseline)))
+        try:
+            for label, binary in binaries:
+                for fsync in ["never", "always"]:
+                    self.warden.stop()
+                    self.warden.binary, self.warden.audit_fsync = binary, fsync
+                    self.warden.start()
+                    w0 = audit_writes()
+                    r = self.on_warden(self.rest("addn", "binary", 16, 4, f"audit.{fsync}.{label.split()[0]}"))
+                    w1 = audit_writes()
+                    calls = r["server_ok"] + r["server_fail"]
+                    r.update(binary=label, fsync=fsync,
+                             gateway_us=r["cpu_s"]["gateway"] / max(r["server_ok"], 1) * 1e6,
+                             records_per_write=calls / (w1 - w0) if w0 is not None and w1 > w0 else None)
+                    log(f"audit fsync={fsync} ({label}): {r['rps']:.0f} req/s, gateway "
+                        f"{r['gateway_us']:.1f} us/req, records per write {fmt(r['records_per_write'])}")
+                    res["runs"].append(r)
+        finally:
+            self.warden.stop()
+            self.warden.binary, self.warden.audit_fsync = BIN, "never"
+            self.warden.start()
+        self.results["audit"] = res
 
     def echo_body(self, nbytes, kind):
         n = max(1, nbytes // 4)
@@ -1172,6 +1218,17 @@ def report(bench, made):
                  f"{m['flood_peak_rss'] / 2**20:.1f} MiB; {f['server_ok']:.0f} served, {f['4xx']} refused "
                  f"with 429 by the per-principal quota; {m['after_flood_rss'] / 2**20:.1f} MiB after")
         L.append("")
+    if "audit" in res:
+        L.append("## Audit group commit (`addn`, REST binary, 64 in flight)\n")
+        L.append("Every call's record is written (and, under `always`, synced) before it is answered; "
+                 "records of calls that finish together share a write. *baseline* is the `--baseline` "
+                 "binary, when given.\n")
+        L.append("| build | audit.fsync | req/s | p50 ms | p99 ms | gateway µs/req | records per write |")
+        L.append("|---|---|---|---|---|---|---|")
+        for r in res["audit"]["runs"]:
+            L.append(f"| {r['binary']} | {r['fsync']} | {fmt(r['rps'])} | {fmt(r['p50_ms'], 2)} | "
+                     f"{fmt(r['p99_ms'], 2)} | {fmt(r['gateway_us'])} | {fmt(r['records_per_write'], 2)} |")
+        L.append("")
     if "scaling" in res:
         L.append("## Scaling: the gateway on one core and on two (`addn`, 16 in flight)\n")
         L.append("The gateway's threads are pinned (sched_setaffinity) to one core, then to two; the "
@@ -1304,10 +1361,10 @@ def collect_cmds(obj):
             yield from collect_cmds(v)
 
 
-SECTIONS = ["inprocess", "throughput", "overhead", "scaling", "versus", "memory", "concurrency", "size",
-            "instructions"]
+SECTIONS = ["inprocess", "throughput", "overhead", "scaling", "audit", "versus", "memory", "concurrency",
+            "size", "instructions"]
 # The sections that need the warden binary serving (the others start their own servers).
-ON_WARDEN = ["throughput", "overhead", "scaling", "versus", "memory", "concurrency", "size"]
+ON_WARDEN = ["throughput", "overhead", "scaling", "audit", "versus", "memory", "concurrency", "size"]
 
 
 def main():
@@ -1340,6 +1397,7 @@ def main():
             res["preflight_warden"] = b.preflight(PORTS["rest"], PORTS["grpc"], "warden")
             for section, run_it in [("memory", b.memory), ("throughput", b.throughput),
                                     ("overhead", b.overhead), ("scaling", b.scaling),
+                                    ("audit", b.audit),
                                     ("versus", b.versus_warden),
                                     ("concurrency", b.sweep_concurrency), ("size", b.sweep_size)]:
                 if section in only:

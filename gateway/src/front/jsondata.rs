@@ -169,10 +169,126 @@ pub(crate) fn read_numeric(
     max: usize,
     out: &mut Vec<u8>,
 ) -> Result<usize, String> {
+    read_tracked(text, dtype, max_depth, max, out, &mut ())
+}
+
+/// [`read_numeric`] for data that carries no shape (TensorFlow Serving's JSON): also
+/// returns the shape the nesting gives, and refuses an array that is not regular
+/// (rectangular, with every number at the same depth).
+pub(crate) fn read_numeric_shaped(
+    text: &[u8],
+    dtype: DataType,
+    max_depth: usize,
+    max: usize,
+    out: &mut Vec<u8>,
+) -> Result<(usize, Vec<i64>), String> {
+    let mut shape = Shape::default();
+    let n = read_tracked(text, dtype, max_depth, max, out, &mut shape)?;
+    Ok((n, shape.dims()))
+}
+
+/// What a scan notes of the nesting as it goes: nothing for KServe data, whose shape is
+/// given; the shape for TFS data, whose shape is the nesting.
+trait Nesting {
+    /// An array opens; `depth` counts it (the outermost is 1).
+    fn open(&mut self, depth: usize) -> Result<(), String>;
+    /// A scalar at `depth` (the depth of the array holding it).
+    fn scalar(&mut self, depth: usize) -> Result<(), String>;
+    /// The array at `depth` closes.
+    fn close(&mut self, depth: usize) -> Result<(), String>;
+}
+
+impl Nesting for () {
+    fn open(&mut self, _: usize) -> Result<(), String> {
+        Ok(())
+    }
+    fn scalar(&mut self, _: usize) -> Result<(), String> {
+        Ok(())
+    }
+    fn close(&mut self, _: usize) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The shape of a nested array, checked regular as it is read.
+#[derive(Default)]
+struct Shape {
+    /// The length every array at depth `i + 1` has, once one has closed.
+    lens: Vec<Option<usize>>,
+    /// Elements so far of each open array, outermost first.
+    open: Vec<usize>,
+    /// The deepest array opened so far.
+    deepest: usize,
+    /// The depth of the scalars, once one is read.
+    leaf: Option<usize>,
+}
+
+fn irregular() -> String {
+    "the data is not a regular (rectangular) array".into()
+}
+
+impl Shape {
+    fn dims(&self) -> Vec<i64> {
+        self.lens.iter().map(|l| l.unwrap_or(0) as i64).collect()
+    }
+
+    /// One more element in the array at `depth` (`depth` 0: the top level itself).
+    fn count(&mut self, depth: usize) {
+        if let Some(n) = depth.checked_sub(1).and_then(|d| self.open.get_mut(d)) {
+            *n += 1;
+        }
+    }
+}
+
+impl Nesting for Shape {
+    fn open(&mut self, depth: usize) -> Result<(), String> {
+        // An array where scalars are: `[1, [2]]`.
+        if self.leaf.is_some_and(|leaf| depth > leaf) {
+            return Err(irregular());
+        }
+        self.count(depth - 1);
+        self.open.push(0);
+        self.deepest = self.deepest.max(depth);
+        if self.lens.len() < depth {
+            self.lens.push(None);
+        }
+        Ok(())
+    }
+
+    fn scalar(&mut self, depth: usize) -> Result<(), String> {
+        // Every scalar at the one depth, and no array below it: `[[1], 2]`, `[[], 1]`.
+        match self.leaf {
+            None if depth == self.deepest => self.leaf = Some(depth),
+            Some(leaf) if leaf == depth => {}
+            _ => return Err(irregular()),
+        }
+        self.count(depth);
+        Ok(())
+    }
+
+    fn close(&mut self, depth: usize) -> Result<(), String> {
+        let n = self.open.pop().unwrap_or(0);
+        match &mut self.lens[depth - 1] {
+            l @ None => *l = Some(n),
+            Some(l) if *l == n => {}
+            Some(_) => return Err(irregular()),
+        }
+        Ok(())
+    }
+}
+
+fn read_tracked(
+    text: &[u8],
+    dtype: DataType,
+    max_depth: usize,
+    max: usize,
+    out: &mut Vec<u8>,
+    nesting: &mut impl Nesting,
+) -> Result<usize, String> {
     let mut s = Scanner { text, pos: 0 };
     macro_rules! scan {
         (|$e:ident, $i:ident| $bytes:expr) => {
-            s.scan(max_depth, max, |$e, $i| {
+            s.scan(max_depth, max, nesting, |$e, $i| {
                 out.extend_from_slice(&$bytes);
                 Ok(())
             })
@@ -249,6 +365,7 @@ impl<'a> Scanner<'a> {
         &mut self,
         max_depth: usize,
         max: usize,
+        nesting: &mut impl Nesting,
         mut put: impl FnMut(Elem<'a>, usize) -> Result<(), String>,
     ) -> Result<usize, String> {
         self.skip_ws();
@@ -266,12 +383,14 @@ impl<'a> Scanner<'a> {
                         return Err(format!("data nested deeper than {max_depth} levels"));
                     }
                     depth += 1;
+                    nesting.open(depth)?;
                     self.pos += 1;
                     self.skip_ws();
                     if self.peek() != Some(b']') {
                         continue;
                     }
                     self.pos += 1;
+                    nesting.close(depth)?;
                     depth -= 1;
                     None
                 }
@@ -285,6 +404,7 @@ impl<'a> Scanner<'a> {
                 if count >= max {
                     return Err(format!("data has more elements than the shape's {max}"));
                 }
+                nesting.scalar(depth)?;
                 put(elem, count)?;
                 count += 1;
             }
@@ -305,6 +425,7 @@ impl<'a> Scanner<'a> {
                     }
                     Some(b']') => {
                         self.pos += 1;
+                        nesting.close(depth)?;
                         depth -= 1;
                     }
                     _ => return Err(self.syntax("expected `,` or `]`")),
@@ -552,6 +673,40 @@ mod tests {
         assert!(read(&many, DataType::U8).is_err(), "more than max");
     }
 
+    /// Data with no shape (TFS): the nesting gives it, and must be regular.
+    #[test]
+    fn shapes_come_from_the_nesting_and_must_be_regular() {
+        let shaped = |text: &str| {
+            let mut out = Vec::new();
+            read_numeric_shaped(text.as_bytes(), DataType::U8, 4, 16, &mut out)
+                .map(|(n, shape)| (n, shape, out))
+        };
+        for (text, n, shape) in [
+            ("[1, 2, 3]", 3, vec![3]),
+            ("[[1, 2], [3, 4], [5, 6]]", 6, vec![3, 2]),
+            ("[[[1]], [[2]]]", 2, vec![2, 1, 1]),
+            ("[]", 0, vec![0]),
+            ("[[], []]", 0, vec![2, 0]),
+            ("[[[]]]", 0, vec![1, 1, 0]),
+        ] {
+            let (got, dims, out) = shaped(text).unwrap();
+            assert_eq!((got, dims), (n, shape), "{text}");
+            assert_eq!(out.len(), n, "{text}");
+        }
+        for bad in [
+            "[[1, 2], [3]]",
+            "[[1], 2]",
+            "[1, [2]]",
+            "[[], 1]",
+            "[[1], []]",
+            "[[[1]], [2]]",
+            "[[1], [[2]]]",
+            "[[[1], [2]], [[3]]]",
+        ] {
+            assert!(shaped(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn ranges_and_spellings() {
         assert_eq!(read("[1.0, 1e2, true]", DataType::I8).unwrap(), [1, 100, 1]);
@@ -723,17 +878,17 @@ mod proptests {
     /// What serde_json made of one token for `dtype`: its raw bytes, or a refusal.
     fn reference(tok: &str, dtype: DataType) -> Option<Vec<u8>> {
         let v: serde_json::Value = serde_json::from_str(tok).ok()?;
+        // An integer spelled without a fraction or an exponent is taken exactly (serde_json
+        // reads one beyond 64 bits as a float, which would round -2^63 - 1 into range).
+        let spelled_whole = !tok.contains(['.', 'e', 'E']);
         let whole = |v: &serde_json::Value| -> Option<i128> {
             match v {
                 serde_json::Value::Bool(b) => Some(i128::from(*b)),
-                serde_json::Value::Number(n) => n
-                    .as_i64()
-                    .map(i128::from)
-                    .or(n.as_u64().map(i128::from))
-                    .or_else(|| {
-                        let f = n.as_f64()?;
-                        (f.fract() == 0.0 && f.is_finite()).then_some(f as i128)
-                    }),
+                serde_json::Value::Number(_) if spelled_whole => tok.parse().ok(),
+                serde_json::Value::Number(n) => {
+                    let f = n.as_f64()?;
+                    (f.fract() == 0.0 && f.is_finite()).then_some(f as i128)
+                }
                 _ => None,
             }
         };

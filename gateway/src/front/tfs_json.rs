@@ -4,10 +4,11 @@
 //! and `{"outputs": ...}`; model status and metadata as TFS prints them.
 //!
 //! TFS JSON carries no datatypes: each input takes the datatype the model's metadata
-//! gives it. The body is parsed into a JSON tree, whose memory is charged to the
-//! caller's quota before parsing at [`TREE_COST_PER_BYTE`] per body byte (a bound on
-//! what a tree takes per byte of JSON); tensors are then written straight into their
-//! raw form, charged as they grow.
+//! gives it. Numeric inputs are read with no JSON tree: the body's structure is read in
+//! place ([`RawValue`]s) and each numeric array straight into its raw tensor, charged
+//! first at a bound on its elements. String inputs and scalars go through a tree,
+//! charged first at [`TREE_COST_PER_BYTE`] per byte of their text (a bound on what a
+//! tree takes per byte of JSON).
 
 use crate::front::json::{self, Scalar};
 use crate::front::jsondata;
@@ -15,7 +16,9 @@ use crate::front::tensor;
 use crate::refusal::Refusal;
 use base64::Engine;
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use warden_shared::datatype::DataType;
 use warden_shared::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use warden_shared::proto::model_metadata_response::TensorMetadata;
@@ -51,14 +54,6 @@ impl From<String> for PredictError {
 fn b64(v: &Value) -> Option<&Value> {
     match v {
         Value::Object(m) if m.len() == 1 => m.get("b64"),
-        _ => None,
-    }
-}
-
-/// Named inputs: an object that is not a binary string.
-fn named(v: &Value) -> Option<&Map<String, Value>> {
-    match v {
-        Value::Object(m) if b64(v).is_none() => Some(m),
         _ => None,
     }
 }
@@ -203,8 +198,43 @@ pub struct Bounds {
     pub max_depth: usize,
 }
 
-/// Parses a TFS predict body into the backend's request. The tree's memory is charged
-/// before parsing, each raw tensor's as it is written.
+/// One input of a predict body, as the body spells it.
+struct Input<'a> {
+    name: String,
+    dtype: DataType,
+    /// Its value; for [`Layout::Stacked`], its value in each instance.
+    values: Vec<&'a RawValue>,
+    layout: Layout,
+}
+
+/// How an input's values make its tensor.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// The value is the tensor (columnar format).
+    Whole,
+    /// The value is the list of instances of the only input (row format): the list is
+    /// the batch dimension, each instance nests as deep as a whole tensor may.
+    Instances,
+    /// One value per instance, stacked on a new first dimension (row format, named).
+    Stacked,
+}
+
+/// The keys of a JSON object, each with its value's text; `None` if `v` is not an
+/// object (or is a `{"b64": ...}` binary string, a scalar).
+fn object(v: &RawValue) -> Option<BTreeMap<String, &RawValue>> {
+    if !v.get().starts_with('{') {
+        return None;
+    }
+    let m: BTreeMap<String, &RawValue> = serde_json::from_str(v.get()).ok()?;
+    (!(m.len() == 1 && m.contains_key("b64"))).then_some(m)
+}
+
+/// Parses a TFS predict body into the backend's request, with no JSON tree for
+/// numeric inputs: the body's structure is read in place, and each numeric array
+/// straight into its raw tensor (charged first at a bound: every element takes at
+/// least one character and a separator). String inputs, scalars, and any input the
+/// fast reader refuses (for the reference reader's message) go through a tree,
+/// charged first at [`TREE_COST_PER_BYTE`] per byte of its text.
 pub fn parse_predict(
     body: &[u8],
     meta: &ModelMetadataResponse,
@@ -213,12 +243,13 @@ pub fn parse_predict(
     bounds: Bounds,
     charge: &mut (dyn FnMut(usize) -> Result<(), Refusal> + Send + '_),
 ) -> Result<(ModelInferRequest, Format), PredictError> {
-    charge(body.len().saturating_mul(TREE_COST_PER_BYTE)).map_err(PredictError::Refused)?;
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
-    let Value::Object(top) = v else {
-        return Err("the request must be a JSON object".to_string().into());
-    };
+    let top: BTreeMap<String, &RawValue> = serde_json::from_slice(body).map_err(|e| {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+            "the request must be a JSON object".to_string()
+        } else {
+            format!("request body is not valid JSON: {e}")
+        }
+    })?;
     for key in top.keys() {
         if !matches!(key.as_str(), "instances" | "inputs" | "signature_name") {
             return Err(
@@ -227,13 +258,12 @@ pub fn parse_predict(
         }
     }
     if let Some(sig) = top.get("signature_name")
-        && sig.as_str() != Some(crate::front::tfs::SIGNATURE)
+        && serde_json::from_str::<String>(sig.get()).ok().as_deref()
+            != Some(crate::front::tfs::SIGNATURE)
     {
         return Err(format!("the only signature is {:?}", crate::front::tfs::SIGNATURE).into());
     }
-    // (name, datatype, shape, values): the values are the batch items (row format) or
-    // the one whole tensor (columnar format).
-    let mut tensors: Vec<(String, DataType, Vec<i64>, Vec<&Value>)> = Vec::new();
+    let mut tensors: Vec<Input<'_>> = Vec::new();
     let format = match (top.get("instances"), top.get("inputs")) {
         (Some(_), Some(_)) => {
             return Err("a request has either instances or inputs, not both"
@@ -245,57 +275,70 @@ pub fn parse_predict(
                 .to_string()
                 .into());
         }
-        (Some(Value::Array(items)), None) => {
-            if items.is_empty() {
+        (Some(instances), None) => {
+            let items: Vec<&RawValue> = serde_json::from_str(instances.get())
+                .map_err(|_| "instances must be a list".to_string())?;
+            let Some(first) = items.first() else {
                 return Err("instances is empty".to_string().into());
-            }
-            let batch = items.len() as i64;
-            if let Some(first) = named(&items[0]) {
+            };
+            if let Some(first) = object(first) {
+                let named = items.iter().map(|it| object(it)).collect::<Vec<_>>();
                 for name in first.keys() {
-                    let values = items
+                    let values = named
                         .iter()
-                        .map(|it| {
-                            named(it)
-                                .and_then(|m| m.get(name))
+                        .map(|m| {
+                            m.as_ref()
+                                .and_then(|m| m.get(name).copied())
                                 .ok_or_else(|| format!("every instance must name input {name:?}"))
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    let mut shape = vec![batch];
-                    shape.extend(shape_of(values[0], bounds.max_depth)?);
-                    tensors.push((name.clone(), input_type(meta, name)?, shape, values));
+                    tensors.push(Input {
+                        name: name.clone(),
+                        dtype: input_type(meta, name)?,
+                        values,
+                        layout: Layout::Stacked,
+                    });
                 }
-                if items
-                    .iter()
-                    .any(|it| named(it).is_none_or(|m| m.len() != first.len()))
-                {
+                if named.iter().any(|m| m.as_ref().is_none_or(|m| m.len() != first.len())) {
                     return Err("every instance must name the same inputs"
                         .to_string()
                         .into());
                 }
             } else {
+                // The instances of the only input are its tensor: their list is its
+                // first dimension.
                 let input = only_input(meta)?;
-                let mut shape = vec![batch];
-                shape.extend(shape_of(&items[0], bounds.max_depth)?);
-                let dtype = input.datatype.parse().map_err(|e| format!("{e}"))?;
-                tensors.push((input.name.clone(), dtype, shape, items.iter().collect()));
+                tensors.push(Input {
+                    name: input.name.clone(),
+                    dtype: input.datatype.parse().map_err(|e| format!("{e}"))?,
+                    values: vec![instances],
+                    layout: Layout::Instances,
+                });
             }
             Format::Row
         }
-        (Some(_), None) => return Err("instances must be a list".to_string().into()),
         (None, Some(inputs)) => {
-            if let Some(m) = named(inputs) {
+            if let Some(m) = object(inputs) {
                 if m.is_empty() {
                     return Err("inputs is empty".to_string().into());
                 }
                 for (name, v) in m {
-                    let shape = shape_of(v, bounds.max_depth)?;
-                    tensors.push((name.clone(), input_type(meta, name)?, shape, vec![v]));
+                    let dtype = input_type(meta, &name)?;
+                    tensors.push(Input {
+                        name,
+                        dtype,
+                        values: vec![v],
+                        layout: Layout::Whole,
+                    });
                 }
             } else {
                 let input = only_input(meta)?;
-                let dtype = input.datatype.parse().map_err(|e| format!("{e}"))?;
-                let shape = shape_of(inputs, bounds.max_depth)?;
-                tensors.push((input.name.clone(), dtype, shape, vec![inputs]));
+                tensors.push(Input {
+                    name: input.name.clone(),
+                    dtype: input.datatype.parse().map_err(|e| format!("{e}"))?,
+                    values: vec![inputs],
+                    layout: Layout::Whole,
+                });
             }
             Format::Columnar
         }
@@ -305,36 +348,24 @@ pub fn parse_predict(
     }
     let mut inputs = Vec::with_capacity(tensors.len());
     let mut raw = Vec::with_capacity(tensors.len());
-    for (name, dtype, shape, values) in tensors {
-        let shown: String = name.chars().take(64).collect();
-        let mut w = Writer {
-            dtype,
-            out: Vec::new(),
-            count: 0,
-            max: bounds.max_elements,
-            charged: 0,
-            charge: &mut *charge,
-        };
-        let item_shape = if format == Format::Row {
-            &shape[1..]
-        } else {
-            &shape[..]
-        };
-        for v in values {
-            w.write(v, item_shape).map_err(|e| match e {
-                PredictError::Invalid(m) => PredictError::Invalid(format!("input {shown:?}: {m}")),
-                r => r,
-            })?;
+    for t in tensors {
+        let shown: String = t.name.chars().take(64).collect();
+        let (shape, bytes) = match read_fast(&t, bounds, charge)? {
+            Some(read) => read,
+            None => read_tree(&t, bounds, charge),
         }
-        let bytes = Bytes::from(w.out);
+        .map_err(|e| match e {
+            PredictError::Invalid(m) => PredictError::Invalid(format!("input {shown:?}: {m}")),
+            r => r,
+        })?;
         inputs.push(InferInputTensor {
-            name,
-            datatype: dtype.as_str().into(),
+            name: t.name,
+            datatype: t.dtype.as_str().into(),
             shape,
             parameters: Default::default(),
             contents: None,
         });
-        raw.push(bytes);
+        raw.push(Bytes::from(bytes));
     }
     Ok((
         ModelInferRequest {
@@ -348,6 +379,96 @@ pub fn parse_predict(
         },
         format,
     ))
+}
+
+/// A shape and its raw tensor, or why the input was refused.
+type Read = Result<(Vec<i64>, Vec<u8>), PredictError>;
+
+/// Reads a numeric input's arrays straight into its tensor. `Ok(None)`: not an input
+/// this reader takes (strings, scalars), or one it refuses; the tree reader then
+/// decides, with its message.
+fn read_fast(
+    t: &Input<'_>,
+    bounds: Bounds,
+    charge: &mut (dyn FnMut(usize) -> Result<(), Refusal> + Send + '_),
+) -> Result<Option<Read>, PredictError> {
+    let Some(size) = t.dtype.element_size() else {
+        return Ok(None);
+    };
+    if !t.values.iter().all(|v| v.get().starts_with('[')) {
+        return Ok(None);
+    }
+    let text: usize = t.values.iter().map(|v| v.get().len()).sum();
+    let most = bounds.max_elements.min(text / 2 + 1);
+    charge(most.saturating_mul(size)).map_err(PredictError::Refused)?;
+    let mut out = Vec::with_capacity(most * size);
+    let mut count = 0;
+    let mut item: Option<Vec<i64>> = None;
+    let depth = bounds.max_depth + usize::from(t.layout == Layout::Instances);
+    for v in &t.values {
+        let max = bounds.max_elements - count;
+        let Ok((n, shape)) =
+            jsondata::read_numeric_shaped(v.get().as_bytes(), t.dtype, depth, max, &mut out)
+        else {
+            return Ok(None);
+        };
+        count += n;
+        match &item {
+            None => item = Some(shape),
+            Some(first) if *first == shape => {}
+            Some(_) => return Ok(Some(Err(irregular()))),
+        }
+    }
+    let item = item.unwrap_or_default();
+    let shape = if t.layout == Layout::Stacked {
+        std::iter::once(t.values.len() as i64).chain(item).collect()
+    } else {
+        item
+    };
+    out.shrink_to_fit();
+    Ok(Some(Ok((shape, out))))
+}
+
+/// Reads an input through a JSON tree: strings, `{"b64": ...}`, scalars.
+fn read_tree(
+    t: &Input<'_>,
+    bounds: Bounds,
+    charge: &mut (dyn FnMut(usize) -> Result<(), Refusal> + Send + '_),
+) -> Read {
+    let text: usize = t.values.iter().map(|v| v.get().len()).sum();
+    charge(text.saturating_mul(TREE_COST_PER_BYTE)).map_err(PredictError::Refused)?;
+    let trees = t
+        .values
+        .iter()
+        .map(|v| serde_json::from_str::<Value>(v.get()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not valid JSON: {e}"))?;
+    // The items of a batch (the instances, named or not), or else the one tensor.
+    let items: Vec<&Value> = match (t.layout, trees.as_slice()) {
+        (Layout::Instances, [Value::Array(items)]) => items.iter().collect(),
+        _ => trees.iter().collect(),
+    };
+    let Some(first) = items.first() else {
+        return Err("instances is empty".to_string().into());
+    };
+    let item_shape = shape_of(first, bounds.max_depth)?;
+    let shape = if t.layout != Layout::Whole {
+        std::iter::once(items.len() as i64).chain(item_shape.iter().copied()).collect()
+    } else {
+        item_shape.clone()
+    };
+    let mut w = Writer {
+        dtype: t.dtype,
+        out: Vec::new(),
+        count: 0,
+        max: bounds.max_elements,
+        charged: 0,
+        charge: &mut *charge,
+    };
+    for v in items {
+        w.write(v, &item_shape)?;
+    }
+    Ok((shape, w.out))
 }
 
 /// One output tensor, for rendering: its datatype, shape and elements.
@@ -644,16 +765,62 @@ mod tests {
         assert!(parse(&many, &m).is_err());
     }
 
+    /// Numeric inputs are charged at their bound (every element at least one character
+    /// and a separator) before they are read; string inputs at the tree's cost.
     #[test]
-    fn the_tree_is_charged_before_parsing() {
-        let m = meta(&[("x", "FP32")]);
-        let mut asked = Vec::new();
-        let r = parse_predict(b"{\"inputs\": [1]}", &m, "m", "", BOUNDS, &mut |n| {
-            asked.push(n);
-            Err(Refusal::Quota(crate::limits::Scope::Principal))
-        });
-        assert!(matches!(r, Err(PredictError::Refused(_))));
-        assert_eq!(asked, vec![15 * TREE_COST_PER_BYTE]);
+    fn inputs_are_charged_before_they_are_read() {
+        for (body, m, want) in [
+            (r#"{"inputs": [1, 2, 3]}"#, meta(&[("x", "FP32")]), (9 / 2 + 1) * 4),
+            (r#"{"inputs": ["ab"]}"#, meta(&[("s", "BYTES")]), 6 * TREE_COST_PER_BYTE),
+        ] {
+            let mut asked = Vec::new();
+            let r = parse_predict(body.as_bytes(), &m, "m", "", BOUNDS, &mut |n| {
+                asked.push(n);
+                Err(Refusal::Quota(crate::limits::Scope::Principal))
+            });
+            assert!(matches!(r, Err(PredictError::Refused(_))), "{body}");
+            assert_eq!(asked, vec![want], "{body}");
+        }
+    }
+
+    /// The fast reader and the tree reader make the same tensor of every layout and
+    /// shape (the tree reader is the reference: it is what every refusal falls back to).
+    #[test]
+    fn the_fast_reader_gives_what_the_tree_reader_gives() {
+        let cases = [
+            (Layout::Whole, vec!["[[1, 2.5], [-3, 4e-2]]"]),
+            (Layout::Whole, vec!["[]"]),
+            (Layout::Whole, vec!["[[], []]"]),
+            (Layout::Whole, vec!["[[[1], [2]], [[3], [4]], [[5], [6]]]"]),
+            (Layout::Instances, vec!["[1, 2, 3]"]),
+            (Layout::Instances, vec!["[[1, 2], [3, 4], [5, 6]]"]),
+            (Layout::Stacked, vec!["[1, 2]", "[3, 4]", "[5, 6]"]),
+            (Layout::Stacked, vec!["[[1]]", "[[2]]"]),
+        ];
+        for (layout, texts) in cases {
+            let raws: Vec<Box<RawValue>> =
+                texts.iter().map(|t| RawValue::from_string((*t).into()).unwrap()).collect();
+            let t = Input {
+                name: "x".into(),
+                dtype: DataType::F32,
+                values: raws.iter().map(|r| r.as_ref()).collect(),
+                layout,
+            };
+            let fast = read_fast(&t, BOUNDS, &mut |_| Ok(())).unwrap().unwrap().ok().unwrap();
+            let tree = read_tree(&t, BOUNDS, &mut |_| Ok(())).ok().unwrap();
+            assert_eq!(fast, tree, "{texts:?}");
+        }
+        // Instances of different shapes: refused by both.
+        let raws: Vec<Box<RawValue>> =
+            ["[1, 2]", "[3]"].iter().map(|t| RawValue::from_string((*t).into()).unwrap()).collect();
+        let t = Input {
+            name: "x".into(),
+            dtype: DataType::F32,
+            values: raws.iter().map(|r| r.as_ref()).collect(),
+            layout: Layout::Stacked,
+        };
+        assert!(matches!(read_fast(&t, BOUNDS, &mut |_| Ok(())), Ok(Some(Err(_)))));
+        assert!(read_tree(&t, BOUNDS, &mut |_| Ok(())).is_err());
     }
 
     fn response(outputs: &[(&str, &[i64], Vec<f32>)]) -> ModelInferResponse {
