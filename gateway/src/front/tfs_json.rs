@@ -276,12 +276,21 @@ pub fn parse_predict(
                 .into());
         }
         (Some(instances), None) => {
-            let items: Vec<&RawValue> = serde_json::from_str(instances.get())
-                .map_err(|_| "instances must be a list".to_string())?;
-            let Some(first) = items.first() else {
-                return Err("instances is empty".to_string().into());
+            // The list is split into its items only when they are objects (named
+            // inputs); a list of tensors is read whole, in one pass, below.
+            let Some(rest) = instances.get().strip_prefix('[') else {
+                return Err("instances must be a list".to_string().into());
             };
-            if let Some(first) = object(first) {
+            let rest = rest.trim_start_matches([' ', '\t', '\n', '\r']);
+            if rest.starts_with(']') {
+                return Err("instances is empty".to_string().into());
+            }
+            let items: Vec<&RawValue> = if rest.starts_with('{') {
+                serde_json::from_str(instances.get()).map_err(|e| format!("instances: {e}"))?
+            } else {
+                Vec::new()
+            };
+            if let Some(first) = items.first().and_then(|first| object(first)) {
                 let named = items.iter().map(|it| object(it)).collect::<Vec<_>>();
                 for name in first.keys() {
                     let values = named
