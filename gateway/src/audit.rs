@@ -1352,6 +1352,16 @@ mod tests {
             .unwrap()
     }
 
+    /// Waits (at most 10 s) until no writer holds the queue: a drain that has ended
+    /// must let go of it, or no later call would ever lead a write.
+    async fn writer_let_go(log: &AuditLog) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lock(&log.queue).writing {
+            assert!(std::time::Instant::now() < deadline, "the writer never let go of the queue");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Group commit: calls that finish while a write is under way share the next
     /// write, with their records chained in order, under either fsync policy (a
     /// blocking thread writes under `always`, the first call itself under `never`).
@@ -1382,6 +1392,7 @@ mod tests {
                 .collect();
             assert_eq!(ids.len(), 32, "{tag}: every call's own record, once");
             assert!(log.healthy());
+            writer_let_go(&log).await;
         }
     }
 
@@ -1398,6 +1409,7 @@ mod tests {
         }))
         .await
         .unwrap();
+        writer_let_go(&log).await;
         let before = std::fs::read(&path).unwrap();
         let set_file = |f: File| {
             if let Output::File { file, .. } = &mut lock(&log.sink).out {
