@@ -1437,7 +1437,12 @@ mod tests {
         assert!(records(10)(verify(std::slice::from_ref(&path)).unwrap()));
         let text = std::fs::read_to_string(&path).unwrap();
         let outage = text.lines().nth(1).unwrap();
-        assert!(outage.contains("\"event\":\"audit\"") && outage.contains("16 refused"), "{outage}");
+        assert!(
+            outage.contains(r#""event":"audit""#)
+                && outage.contains(r#""decision":"failed""#)
+                && outage.contains("16 refused"),
+            "{outage}"
+        );
     }
 
     #[test]
@@ -1530,7 +1535,8 @@ mod tests {
                         .contains("\"event\":\"rotate\""),
                 "{first}"
             );
-            assert!(first.lines().next().unwrap().contains(", size)"), "{first}");
+            let rotate = first.lines().next().unwrap();
+            assert!(rotate.contains(", size)") && rotate.contains(r#""decision":"allowed""#), "{first}");
         }
     }
 
@@ -1716,6 +1722,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let cut = text.lines().nth(3).unwrap();
         assert!(cut.contains("cut a torn partial record"), "{text}");
+        assert!(cut.contains(r#""event":"audit""#) && cut.contains(r#""decision":"failed""#), "{cut}");
     }
 
     #[test]
