@@ -31,8 +31,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use warden_shared::config::{AuditConfig, FsyncPolicy};
 
@@ -1357,7 +1357,10 @@ mod tests {
     async fn writer_let_go(log: &AuditLog) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while lock(&log.queue).writing {
-            assert!(std::time::Instant::now() < deadline, "the writer never let go of the queue");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never let go of the queue"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -1367,12 +1370,19 @@ mod tests {
     /// blocking thread writes under `always`, the first call itself under `never`).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn calls_finishing_together_share_one_write_and_stay_chained() {
-        for (tag, fsync) in [("always", FsyncPolicy::Always), ("never", FsyncPolicy::Never)] {
+        for (tag, fsync) in [
+            ("always", FsyncPolicy::Always),
+            ("never", FsyncPolicy::Never),
+        ] {
             let d = tmp(&format!("group-{tag}"));
             let (log, path) = shared_log(&d, fsync);
             let held = lock(&log.sink);
             let calls = queue_behind_the_lock(&log, 32).await;
-            assert_eq!(log.writes(), 0, "{tag}: nothing can be written while the lock is held");
+            assert_eq!(
+                log.writes(),
+                0,
+                "{tag}: nothing can be written while the lock is held"
+            );
             drop(held);
             for c in calls {
                 answered(c).await.unwrap();
@@ -1384,11 +1394,16 @@ mod tests {
                 "{tag}: 32 records in {} writes",
                 log.writes()
             );
-            assert!(records(32)(verify(std::slice::from_ref(&path)).unwrap()), "{tag}");
+            assert!(
+                records(32)(verify(std::slice::from_ref(&path)).unwrap()),
+                "{tag}"
+            );
             let text = std::fs::read_to_string(&path).unwrap();
             let ids: std::collections::BTreeSet<_> = text
                 .lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].to_string())
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].to_string()
+                })
                 .collect();
             assert_eq!(ids.len(), 32, "{tag}: every call's own record, once");
             assert!(log.healthy());
@@ -1422,12 +1437,19 @@ mod tests {
         let calls = queue_behind_the_lock(&log, 16).await;
         drop(held);
         for c in calls {
-            assert!(answered(c).await.is_err(), "a call whose record was not written must fail");
+            assert!(
+                answered(c).await.is_err(),
+                "a call whose record was not written must fail"
+            );
         }
         assert_eq!(log.failures(), 16);
         assert!(!log.healthy());
         assert!(!log.retry(), "the file is still unwritable");
-        assert_eq!(std::fs::read(&path).unwrap(), before, "no part of the failed batch stays");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "no part of the failed batch stays"
+        );
         // The next batch (written here directly, so that it is one batch whatever the
         // timing) writes the outage record first, then its own, on the chain.
         set_file(open_append(&path).unwrap());
@@ -1536,7 +1558,10 @@ mod tests {
                 "{first}"
             );
             let rotate = first.lines().next().unwrap();
-            assert!(rotate.contains(", size)") && rotate.contains(r#""decision":"allowed""#), "{first}");
+            assert!(
+                rotate.contains(", size)") && rotate.contains(r#""decision":"allowed""#),
+                "{first}"
+            );
         }
     }
 
@@ -1555,7 +1580,9 @@ mod tests {
             let len = std::fs::metadata(f).unwrap().len();
             assert!(len <= 1000, "{} has {len} bytes", f.display());
         }
-        assert!(records(20 + files.len() as u64 - 1)(verify(&files).unwrap()));
+        assert!(records(20 + files.len() as u64 - 1)(
+            verify(&files).unwrap()
+        ));
     }
 
     /// The size limit is a bound the file reaches but never passes; an empty file is
@@ -1716,13 +1743,20 @@ mod tests {
         // The next records come as a batch (group commit): the record of the cut is
         // still written first.
         let (log, _) = log_in(&d, 0);
-        assert!(log.commit(&[rec(3), rec(4), rec(5)]).iter().all(Result::is_ok));
+        assert!(
+            log.commit(&[rec(3), rec(4), rec(5)])
+                .iter()
+                .all(Result::is_ok)
+        );
         let r = verify(std::slice::from_ref(&path)).unwrap().unwrap();
         assert_eq!(r.records, 7, "3 + the record of the cut + 3");
         let text = std::fs::read_to_string(&path).unwrap();
         let cut = text.lines().nth(3).unwrap();
         assert!(cut.contains("cut a torn partial record"), "{text}");
-        assert!(cut.contains(r#""event":"audit""#) && cut.contains(r#""decision":"failed""#), "{cut}");
+        assert!(
+            cut.contains(r#""event":"audit""#) && cut.contains(r#""decision":"failed""#),
+            "{cut}"
+        );
     }
 
     #[test]

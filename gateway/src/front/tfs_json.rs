@@ -308,7 +308,10 @@ pub fn parse_predict(
                         layout: Layout::Stacked,
                     });
                 }
-                if named.iter().any(|m| m.as_ref().is_none_or(|m| m.len() != first.len())) {
+                if named
+                    .iter()
+                    .any(|m| m.as_ref().is_none_or(|m| m.len() != first.len()))
+                {
                     return Err("every instance must name the same inputs"
                         .to_string()
                         .into());
@@ -462,7 +465,9 @@ fn read_tree(
     };
     let item_shape = shape_of(first, bounds.max_depth)?;
     let shape = if t.layout != Layout::Whole {
-        std::iter::once(items.len() as i64).chain(item_shape.iter().copied()).collect()
+        std::iter::once(items.len() as i64)
+            .chain(item_shape.iter().copied())
+            .collect()
     } else {
         item_shape.clone()
     };
@@ -779,8 +784,16 @@ mod tests {
     #[test]
     fn inputs_are_charged_before_they_are_read() {
         for (body, m, want) in [
-            (r#"{"inputs": [1, 2, 3]}"#, meta(&[("x", "FP32")]), (9 / 2 + 1) * 4),
-            (r#"{"inputs": ["ab"]}"#, meta(&[("s", "BYTES")]), 6 * TREE_COST_PER_BYTE),
+            (
+                r#"{"inputs": [1, 2, 3]}"#,
+                meta(&[("x", "FP32")]),
+                (9 / 2 + 1) * 4,
+            ),
+            (
+                r#"{"inputs": ["ab"]}"#,
+                meta(&[("s", "BYTES")]),
+                6 * TREE_COST_PER_BYTE,
+            ),
         ] {
             let mut asked = Vec::new();
             let r = parse_predict(body.as_bytes(), &m, "m", "", BOUNDS, &mut |n| {
@@ -807,28 +820,39 @@ mod tests {
             (Layout::Stacked, vec!["[[1]]", "[[2]]"]),
         ];
         for (layout, texts) in cases {
-            let raws: Vec<Box<RawValue>> =
-                texts.iter().map(|t| RawValue::from_string((*t).into()).unwrap()).collect();
+            let raws: Vec<Box<RawValue>> = texts
+                .iter()
+                .map(|t| RawValue::from_string((*t).into()).unwrap())
+                .collect();
             let t = Input {
                 name: "x".into(),
                 dtype: DataType::F32,
                 values: raws.iter().map(|r| r.as_ref()).collect(),
                 layout,
             };
-            let fast = read_fast(&t, BOUNDS, &mut |_| Ok(())).unwrap().unwrap().ok().unwrap();
+            let fast = read_fast(&t, BOUNDS, &mut |_| Ok(()))
+                .unwrap()
+                .unwrap()
+                .ok()
+                .unwrap();
             let tree = read_tree(&t, BOUNDS, &mut |_| Ok(())).ok().unwrap();
             assert_eq!(fast, tree, "{texts:?}");
         }
         // Instances of different shapes: refused by both.
-        let raws: Vec<Box<RawValue>> =
-            ["[1, 2]", "[3]"].iter().map(|t| RawValue::from_string((*t).into()).unwrap()).collect();
+        let raws: Vec<Box<RawValue>> = ["[1, 2]", "[3]"]
+            .iter()
+            .map(|t| RawValue::from_string((*t).into()).unwrap())
+            .collect();
         let t = Input {
             name: "x".into(),
             dtype: DataType::F32,
             values: raws.iter().map(|r| r.as_ref()).collect(),
             layout: Layout::Stacked,
         };
-        assert!(matches!(read_fast(&t, BOUNDS, &mut |_| Ok(())), Ok(Some(Err(_)))));
+        assert!(matches!(
+            read_fast(&t, BOUNDS, &mut |_| Ok(())),
+            Ok(Some(Err(_)))
+        ));
         assert!(read_tree(&t, BOUNDS, &mut |_| Ok(())).is_err());
     }
 
