@@ -819,17 +819,24 @@ mod tests {
             (Layout::Stacked, vec!["[1, 2]", "[3, 4]", "[5, 6]"]),
             (Layout::Stacked, vec!["[[1]]", "[[2]]"]),
         ];
-        for (layout, texts) in cases {
-            let raws: Vec<Box<RawValue>> = texts
-                .iter()
-                .map(|t| RawValue::from_string((*t).into()).unwrap())
-                .collect();
-            let t = Input {
+        // One FP32 input whose values are `raws`, laid out as `layout`.
+        fn input(raws: &[Box<RawValue>], layout: Layout) -> Input<'_> {
+            Input {
                 name: "x".into(),
                 dtype: DataType::F32,
                 values: raws.iter().map(|r| r.as_ref()).collect(),
                 layout,
-            };
+            }
+        }
+        fn raws(texts: &[&str]) -> Vec<Box<RawValue>> {
+            texts
+                .iter()
+                .map(|t| RawValue::from_string((*t).into()).unwrap())
+                .collect()
+        }
+        for (layout, texts) in cases {
+            let raws = raws(&texts);
+            let t = input(&raws, layout);
             let fast = read_fast(&t, BOUNDS, &mut |_| Ok(()))
                 .unwrap()
                 .unwrap()
@@ -839,16 +846,8 @@ mod tests {
             assert_eq!(fast, tree, "{texts:?}");
         }
         // Instances of different shapes: refused by both.
-        let raws: Vec<Box<RawValue>> = ["[1, 2]", "[3]"]
-            .iter()
-            .map(|t| RawValue::from_string((*t).into()).unwrap())
-            .collect();
-        let t = Input {
-            name: "x".into(),
-            dtype: DataType::F32,
-            values: raws.iter().map(|r| r.as_ref()).collect(),
-            layout: Layout::Stacked,
-        };
+        let raws = raws(&["[1, 2]", "[3]"]);
+        let t = input(&raws, Layout::Stacked);
         assert!(matches!(
             read_fast(&t, BOUNDS, &mut |_| Ok(())),
             Ok(Some(Err(_)))
