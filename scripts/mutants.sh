@@ -19,7 +19,8 @@
 # if a missed mutant is not listed in tests/mutants-allowed.txt (one mutant per line, as
 # cargo-mutants names it, then " # " and why it is equivalent or harmless).
 #
-# Tests: the unit tests of the mutated file's crate (`cargo nextest run -p <crate>`).
+# Tests: the unit and integration tests of the mutated file's crate (for the sandbox and
+# signing also the backend's), `cargo nextest run -p <crate>`.
 # The end-to-end tests in tests/ run the `warden` binary, which a mutant's build does not
 # relink, so they are not part of a run; a module whose only guard is end to end shows
 # up here as missed and is either covered by a unit test or listed with the end-to-end
@@ -84,20 +85,23 @@ if cargo nextest --version >/dev/null 2>&1; then
   args+=(--test-tool nextest)
 fi
 
-# The crates the files belong to: their unit tests are what runs.
+# The crates the files belong to (what is mutated), and the crates whose tests run
+# against each mutant: the file's own, and for the sandbox and signing also the
+# backend's, whose tests link them (its hostile battery enters the backend's real plan
+# in forked children, backend/tests/sandbox.rs; it verifies signed models).
 packages=$(for f in "${files[@]}"; do
   case "$f" in
-    gateway/*) echo warden-gateway ;;
-    # The sandbox is held by the backend's tests too: its hostile battery enters the
-    # backend's real plan in forked children (backend/tests/sandbox.rs).
-    sandbox/*) echo warden-sandbox; echo warden-backend ;;
-    # Signed models are verified by the backend before it loads them.
-    signing/*) echo warden-signing; echo warden-backend ;;
-    shared/*) echo warden-shared ;;
+    gateway/*) echo warden-gateway ;; sandbox/*) echo warden-sandbox ;;
+    signing/*) echo warden-signing ;; shared/*) echo warden-shared ;;
     backend/*) echo warden-backend ;; fetcher/*) echo warden-fetcher ;;
   esac
 done | sort -u)
+tested=$(for p in $packages; do
+  echo "$p"
+  case "$p" in warden-sandbox | warden-signing) echo warden-backend ;; esac
+done | sort -u)
 for p in $packages; do args+=(--package "$p"); done
+for p in $tested; do args+=(--test-package "$p"); done
 
 out=target/mutants.out
 cap=()

@@ -227,6 +227,30 @@ mod tests {
     }
 
     #[test]
+    fn only_remote_base_paths_are_fetched_and_replaced_by_their_cache() {
+        let m = crate::config::ModelsConfig::default();
+        let spec = |name: &str, path: &str| {
+            crate::repository::ModelSpec::single(name, Path::new(path), &m).unwrap()
+        };
+        let mut specs = vec![spec("local", "/models/a"), spec("far", "s3://bucket/b/")];
+        let remote = remote_specs(&specs).unwrap();
+        assert_eq!(remote.len(), 1);
+        assert_eq!(remote[0].0, "far");
+        assert_eq!(remote[0].1.to_string(), "s3://bucket/b");
+        localize(&mut specs, Path::new("/cache")).unwrap();
+        assert_eq!(specs[0].base_path, Path::new("/models/a"));
+        assert_eq!(specs[1].base_path, Path::new("/cache/s3/bucket/b"));
+
+        // A URL Warden cannot read is an error everywhere a model path is taken.
+        assert!(check_model_path(Path::new("/models/a")).is_ok());
+        assert!(check_model_path(Path::new("s3://bucket/b")).is_ok());
+        let mut bad = vec![spec("bad", "s3://b/../m")];
+        assert!(check_model_path(&bad[0].base_path).is_err());
+        assert!(remote_specs(&bad).is_err());
+        assert!(localize(&mut bad, Path::new("/cache")).is_err());
+    }
+
+    #[test]
     fn keys() {
         assert!(check_key("1/model.onnx").is_ok());
         for bad in ["", "/1/m", "1/../m", "1//m", "./1", "1/m\\x", "1/\u{0}"] {

@@ -158,6 +158,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn attacker_text_is_clipped_to_80_characters_with_a_mark() {
+        assert_eq!(clip("model.bin"), "model.bin");
+        let at_limit = "é".repeat(80);
+        assert_eq!(clip(&at_limit), at_limit);
+        let long = "é".repeat(81);
+        assert_eq!(clip(&long), format!("{at_limit}…"));
+    }
+
+    #[test]
     fn pae_matches_the_dsse_spec_example() {
         // From the DSSE v1 protocol description.
         assert_eq!(

@@ -280,4 +280,53 @@ mod tests {
             Err(KeyError::Read { .. })
         ));
     }
+
+    #[test]
+    fn a_key_file_is_read_up_to_its_size_limit_and_named_in_its_error() {
+        let dir = std::env::temp_dir().join(format!("warden-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.pem");
+        // At the limit the file is read (and is not PEM); one byte more is refused unread.
+        std::fs::write(&path, vec![b'x'; MAX_KEY_FILE_BYTES as usize]).unwrap();
+        match TrustedKey::from_pem_file(&path) {
+            Err(KeyError::NotPem { path: p, .. }) => assert_eq!(p, path),
+            other => panic!("want NotPem naming the file, got {other:?}"),
+        }
+        std::fs::write(&path, vec![b'x'; MAX_KEY_FILE_BYTES as usize + 1]).unwrap();
+        assert!(matches!(
+            TrustedKey::from_pem_file(&path),
+            Err(KeyError::TooLarge { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keys_describe_themselves_without_their_bytes() {
+        let names: Vec<String> = [Curve::P256, Curve::P384, Curve::P521]
+            .iter()
+            .map(Curve::to_string)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "ECDSA P-256/SHA-256",
+                "ECDSA P-384/SHA-384",
+                "ECDSA P-521/SHA-512"
+            ]
+        );
+        let key = TrustedKey::from_pem_file(&testdata("p256.pub.pem")).unwrap();
+        let shown = format!("{key:?}");
+        assert!(shown.starts_with("TrustedKey { source: "), "{shown}");
+        assert!(
+            shown.contains("p256.pub.pem") && shown.contains(&key.hint),
+            "{shown}"
+        );
+        assert!(!shown.contains("spki"), "{shown}");
+        assert!(TrustedKeys::load(&[]).unwrap().is_empty());
+        assert!(
+            !TrustedKeys::load(&[testdata("p256.pub.pem")])
+                .unwrap()
+                .is_empty()
+        );
+    }
 }

@@ -94,7 +94,8 @@ fn parse_sha256(hex_text: &str, what: &str) -> Result<[u8; 32], VerifyError> {
 /// Splits a manifest path into components, refusing anything that is not a plain
 /// relative path inside the model folder (`..`, absolute, empty or `.` components).
 fn components(path: &str) -> Option<Vec<String>> {
-    if path.is_empty() || path.starts_with('/') || path.contains('\0') {
+    // An empty or absolute path has an empty component, refused below.
+    if path.contains('\0') {
         return None;
     }
     let parts: Vec<String> = path.split('/').map(str::to_owned).collect();
@@ -281,7 +282,16 @@ mod tests {
     #[test]
     fn refuses_bad_names_duplicates_and_other_methods() {
         let d = [3u8; 32];
-        for name in ["../x", "/etc/passwd", "a//b", "./a", "", "a/./b"] {
+        for name in [
+            "../x",
+            "/etc/passwd",
+            "a//b",
+            "./a",
+            "",
+            "a/./b",
+            "a\0b",
+            "a/",
+        ] {
             let res = serde_json::json!([{"name": name, "algorithm": "sha256", "digest": hex(&d)}]);
             assert!(
                 Manifest::from_payload(&statement(res, &root_of(&[d]))).is_err(),

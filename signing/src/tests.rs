@@ -375,7 +375,62 @@ fn a_validly_signed_but_lying_manifest_is_refused() {
 #[test]
 fn no_keys_verifies_nothing() {
     let dir = testdata("p256");
-    assert!(verify_model_dir(&dir, &dir.join("model.sig"), &TrustedKeys::default()).is_err());
+    let err = verify_model_dir(&dir, &dir.join("model.sig"), &TrustedKeys::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        VerifyError::Unsupported("no trusted key is configured".into()).to_string()
+    );
+}
+
+#[test]
+fn a_signature_file_is_read_up_to_its_size_limit() {
+    let s = Scratch::copy_of("p256");
+    let limit = MAX_SIGNATURE_BYTES as usize;
+    std::fs::write(s.sig(), vec![b' '; limit]).unwrap();
+    assert_eq!(read_signature(&s.sig()).unwrap().len(), limit);
+    std::fs::write(s.sig(), vec![b' '; limit + 1]).unwrap();
+    assert!(matches!(
+        read_signature(&s.sig()),
+        Err(VerifyError::TooLarge { .. })
+    ));
+    // Only a file that is not there is "missing"; any other failure to open is an
+    // I/O error (here a path through a regular file).
+    let through_a_file = s.path().join("model.bin/model.sig");
+    assert!(matches!(
+        read_signature(&through_a_file),
+        Err(VerifyError::Io { .. })
+    ));
+    assert!(matches!(
+        read_signature(&s.path().join("absent.sig")),
+        Err(VerifyError::Missing { .. })
+    ));
+}
+
+#[test]
+fn the_signature_file_is_left_out_of_the_folder_it_signs_whatever_its_name() {
+    let keys = key("p256.pub.pem");
+    let s = Scratch::copy_of("p256");
+    // model_signing ignores the signature under the name it wrote; under another
+    // name only the verifier's own skip leaves it out.
+    let renamed = s.path().join("signature.json");
+    std::fs::rename(s.sig(), &renamed).unwrap();
+    verify_model_dir(s.path(), &renamed, &keys).unwrap();
+    // The folder named through a symlink, the signature by its real path: the same file.
+    let link = s.path().with_extension("link");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(s.path(), &link).unwrap();
+    let v = verify_model_dir(&link, &renamed, &keys);
+    std::fs::remove_file(&link).unwrap();
+    v.unwrap();
+    // Outside the folder it skips nothing: an extra file inside is still refused.
+    let outside = s.path().with_extension("sig");
+    std::fs::copy(&renamed, &outside).unwrap();
+    let err = verify_model_dir(s.path(), &outside, &keys);
+    std::fs::remove_file(&outside).unwrap();
+    match err {
+        Err(VerifyError::Mismatch(m)) => assert_eq!(m.extra, ["signature.json"]),
+        other => panic!("want the renamed signature as an extra file, got {other:?}"),
+    }
 }
 
 #[test]
@@ -388,4 +443,16 @@ fn mismatch_messages_are_bounded() {
     let text = m.to_string();
     assert!(text.contains("and 12 more"), "{text}");
     assert!(text.contains("missing file(s): a"), "{text}");
+
+    // Eight names are shown whole; each kind is separated from the next.
+    let m = Mismatch {
+        extra: (0..8).map(|i| format!("f{i}")).collect(),
+        missing: vec!["a".into()],
+        changed: vec!["b".into()],
+    };
+    assert_eq!(
+        m.to_string(),
+        "unsigned extra file(s): f0, f1, f2, f3, f4, f5, f6, f7; missing file(s): a; \
+         digest mismatch(s): b"
+    );
 }

@@ -21,6 +21,18 @@ pub const MAX_ENTRIES: usize = 100_000;
 /// Deepest folder nesting walked.
 pub const MAX_DEPTH: usize = 64;
 
+/// The bounds of one walk: [`MAX_ENTRIES`] and [`MAX_DEPTH`] outside tests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub entries: usize,
+    pub depth: usize,
+}
+
+const BOUNDS: Bounds = Bounds {
+    entries: MAX_ENTRIES,
+    depth: MAX_DEPTH,
+};
+
 /// What identifies a file's content without reading it again: if any of these changes
 /// after hashing, the bytes may have changed too.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,24 +78,33 @@ pub fn hash_folder(
     manifest: &Manifest,
     skip: Option<&[String]>,
 ) -> Result<BTreeMap<String, HashedFile>, VerifyError> {
+    hash_folder_within(root, manifest, skip, BOUNDS)
+}
+
+fn hash_folder_within(
+    root: &Path,
+    manifest: &Manifest,
+    skip: Option<&[String]>,
+    bounds: Bounds,
+) -> Result<BTreeMap<String, HashedFile>, VerifyError> {
     let mut out = BTreeMap::new();
     let mut entries = 0usize;
     // (folder, its components relative to root)
     let mut stack: Vec<(PathBuf, Vec<String>)> = vec![(root.to_owned(), Vec::new())];
     while let Some((dir, rel)) = stack.pop() {
-        if rel.len() > MAX_DEPTH {
+        if rel.len() > bounds.depth {
             return Err(VerifyError::Folder {
                 path: dir,
-                message: format!("nested deeper than {MAX_DEPTH} folders"),
+                message: format!("nested deeper than {} folders", bounds.depth),
             });
         }
         for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
             let entry = entry.map_err(|e| io(&dir, e))?;
             entries += 1;
-            if entries > MAX_ENTRIES {
+            if entries > bounds.entries {
                 return Err(VerifyError::Folder {
                     path: root.to_owned(),
-                    message: format!("more than {MAX_ENTRIES} entries"),
+                    message: format!("more than {} entries", bounds.entries),
                 });
             }
             let path = entry.path();
@@ -177,4 +198,165 @@ fn hash_file(path: &Path, follow_symlinks: bool) -> Result<HashedFile, VerifyErr
         digest,
         stamp: Stamp::of(&meta),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// An empty scratch folder, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new() -> Scratch {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "warden-tree-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn manifest(allow_symlinks: bool) -> Manifest {
+        Manifest {
+            model_name: "m".into(),
+            root_digest: [0; 32],
+            allow_symlinks,
+            ignore_paths: vec![vec![".git".into()]],
+            files: BTreeMap::new(),
+        }
+    }
+
+    fn message(e: VerifyError) -> String {
+        match e {
+            VerifyError::Folder { message, .. } => message,
+            other => panic!("want a folder error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn the_walk_counts_every_entry_up_to_its_bound_and_not_one_more() {
+        let s = Scratch::new();
+        for i in 0..3 {
+            std::fs::write(s.0.join(format!("f{i}")), b"x").unwrap();
+        }
+        // A folder counts as an entry, and so does each file in it.
+        std::fs::create_dir(s.0.join("d")).unwrap();
+        std::fs::write(s.0.join("d/g"), b"y").unwrap();
+        let m = manifest(false);
+        let within = |entries| hash_folder_within(&s.0, &m, None, Bounds { entries, depth: 8 });
+        let files = within(5).unwrap();
+        assert_eq!(files.keys().collect::<Vec<_>>(), ["d/g", "f0", "f1", "f2"]);
+        assert_eq!(message(within(4).unwrap_err()), "more than 4 entries");
+        assert_eq!(message(within(0).unwrap_err()), "more than 0 entries");
+    }
+
+    #[test]
+    fn the_walk_goes_down_to_its_depth_bound_and_not_one_level_more() {
+        let s = Scratch::new();
+        let mut deepest = s.0.clone();
+        for level in 0..3 {
+            deepest.push(format!("l{level}"));
+        }
+        std::fs::create_dir_all(&deepest).unwrap();
+        std::fs::write(deepest.join("f"), b"x").unwrap();
+        let m = manifest(false);
+        let within = |depth| {
+            hash_folder_within(
+                &s.0,
+                &m,
+                None,
+                Bounds {
+                    entries: 100,
+                    depth,
+                },
+            )
+        };
+        assert_eq!(
+            within(3).unwrap().keys().collect::<Vec<_>>(),
+            ["l0/l1/l2/f"]
+        );
+        assert_eq!(
+            message(within(2).unwrap_err()),
+            "nested deeper than 2 folders"
+        );
+    }
+
+    #[test]
+    fn the_shipped_bounds_are_the_published_ones() {
+        assert_eq!((BOUNDS.entries, BOUNDS.depth), (MAX_ENTRIES, MAX_DEPTH));
+        let s = Scratch::new();
+        let mut deep = s.0.clone();
+        for level in 0..=MAX_DEPTH {
+            deep.push(format!("{level}"));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        let err = hash_folder(&s.0, &manifest(false), None).unwrap_err();
+        assert_eq!(
+            message(err),
+            format!("nested deeper than {MAX_DEPTH} folders")
+        );
+    }
+
+    #[test]
+    fn an_allowed_symlink_to_a_file_is_hashed_as_its_target_and_to_anything_else_refused() {
+        let s = Scratch::new();
+        std::fs::write(s.0.join("weights"), b"w").unwrap();
+        std::os::unix::fs::symlink("weights", s.0.join("alias")).unwrap();
+        let files = hash_folder(&s.0, &manifest(true), None).unwrap();
+        assert_eq!(files["alias"].digest, files["weights"].digest);
+        assert_eq!(
+            message(hash_folder(&s.0, &manifest(false), None).unwrap_err()),
+            "is a symlink and the signature does not allow symlinks"
+        );
+
+        let s = Scratch::new();
+        std::os::unix::fs::symlink("/dev/null", s.0.join("device")).unwrap();
+        assert_eq!(
+            message(hash_folder(&s.0, &manifest(true), None).unwrap_err()),
+            "is a symlink to something other than a file"
+        );
+    }
+
+    #[test]
+    fn a_file_is_opened_without_following_a_symlink_unless_allowed() {
+        let s = Scratch::new();
+        std::fs::write(s.0.join("weights"), b"w").unwrap();
+        let link = s.0.join("alias");
+        std::os::unix::fs::symlink("weights", &link).unwrap();
+        // The walk saw a file; a symlink put there before the open is not followed.
+        assert!(matches!(
+            hash_file(&link, false),
+            Err(VerifyError::Io { .. })
+        ));
+        assert_eq!(hash_file(&link, true).unwrap().stamp.size, 1);
+    }
+
+    #[test]
+    fn a_fifo_put_in_place_of_a_file_is_refused_without_blocking() {
+        let s = Scratch::new();
+        let fifo = s.0.join("model.bin");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        // Opened without O_NONBLOCK a FIFO with no writer blocks forever.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(hash_file(&fifo, false).map(|_| ()).map_err(message));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("opening a FIFO blocked");
+        assert_eq!(got.unwrap_err(), "is not a regular file");
+    }
 }
