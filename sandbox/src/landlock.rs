@@ -5,7 +5,7 @@
 use crate::{Enforcement, Plan};
 use landlock::{
     ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
-    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, make_bitflags,
 };
 
 /// The Landlock ABI Warden is written and tested against (kernel 6.12+): file access
@@ -31,7 +31,7 @@ pub(crate) fn restrict(plan: &Plan) -> Result<String, String> {
         .set_compatibility(level)
         .handle_access(AccessFs::from_all(abi))
         .map_err(e)?
-        .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
+        .handle_access(make_bitflags!(AccessNet::{BindTcp | ConnectTcp}))
         .map_err(e)?
         .scope(Scope::from_all(abi))
         .map_err(e)?
@@ -39,11 +39,10 @@ pub(crate) fn restrict(plan: &Plan) -> Result<String, String> {
         .map_err(e)?;
     let read = AccessFs::from_read(abi);
     // Appending to and rotating files in a folder: no folders, devices, links or sockets.
-    let write =
-        read | AccessFs::WriteFile | AccessFs::MakeReg | AccessFs::RemoveFile | AccessFs::Truncate;
+    let write = read | make_bitflags!(AccessFs::{WriteFile | MakeReg | RemoveFile | Truncate});
     // A cache tree: folders made, removed and renamed into place (Refer), files
     // written; still no links, devices, sockets or fifos.
-    let tree = write | AccessFs::MakeDir | AccessFs::RemoveDir | AccessFs::Refer;
+    let tree = write | make_bitflags!(AccessFs::{MakeDir | RemoveDir | Refer});
     for (paths, access) in [
         (&plan.read_only, read),
         (&plan.write_dirs, write),

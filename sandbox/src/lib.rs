@@ -197,9 +197,15 @@ pub fn enter_layers(
     //    the process writes nothing.
     if layers.rlimits {
         sys::ignore_sigxfsz().map_err(SandboxError::Signal)?;
-        // Only a privileged process may raise a hard limit: an unprivileged one gets
-        // at most its current hard limit (it can still lower it).
-        let privileged = nix::unistd::geteuid().is_root();
+        // Only a process with CAP_SYS_RESOURCE may raise a hard limit (root in a
+        // container often lacks it): any other gets at most its current hard limit
+        // (it can still lower it).
+        let privileged = caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_RESOURCE,
+        )
+        .map_err(SandboxError::Caps)?;
         let lim = |what, res, v: u64| {
             let v = match getrlimit(res) {
                 Ok((_, hard)) if !privileged && v > hard => hard,

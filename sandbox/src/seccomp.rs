@@ -299,7 +299,7 @@ fn arg_len(call: &str) -> SeccompCmpArgLen {
 /// Nothing jumps across this point, so inserting here keeps every jump valid.
 fn insert_x32_check(program: &mut BpfProgram) -> Result<(), String> {
     const BPF_LD_W_ABS: u16 = 0x20;
-    const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
+    const BPF_JMP_JGE_K: u16 = 0x35; // BPF_JMP 0x05, BPF_JGE 0x30, BPF_K 0
     const BPF_RET_K: u16 = 0x06;
     let arch_check_is_first = program.len() >= 3
         && program[0].code == BPF_LD_W_ABS
@@ -350,6 +350,80 @@ mod tests {
         ] {
             assert!(Policy::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn errno_names_are_the_kernel_numbers() {
+        for (name, n) in [
+            ("ENOSYS", libc::ENOSYS),
+            ("EPERM", libc::EPERM),
+            ("EACCES", libc::EACCES),
+            ("EINVAL", libc::EINVAL),
+            ("EAFNOSUPPORT", libc::EAFNOSUPPORT),
+        ] {
+            assert_eq!(errno_number(name), Some(n), "{name}");
+        }
+        assert_eq!(errno_number("ENOENT"), None);
+    }
+
+    #[test]
+    fn a_call_may_be_allowed_twice_with_filters_but_on_no_two_lists() {
+        let twice = "[[allow]]\nname = \"socket\"\nwhy = \"x\"\narg = 0\nvalues = [\"AF_UNIX\"]\n\
+                     [[allow]]\nname = \"socket\"\nwhy = \"y\"\narg = 5\nclear = [\"PROT_EXEC\"]\n";
+        Policy::parse(twice).unwrap_or_else(|e| panic!("{e}"));
+        let kill_twice =
+            "[[kill]]\nname = \"ptrace\"\nwhy = \"x\"\n[[kill]]\nname = \"ptrace\"\nwhy = \"x\"\n";
+        assert_eq!(
+            Policy::parse(kill_twice).unwrap_err(),
+            "ptrace is on the kill and the kill list"
+        );
+        let arg6 = "[[allow]]\nname = \"socket\"\nwhy = \"x\"\narg = 6\nvalues = [\"AF_UNIX\"]\n";
+        assert!(Policy::parse(arg6).unwrap_err().contains("`arg` (0-5)"));
+    }
+
+    #[test]
+    fn a_policy_names_its_kill_list_and_describes_itself() {
+        let p = Policy::parse(
+            "[[allow]]\nname = \"read\"\nwhy = \"x\"\n[[allow]]\nname = \"socket\"\nwhy = \"x\"\narg = 0\nvalues = [\"AF_UNIX\"]\n\
+             [[allow]]\nname = \"socket\"\nwhy = \"x\"\narg = 0\nvalues = [\"AF_INET\"]\n\
+             [[kill]]\nname = \"ptrace\"\nwhy = \"x\"\n[[kill]]\nname = \"execve\"\nwhy = \"x\"\n\
+             [[errno]]\nname = \"clone3\"\nerrno = \"ENOSYS\"\nwhy = \"x\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.killed().collect::<Vec<_>>(), ["ptrace", "execve"]);
+        assert_eq!(
+            p.describe(),
+            "allow-list of 2 calls (2 with argument filters), 1 answered with a fixed errno, \
+             2 kill the process, x32 and foreign architectures kill, everything else EPERM"
+        );
+    }
+
+    #[test]
+    fn the_x32_check_goes_only_where_the_architecture_check_is_known() {
+        let insn = |code, k| sock_filter {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let layout = |ret_k| {
+            vec![
+                insn(0x20, 4),
+                insn(0x15, 0),
+                insn(0x06, ret_k),
+                insn(0x06, libc::SECCOMP_RET_ALLOW),
+            ]
+        };
+        let mut known = layout(libc::SECCOMP_RET_KILL_PROCESS);
+        insert_x32_check(&mut known).unwrap();
+        assert_eq!(known.len(), 7);
+        assert_eq!((known[4].code, known[4].k), (0x35, X32_SYSCALL_BIT));
+        // Every part of the check must hold, down to the last: here the third
+        // instruction returns ALLOW instead of killing.
+        let mut odd = layout(libc::SECCOMP_RET_ALLOW);
+        assert!(insert_x32_check(&mut odd).is_err());
+        assert_eq!(odd.len(), 4, "nothing inserted");
+        assert!(insert_x32_check(&mut vec![insn(0x20, 4)]).is_err());
     }
 
     #[test]
