@@ -813,5 +813,71 @@ mod tests {
         let mut r = Policy::from_toml(rate).unwrap();
         r.bind_issuers(&[A.into()]).unwrap();
         assert_eq!(r.rate_override(&from("bulk-1", B, &[])), None);
+        // No issuer configured (mTLS only): nothing to bind to, and nothing refused.
+        let mut none = Policy::from_toml(text).unwrap();
+        none.bind_issuers(&[]).unwrap();
+        assert!(none.rules[0].issuers.is_empty());
+    }
+
+    #[test]
+    fn a_policy_file_is_read_and_named_in_its_errors() {
+        let dir = std::env::temp_dir().join(format!("warden-authz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy.toml");
+        std::fs::write(
+            &path,
+            "[[rule]]\nname='r'\nany_authenticated=true\nmodels=['m']\noperations=['infer']\n",
+        )
+        .unwrap();
+        let p = Policy::from_file(&path).unwrap();
+        assert_eq!(p.rules.len(), 1);
+        assert_eq!(p.rules[0].name, "r");
+        assert!(!p.open);
+        std::fs::write(&path, "[[rule]]\nname='r'\nmodels=['m']\n").unwrap();
+        let e = Policy::from_file(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("policy {}: ", path.display())),
+            "{e}"
+        );
+        // The configuration's policy: read and bound to the configured issuers (here
+        // two plus the `jwt_*` shortcut, named once each, sorted).
+        let mut config = warden_shared::config::Config::default();
+        let issuer = |iss: &str| warden_shared::config::IssuerConfig {
+            issuer: iss.into(),
+            audiences: vec![],
+            keys: vec![],
+            hs256_secret: None,
+        };
+        config.auth.jwt_key = Some(dir.join("key.pem"));
+        config.auth.jwt_issuer = Some(B.into());
+        config.auth.issuers = vec![issuer(B), issuer(A)];
+        assert_eq!(issuer_names(&config), [A, B]);
+        assert!(
+            load_policy(&config).unwrap().open,
+            "no policy file: the open policy"
+        );
+        std::fs::write(
+            &path,
+            "[[rule]]\nname='alice'\nsubjects=['alice']\nmodels=['m']\noperations=['infer']\n",
+        )
+        .unwrap();
+        config.auth.policy = Some(path.clone());
+        let e = load_policy(&config).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("policy {}: ", path.display()))
+                && e.contains("names no issuers"),
+            "{e}"
+        );
+        config.auth.issuers.clear();
+        let bound = load_policy(&config).unwrap();
+        assert!(!bound.open);
+        assert_eq!(bound.rules[0].issuers, [B]);
+        let missing = dir.join("absent.toml");
+        let e = Policy::from_file(&missing).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot read policy {}: ", missing.display())),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
