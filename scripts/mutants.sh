@@ -8,6 +8,7 @@
 #   bash scripts/mutants.sh --in-diff origin/main    # only mutants on lines changed since
 #   bash scripts/mutants.sh --ci                     # CI's slice (below)
 #   bash scripts/mutants.sh --in-place FILE...       # mutate this tree, in its target/
+#   bash scripts/mutants.sh --in-place FILE -- -F 'load_policy'   # more cargo-mutants options
 #
 # By default the tree is copied (what git tracks) and built from scratch (6-10 minutes
 # on 2 cores before the first mutant); --in-place mutates the files in this tree one
@@ -48,6 +49,7 @@ CORE=(
 )
 
 args=()
+extra=()
 files=()
 base=""
 ci=0
@@ -57,6 +59,7 @@ while [ $# -gt 0 ]; do
     --in-diff) base="$2"; shift 2 ;;
     --in-place) inplace=1; shift ;;
     --ci) ci=1; base=$(sed -e 's/#.*//' tests/mutants-base | tr -d '[:space:]'); shift ;;
+    --) shift; extra=("$@"); break ;;
     *) files+=("$1"); shift ;;
   esac
 done
@@ -158,7 +161,7 @@ fi
 
 status=0
 "${cap[@]}" cargo mutants --test-workspace false --no-shuffle --output target \
-  "${args[@]}" || status=$?
+  "${args[@]}" "${extra[@]}" || status=$?
 capped=0
 # cargo-mutants exits 2 when mutants were missed, 3 on timeouts; `timeout` 124 (or
 # 137 if it had to kill) when the cap was hit; anything else is an error of the run.
