@@ -481,6 +481,136 @@ mod tests {
         );
     }
 
+    fn cost_with(contents: InferTensorContents) -> usize {
+        let m = ModelInferRequest {
+            inputs: vec![InferInputTensor {
+                contents: Some(contents),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        infer_request_cost(&m.encode_to_vec()).unwrap()
+    }
+
+    #[test]
+    fn each_typed_content_is_charged_for_its_decoded_vector_and_raw_copy() {
+        let n = 1000;
+        let empty = cost_with(InferTensorContents::default());
+        let c = InferTensorContents::default;
+        for (what, contents, size) in [
+            (
+                "bool",
+                InferTensorContents {
+                    bool_contents: vec![true; n],
+                    ..c()
+                },
+                1,
+            ),
+            (
+                "int",
+                InferTensorContents {
+                    int_contents: vec![-1; n],
+                    ..c()
+                },
+                4,
+            ),
+            (
+                "int64",
+                InferTensorContents {
+                    int64_contents: vec![-1; n],
+                    ..c()
+                },
+                8,
+            ),
+            (
+                "uint",
+                InferTensorContents {
+                    uint_contents: vec![u32::MAX; n],
+                    ..c()
+                },
+                4,
+            ),
+            (
+                "uint64",
+                InferTensorContents {
+                    uint64_contents: vec![u64::MAX; n],
+                    ..c()
+                },
+                8,
+            ),
+            (
+                "fp32",
+                InferTensorContents {
+                    fp32_contents: vec![1.5; n],
+                    ..c()
+                },
+                4,
+            ),
+            (
+                "fp64",
+                InferTensorContents {
+                    fp64_contents: vec![1.5; n],
+                    ..c()
+                },
+                8,
+            ),
+        ] {
+            // Decoded by protobuf into a vector that may hold twice what it uses while
+            // it grows, then copied once into the raw tensor.
+            assert_eq!(cost_with(contents) - empty, 3 * n * size, "{what}");
+        }
+        // A string element: its handle (twice, for the vector) and its bytes.
+        let strings = InferTensorContents {
+            bytes_contents: vec![vec![b'x'; 100]; 10],
+            ..c()
+        };
+        assert_eq!(cost_with(strings) - empty, 10 * (2 * 24 + 100));
+    }
+
+    #[test]
+    fn each_parameter_is_charged_for_its_entry_and_its_bytes() {
+        use warden_shared::proto::infer_parameter::ParameterChoice;
+        let value = InferParameter {
+            parameter_choice: Some(ParameterChoice::StringParam("v".repeat(100))),
+        };
+        let with = |k: usize| {
+            let m = ModelInferRequest {
+                parameters: (0..k).map(|i| (format!("key{i}"), value.clone())).collect(),
+                ..Default::default()
+            };
+            infer_request_cost(&m.encode_to_vec()).unwrap()
+        };
+        let entry = std::mem::size_of::<(String, InferParameter)>() + 16;
+        let one = entry + "key0".len() + value.encoded_len();
+        assert_eq!(with(1) - with(0), one);
+        assert_eq!(with(3) - with(0), 3 * one);
+    }
+
+    #[test]
+    fn a_varint_takes_its_tenth_byte_only_for_the_64th_bit() {
+        let mut max = vec![0xff; 9];
+        max.push(0x01);
+        assert_eq!(Reader::new(&max).varint().unwrap(), u64::MAX);
+        // A zero tenth byte is a long but valid spelling.
+        let mut long = vec![0xff; 9];
+        long.push(0x00);
+        assert_eq!(Reader::new(&long).varint().unwrap(), u64::MAX >> 1);
+        let mut over = vec![0xff; 9];
+        over.push(0x02);
+        assert_eq!(
+            Reader::new(&over).varint().unwrap_err(),
+            "varint overflows 64 bits"
+        );
+    }
+
+    #[test]
+    fn packed_fields_count_their_elements() {
+        assert_eq!(packed_count(&[0u8; 12], 4).unwrap(), 3);
+        assert_eq!(packed_count(&[0u8; 16], 8).unwrap(), 2);
+        assert_eq!(packed_count(&[0x80, 0x01, 0x05], 0).unwrap(), 2);
+        assert!(packed_count(&[0u8; 6], 4).is_err());
+    }
+
     #[test]
     fn counts_over_the_bounds_are_refused() {
         let many = ModelInferRequest {
