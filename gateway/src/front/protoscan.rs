@@ -586,6 +586,65 @@ mod tests {
         assert_eq!(with(3) - with(0), 3 * one);
     }
 
+    fn params(k: usize) -> std::collections::HashMap<String, InferParameter> {
+        (0..k)
+            .map(|i| (format!("p{i:02}"), InferParameter::default()))
+            .collect()
+    }
+
+    /// One `parameters` entry named `pNN` (3 bytes) with an empty value, as the walk
+    /// charges it.
+    const PARAM: usize = std::mem::size_of::<(String, InferParameter)>() + 16 + 3;
+
+    #[test]
+    fn each_input_and_output_is_charged_for_its_names_shape_and_parameters() {
+        let request = |inputs, outputs| ModelInferRequest {
+            inputs,
+            outputs,
+            ..Default::default()
+        };
+        let cost = |m: &ModelInferRequest| infer_request_cost(&m.encode_to_vec());
+        let tensor = repeated(1, std::mem::size_of::<InferInputTensor>());
+        let bare = InferInputTensor::default();
+        assert_eq!(cost(&request(vec![bare.clone()], vec![])).unwrap(), tensor);
+        let named = InferInputTensor {
+            name: "abc".into(),
+            datatype: "FP32".into(),
+            shape: vec![1; MAX_RANK],
+            parameters: params(MAX_PARAMETERS),
+            contents: None,
+        };
+        assert_eq!(
+            cost(&request(vec![named.clone()], vec![])).unwrap(),
+            tensor + 3 + 4 + repeated(MAX_RANK, 8) + MAX_PARAMETERS * PARAM
+        );
+        // A shape written unpacked (one varint field per dimension) counts the same.
+        let unpacked_dims: Vec<u8> = [0x18, 0x01].repeat(2);
+        let mut wire = vec![0x2a, unpacked_dims.len() as u8];
+        wire.extend(&unpacked_dims);
+        assert_eq!(infer_request_cost(&wire).unwrap(), tensor + repeated(2, 8));
+        // One dimension or one parameter more is refused.
+        let deep = InferInputTensor {
+            shape: vec![1; MAX_RANK + 1],
+            ..bare.clone()
+        };
+        assert!(cost(&request(vec![deep], vec![])).is_err());
+        let mut wide = named.clone();
+        wide.parameters = params(MAX_PARAMETERS + 1);
+        assert!(cost(&request(vec![wide], vec![])).is_err());
+
+        let out = repeated(1, std::mem::size_of::<InferRequestedOutputTensor>());
+        let output = |name: &str, k| InferRequestedOutputTensor {
+            name: name.into(),
+            parameters: params(k),
+        };
+        assert_eq!(
+            cost(&request(vec![], vec![output("scores", MAX_PARAMETERS)])).unwrap(),
+            out + 6 + MAX_PARAMETERS * PARAM
+        );
+        assert!(cost(&request(vec![], vec![output("s", MAX_PARAMETERS + 1)])).is_err());
+    }
+
     #[test]
     fn a_varint_takes_its_tenth_byte_only_for_the_64th_bit() {
         let mut max = vec![0xff; 9];
