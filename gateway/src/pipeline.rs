@@ -1409,6 +1409,81 @@ mod tests {
     use super::*;
 
     #[test]
+    fn listeners_apis_and_methods_are_named_as_ovms_names_them() {
+        assert_eq!(
+            [Listener::Rest, Listener::Grpc].map(Listener::as_str),
+            ["rest", "grpc"]
+        );
+        assert_eq!(
+            [Listener::Rest, Listener::Grpc].map(Listener::interface),
+            ["REST", "gRPC"]
+        );
+        assert_eq!(
+            [Api::KServe, Api::Tfs].map(Api::as_str),
+            ["KServe", "TensorFlowServing"]
+        );
+        let ops = [
+            Op::ServerLive,
+            Op::ServerReady,
+            Op::ServerMetadata,
+            Op::ModelMetadata,
+            Op::ModelReady,
+            Op::ModelInfer,
+            Op::ModelConfig,
+            Op::ModelStats,
+            Op::RepositoryIndex,
+            Op::RepositoryLoad,
+            Op::RepositoryUnload,
+            Op::LogSettings,
+            Op::Health {
+                watch: false,
+                model: true,
+            },
+            Op::Health {
+                watch: true,
+                model: false,
+            },
+            Op::Reflection,
+        ];
+        assert_eq!(
+            ops.map(|o| o.method(Api::KServe)),
+            [
+                "ServerLive",
+                "ServerReady",
+                "ServerMetadata",
+                "ModelMetadata",
+                "ModelReady",
+                "ModelInfer",
+                "ModelConfig",
+                "ModelStatistics",
+                "RepositoryIndex",
+                "RepositoryModelLoad",
+                "RepositoryModelUnload",
+                "LogSettings",
+                "Check",
+                "Watch",
+                "ServerReflectionInfo",
+            ]
+        );
+        // TensorFlow Serving's own names for the three calls it has.
+        assert_eq!(
+            [
+                Op::ModelMetadata,
+                Op::ModelReady,
+                Op::ModelInfer,
+                Op::ServerLive
+            ]
+            .map(|o| o.method(Api::Tfs)),
+            [
+                "GetModelMetadata",
+                "GetModelStatus",
+                "Predict",
+                "ServerLive"
+            ]
+        );
+    }
+
+    #[test]
     fn versions_are_digits_and_bounded() {
         assert!(check_version("").is_ok());
         assert!(check_version("12").is_ok());
