@@ -646,6 +646,190 @@ mod tests {
     }
 
     #[test]
+    fn each_typed_tfs_value_is_charged_for_its_decoded_vector_and_raw_copy() {
+        use warden_shared::tensorflow::serving::PredictRequest;
+        use warden_shared::tensorflow::{TensorProto, TensorShapeProto, tensor_shape_proto::Dim};
+        let cost = |t: TensorProto| {
+            let m = PredictRequest {
+                inputs: [("x".to_owned(), t)].into(),
+                ..Default::default()
+            };
+            predict_request_cost(&m.encode_to_vec()).unwrap()
+        };
+        // (A tensor with every field at its default is not even written: give it a type.)
+        let t = || TensorProto {
+            dtype: 1,
+            ..Default::default()
+        };
+        let empty = cost(t());
+        let n = 1000;
+        for (what, tensor, size) in [
+            (
+                "half",
+                TensorProto {
+                    half_val: vec![-1; n],
+                    ..t()
+                },
+                4,
+            ),
+            (
+                "float",
+                TensorProto {
+                    float_val: vec![1.5; n],
+                    ..t()
+                },
+                4,
+            ),
+            (
+                "double",
+                TensorProto {
+                    double_val: vec![1.5; n],
+                    ..t()
+                },
+                8,
+            ),
+            (
+                "int",
+                TensorProto {
+                    int_val: vec![-1; n],
+                    ..t()
+                },
+                4,
+            ),
+            (
+                "scomplex",
+                TensorProto {
+                    scomplex_val: vec![1.5; n],
+                    ..t()
+                },
+                4,
+            ),
+            (
+                "int64",
+                TensorProto {
+                    int64_val: vec![-1; n],
+                    ..t()
+                },
+                8,
+            ),
+            (
+                "bool",
+                TensorProto {
+                    bool_val: vec![true; n],
+                    ..t()
+                },
+                1,
+            ),
+            (
+                "dcomplex",
+                TensorProto {
+                    dcomplex_val: vec![1.5; n],
+                    ..t()
+                },
+                8,
+            ),
+            (
+                "uint32",
+                TensorProto {
+                    uint32_val: vec![u32::MAX; n],
+                    ..t()
+                },
+                4,
+            ),
+            (
+                "uint64",
+                TensorProto {
+                    uint64_val: vec![u64::MAX; n],
+                    ..t()
+                },
+                8,
+            ),
+        ] {
+            // Decoded by protobuf into a vector that may hold twice what it uses, then
+            // written into the raw tensor at up to 8 bytes each; the whole tensor is
+            // counted twice (the map entry's, and the backend request's).
+            assert_eq!(cost(tensor) - empty, 2 * (2 * n * size + 8 * n), "{what}");
+        }
+        let strings = TensorProto {
+            string_val: vec![vec![b'x'; 100]; 10],
+            ..t()
+        };
+        assert_eq!(cost(strings) - empty, 2 * 10 * (2 * 24 + 2 * 100 + 4));
+        let dim = Dim {
+            size: 7,
+            name: "batch".into(),
+        };
+        let shaped = TensorProto {
+            tensor_shape: Some(TensorShapeProto {
+                dim: vec![dim.clone(); MAX_RANK],
+                unknown_rank: false,
+            }),
+            ..t()
+        };
+        let per_dim = repeated(1, std::mem::size_of::<Dim>()) + dim.encoded_len();
+        assert_eq!(cost(shaped) - empty, 2 * MAX_RANK * per_dim);
+    }
+
+    #[test]
+    fn a_predict_request_is_charged_for_its_names_and_outputs() {
+        use warden_shared::tensorflow::TensorProto;
+        use warden_shared::tensorflow::serving::{ModelSpec, PredictRequest};
+        let cost = |m: PredictRequest| predict_request_cost(&m.encode_to_vec()).unwrap();
+        assert_eq!(cost(PredictRequest::default()), 0);
+        let spec = ModelSpec {
+            name: "resnet".into(),
+            ..Default::default()
+        };
+        let named = PredictRequest {
+            model_spec: Some(spec.clone()),
+            ..Default::default()
+        };
+        assert_eq!(cost(named), spec.encoded_len());
+        let entry = repeated(1, std::mem::size_of::<(String, TensorProto)>())
+            + repeated(1, std::mem::size_of::<InferInputTensor>())
+            + repeated(1, std::mem::size_of::<bytes::Bytes>());
+        let tensor = 2 * std::mem::size_of::<TensorProto>();
+        let typed = TensorProto {
+            dtype: 1,
+            ..Default::default()
+        };
+        let one_input = PredictRequest {
+            inputs: [("images".to_owned(), typed)].into(),
+            ..Default::default()
+        };
+        assert_eq!(cost(one_input), entry + 2 * "images".len() + tensor);
+        let output =
+            repeated(1, 24) + repeated(1, std::mem::size_of::<InferRequestedOutputTensor>());
+        let filtered = PredictRequest {
+            output_filter: vec!["scores".into(), "boxes".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            cost(filtered),
+            2 * output + 2 * ("scores".len() + "boxes".len())
+        );
+        // As many inputs and outputs as the bound allows, and not one more.
+        let wide = |k: usize| PredictRequest {
+            inputs: (0..k)
+                .map(|i| (format!("x{i}"), TensorProto::default()))
+                .collect(),
+            output_filter: (0..k).map(|i| format!("y{i}")).collect(),
+            ..Default::default()
+        };
+        assert!(predict_request_cost(&wide(MAX_TENSORS).encode_to_vec()).is_ok());
+        let over_inputs = PredictRequest {
+            output_filter: vec![],
+            ..wide(MAX_TENSORS + 1)
+        };
+        assert!(predict_request_cost(&over_inputs.encode_to_vec()).is_err());
+        let over_outputs = PredictRequest {
+            inputs: Default::default(),
+            ..wide(MAX_TENSORS + 1)
+        };
+        assert!(predict_request_cost(&over_outputs.encode_to_vec()).is_err());
+    }
+
+    #[test]
     fn a_varint_takes_its_tenth_byte_only_for_the_64th_bit() {
         let mut max = vec![0xff; 9];
         max.push(0x01);
