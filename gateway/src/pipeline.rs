@@ -1483,6 +1483,145 @@ mod tests {
         );
     }
 
+    const ALL_OPS: [Op; 16] = [
+        Op::ServerLive,
+        Op::ServerReady,
+        Op::ServerMetadata,
+        Op::ModelMetadata,
+        Op::ModelReady,
+        Op::ModelInfer,
+        Op::ModelConfig,
+        Op::ModelStats,
+        Op::RepositoryIndex,
+        Op::RepositoryLoad,
+        Op::RepositoryUnload,
+        Op::LogSettings,
+        Op::Health {
+            watch: false,
+            model: false,
+        },
+        Op::Health {
+            watch: true,
+            model: true,
+        },
+        Op::Reflection,
+        Op::Health {
+            watch: true,
+            model: false,
+        },
+    ];
+
+    #[test]
+    fn only_server_liveness_and_configured_health_names_answer_without_a_credential() {
+        use warden_shared::config::HealthConfig;
+        let open = |h: HealthConfig| -> Vec<Op> {
+            ALL_OPS
+                .into_iter()
+                .filter(|op| op.is_open_probe(&h))
+                .collect()
+        };
+        let health = |grpc_unauthenticated, grpc_models_unauthenticated| HealthConfig {
+            grpc_unauthenticated,
+            grpc_models_unauthenticated,
+        };
+        let server_health = [
+            Op::Health {
+                watch: false,
+                model: false,
+            },
+            Op::Health {
+                watch: true,
+                model: false,
+            },
+        ];
+        let model_health = Op::Health {
+            watch: true,
+            model: true,
+        };
+        assert_eq!(
+            open(health(false, false)),
+            [Op::ServerLive, Op::ServerReady]
+        );
+        let mut want = vec![
+            Op::ServerLive,
+            Op::ServerReady,
+            server_health[0],
+            server_health[1],
+        ];
+        want.sort_by_key(|o| ALL_OPS.iter().position(|x| x == o));
+        assert_eq!(open(health(true, false)), want);
+        assert_eq!(
+            open(health(false, true)),
+            [Op::ServerLive, Op::ServerReady, model_health]
+        );
+    }
+
+    #[test]
+    fn each_operation_is_authorized_for_what_it_touches() {
+        use Operation::*;
+        let got: Vec<(Scope, Option<Operation>)> =
+            ALL_OPS.map(|o| (o.scope(), o.operation())).to_vec();
+        assert_eq!(
+            got,
+            [
+                (Scope::Server, None),
+                (Scope::Server, None),
+                (Scope::Server, None),
+                (Scope::Model(Metadata), Some(Metadata)),
+                (Scope::Model(Ready), Some(Ready)),
+                (Scope::Model(Infer), Some(Infer)),
+                (Scope::Model(Config), Some(Config)),
+                (Scope::ModelOrAll(Stats), Some(Stats)),
+                (Scope::ServerWide(Admin), Some(Admin)),
+                (Scope::Named(Admin), Some(Admin)),
+                (Scope::Named(Admin), Some(Admin)),
+                (Scope::ServerWide(Admin), Some(Admin)),
+                (Scope::Server, None),
+                (Scope::Model(Ready), Some(Ready)),
+                (Scope::Server, None),
+                (Scope::Server, None),
+            ]
+        );
+    }
+
+    /// A subscriber that only says how much it wants: the log filter's maximum level.
+    struct MaxLevel(tracing::level_filters::LevelFilter);
+
+    impl tracing::Subscriber for MaxLevel {
+        fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+            Some(self.0)
+        }
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            false
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn log_settings_are_read_from_the_log_filter() {
+        use tracing::level_filters::LevelFilter;
+        let at = |level| tracing::subscriber::with_default(MaxLevel(level), LogSettings::current);
+        let settings = |info, warning, error, verbose_level| LogSettings {
+            info,
+            warning,
+            error,
+            verbose_level,
+        };
+        assert_eq!(at(LevelFilter::OFF), settings(false, false, false, 0));
+        assert_eq!(at(LevelFilter::ERROR), settings(false, false, true, 0));
+        assert_eq!(at(LevelFilter::WARN), settings(false, true, true, 0));
+        assert_eq!(at(LevelFilter::INFO), settings(true, true, true, 0));
+        assert_eq!(at(LevelFilter::DEBUG), settings(true, true, true, 1));
+        assert_eq!(at(LevelFilter::TRACE), settings(true, true, true, 2));
+    }
+
     #[test]
     fn versions_are_digits_and_bounded() {
         assert!(check_version("").is_ok());
