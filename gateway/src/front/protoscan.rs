@@ -830,6 +830,28 @@ mod tests {
     }
 
     #[test]
+    fn a_request_is_charged_for_its_names_and_raw_contents() {
+        let cost = |m: ModelInferRequest| infer_request_cost(&m.encode_to_vec()).unwrap();
+        assert_eq!(cost(ModelInferRequest::default()), 0);
+        let named = ModelInferRequest {
+            model_name: "resnet".into(),
+            model_version: "12".into(),
+            id: "req-1".into(),
+            ..Default::default()
+        };
+        assert_eq!(cost(named), 6 + 2 + 5);
+        // Raw contents are slices of the message: each costs its handle only.
+        let raw = ModelInferRequest {
+            raw_input_contents: vec![vec![0; 4096].into(), vec![0; 16].into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            cost(raw),
+            2 * repeated(1, std::mem::size_of::<bytes::Bytes>())
+        );
+    }
+
+    #[test]
     fn a_varint_takes_its_tenth_byte_only_for_the_64th_bit() {
         let mut max = vec![0xff; 9];
         max.push(0x01);
