@@ -891,6 +891,29 @@ mod tests {
             ..Default::default()
         };
         assert!(infer_request_cost(&deep.encode_to_vec()).is_err());
+        // At each bound a request passes; one more is refused.
+        let wide = |tensors: usize, parameters: usize| {
+            let m = ModelInferRequest {
+                inputs: vec![InferInputTensor::default(); tensors],
+                outputs: vec![InferRequestedOutputTensor::default(); tensors],
+                parameters: params(parameters),
+                ..Default::default()
+            };
+            infer_request_cost(&m.encode_to_vec())
+        };
+        assert!(wide(MAX_TENSORS, MAX_PARAMETERS).is_ok());
+        assert_eq!(
+            wide(MAX_TENSORS, MAX_PARAMETERS + 1).unwrap_err(),
+            format!("more than {MAX_PARAMETERS} parameters")
+        );
+        let outputs = ModelInferRequest {
+            outputs: vec![InferRequestedOutputTensor::default(); MAX_TENSORS + 1],
+            ..Default::default()
+        };
+        assert_eq!(
+            infer_request_cost(&outputs.encode_to_vec()).unwrap_err(),
+            format!("more than {MAX_TENSORS} inputs or outputs")
+        );
     }
 
     #[test]
