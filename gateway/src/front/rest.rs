@@ -555,6 +555,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_rest_body_has_no_length_prefix_and_tfs_json_needs_the_models_types() {
+        for api in [Api::KServe, Api::Tfs] {
+            let rest = Rest {
+                header_len: None,
+                h1: false,
+                api,
+            };
+            // Bytes a gRPC frame would start with are a REST body's own bytes.
+            assert_eq!(rest.framed_len(&[0, 0, 0, 0, 16]), None);
+            assert_eq!(rest.needs_metadata(), api == Api::Tfs);
+        }
+    }
+
+    #[test]
     fn routes() {
         let g = Method::GET;
         let p = Method::POST;

@@ -213,6 +213,16 @@ mod tests {
     use warden_shared::tensorflow::{DataType as TfType, TensorProto, TensorShapeProto};
 
     #[test]
+    fn tfs_grpc_has_no_triton_options_and_its_tensors_carry_their_types() {
+        assert_eq!(TfsGrpc.options(Op::LogSettings, b""), Err(Refusal::NoRoute));
+        assert_eq!(
+            TfsGrpc.options(Op::RepositoryIndex, b""),
+            Err(Refusal::NoRoute)
+        );
+        assert!(!TfsGrpc.needs_metadata());
+    }
+
+    #[test]
     fn methods() {
         assert_eq!(
             method("/tensorflow.serving.PredictionService/Predict"),
