@@ -1623,6 +1623,21 @@ mod tests {
     }
 
     #[test]
+    fn a_call_is_counted_out_however_it_ends() {
+        // The count shutdown waits on (lib.rs drains until it is 0).
+        let count = Arc::new(std::sync::atomic::AtomicI64::new(2));
+        drop(InFlight(Arc::clone(&count)));
+        assert_eq!(count.load(std::sync::atomic::Ordering::Acquire), 1);
+        let held = InFlight(Arc::clone(&count));
+        let unwound = std::panic::catch_unwind(move || {
+            let _call = held;
+            panic!("a call that fails half way");
+        });
+        assert!(unwound.is_err());
+        assert_eq!(count.load(std::sync::atomic::Ordering::Acquire), 0);
+    }
+
+    #[test]
     fn versions_are_digits_and_bounded() {
         assert!(check_version("").is_ok());
         assert!(check_version("12").is_ok());
