@@ -362,9 +362,16 @@ pub fn parse_predict(
     let mut raw = Vec::with_capacity(tensors.len());
     for t in tensors {
         let shown: String = t.name.chars().take(64).collect();
-        let (shape, bytes) = match read_fast(&t, bounds, charge)? {
+        // What the fast reader charged is counted in the tree's charge: its buffer is
+        // gone by then, so a refused input costs the larger of the two, not both.
+        let mut charged = 0usize;
+        let fast = read_fast(&t, bounds, &mut |n| {
+            charged = charged.saturating_add(n);
+            charge(n)
+        })?;
+        let (shape, bytes) = match fast {
             Some(read) => read,
-            None => read_tree(&t, bounds, charge),
+            None => read_tree(&t, bounds, charged, charge),
         }
         .map_err(|e| match e {
             PredictError::Invalid(m) => PredictError::Invalid(format!("input {shown:?}: {m}")),
@@ -441,14 +448,20 @@ fn read_fast(
     Ok(Some(Ok((shape, out))))
 }
 
-/// Reads an input through a JSON tree: strings, `{"b64": ...}`, scalars.
+/// Reads an input through a JSON tree: strings, `{"b64": ...}`, scalars. `charged`:
+/// what was charged for this input already (by the fast reader that refused it).
 fn read_tree(
     t: &Input<'_>,
     bounds: Bounds,
+    charged: usize,
     charge: &mut (dyn FnMut(usize) -> Result<(), Refusal> + Send + '_),
 ) -> Read {
     let text: usize = t.values.iter().map(|v| v.get().len()).sum();
-    charge(text.saturating_mul(TREE_COST_PER_BYTE)).map_err(PredictError::Refused)?;
+    charge(
+        text.saturating_mul(TREE_COST_PER_BYTE)
+            .saturating_sub(charged),
+    )
+    .map_err(PredictError::Refused)?;
     let trees = t
         .values
         .iter()
@@ -805,6 +818,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_input_the_fast_reader_refuses_is_charged_once_at_the_tree_cost() {
+        // `true` is not an FP32: the fast reader charges its bound, gives up, and the
+        // tree reader gives the message. The two charges for the input add up to the
+        // tree's cost (a budget of exactly that is not refused half way).
+        let value = "[1, 2, true, 4]";
+        let body = format!(r#"{{"inputs": {value}}}"#);
+        let mut asked = Vec::new();
+        let r = parse_predict(
+            body.as_bytes(),
+            &meta(&[("x", "FP32")]),
+            "m",
+            "",
+            BOUNDS,
+            &mut |n| {
+                asked.push(n);
+                Ok(())
+            },
+        );
+        assert!(matches!(r, Err(PredictError::Invalid(_))));
+        assert_eq!(
+            asked[0],
+            (value.len() / 2 + 1) * 4,
+            "the fast reader's bound"
+        );
+        // Then the tree (what follows is the tensor's own buffer, charged as it grows).
+        assert_eq!(asked[0] + asked[1], value.len() * TREE_COST_PER_BYTE);
+    }
+
     /// The fast reader and the tree reader make the same tensor of every layout and
     /// shape (the tree reader is the reference: it is what every refusal falls back to).
     #[test]
@@ -842,7 +884,7 @@ mod tests {
                 .unwrap()
                 .ok()
                 .unwrap();
-            let tree = read_tree(&t, BOUNDS, &mut |_| Ok(())).ok().unwrap();
+            let tree = read_tree(&t, BOUNDS, 0, &mut |_| Ok(())).ok().unwrap();
             assert_eq!(fast, tree, "{texts:?}");
         }
         // Instances of different shapes: refused by both.
@@ -852,7 +894,7 @@ mod tests {
             read_fast(&t, BOUNDS, &mut |_| Ok(())),
             Ok(Some(Err(_)))
         ));
-        assert!(read_tree(&t, BOUNDS, &mut |_| Ok(())).is_err());
+        assert!(read_tree(&t, BOUNDS, 0, &mut |_| Ok(())).is_err());
     }
 
     fn response(outputs: &[(&str, &[i64], Vec<f32>)]) -> ModelInferResponse {
