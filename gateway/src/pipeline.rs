@@ -1622,6 +1622,176 @@ mod tests {
         assert_eq!(at(LevelFilter::TRACE), settings(true, true, true, 2));
     }
 
+    /// A gateway's state as `warden gateway` builds it (real TLS configuration, audit
+    /// log, policy, catalog), with a backend socket nobody listens on: the pipeline's
+    /// own steps, without a front.
+    struct Harness {
+        state: State,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Harness {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn harness(tag: &str, policy: &str, models: &[(&str, &str)]) -> Harness {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "warden-pipeline-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        let tls = |alpn: &[&[u8]]| {
+            crate::tls::server_config(&dir.join("cert.pem"), &dir.join("key.pem"), alpn, None)
+                .unwrap()
+        };
+        let mut config = warden_shared::config::Config::default();
+        config.audit.path = dir.join("audit.log");
+        config.backend.socket_dir = dir.join("no-backend");
+        let jwt = crate::auth::jwt::JwtAuthority::from_config(&config.auth).unwrap();
+        let audit = crate::audit::AuditLog::open(&config.audit).unwrap();
+        let (backend, gauges) = crate::backend_client::connect_lazy(config.socket_path());
+        let tls = (tls(&[b"h2"]), tls(&[b"h2"]));
+        let policy = crate::authz::Policy::from_toml(policy).unwrap();
+        let state = State::new(config, jwt, policy, tls, audit, backend, gauges);
+        state.catalog.replace(&proto::RepositoryIndexResponse {
+            models: models
+                .iter()
+                .map(
+                    |(name, version)| proto::repository_index_response::ModelIndex {
+                        name: (*name).into(),
+                        version: (*version).into(),
+                        state: "READY".into(),
+                        reason: String::new(),
+                    },
+                )
+                .collect(),
+        });
+        Harness { state, dir }
+    }
+
+    fn call_of(state: &State, subject: &str) -> Call {
+        let conn = Arc::new(ConnInfo {
+            peer: "192.0.2.7:50000".parse().unwrap(),
+            tls_version: "TLSv1.3",
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+            alpn: Some("h2".into()),
+            client_cert: None,
+            activity: crate::peer::Activity::new(),
+        });
+        let head = Head {
+            listener: Listener::Grpc,
+            api: Api::KServe,
+            protocol: "gRPC",
+            op: Ok(Op::ModelInfer),
+            target: None,
+            token: None,
+            client_request_id: None,
+            deadline: None,
+            declared_len: None,
+        };
+        let mut call = state.begin(conn, &head);
+        call.principal = Some(Principal {
+            method: crate::auth::Method::Jwt,
+            subject: subject.into(),
+            issuer: "https://issuer.example".into(),
+            key_id: None,
+            jti_hash: None,
+            scopes: vec![],
+            groups: vec![],
+            certificate: None,
+        });
+        call
+    }
+
+    fn target(model: &str, version: &str) -> Target {
+        Target {
+            model: model.into(),
+            version: version.into(),
+        }
+    }
+
+    const ALICE_ON_M: &str = "[[rule]]\nname = 'alice-m'\nsubjects = ['alice']\nmodels = ['m']\noperations = ['infer']\n\
+                              [[rule]]\nname = 'bob-any'\nsubjects = ['bob']\nmodels = ['*']\noperations = ['infer']\n";
+
+    #[tokio::test]
+    async fn a_model_is_authorized_before_its_existence_is_told() {
+        let h = harness(
+            "admit",
+            ALICE_ON_M,
+            &[("m", "1"), ("m", "2"), ("other", "1")],
+        );
+        let s = &h.state;
+        let admit = |subject: &str, model: &str, version: &str| {
+            let mut call = call_of(s, subject);
+            let t = target(model, version);
+            async move {
+                let r = s.admit_model(&mut call, &t, Operation::Infer).await;
+                (
+                    r,
+                    call.rule.clone(),
+                    call.model.clone(),
+                    call.version.clone(),
+                )
+            }
+        };
+        // Allowed: the rule that allowed it is recorded, with the model and version.
+        assert_eq!(
+            admit("alice", "m", "2").await,
+            (
+                Ok(()),
+                Some("alice-m".into()),
+                Some("m".into()),
+                Some("2".into())
+            )
+        );
+        // Not allowed: refused, whether the model exists or not (no rule, no answer
+        // about the repository), and never under another operation.
+        assert_eq!(admit("alice", "other", "").await.0, Err(Refusal::Forbidden));
+        assert_eq!(admit("alice", "ghost", "").await.0, Err(Refusal::Forbidden));
+        assert_eq!(admit("mallory", "m", "").await.0, Err(Refusal::Forbidden));
+        let mut call = call_of(s, "alice");
+        let m = target("m", "");
+        let metadata = s.admit_model(&mut call, &m, Operation::Metadata).await;
+        assert_eq!(metadata, Err(Refusal::Forbidden));
+        // Allowed everywhere: now the repository answers.
+        assert_eq!(
+            admit("bob", "ghost", "").await.0,
+            Err(Refusal::UnknownModel)
+        );
+        assert_eq!(admit("bob", "m", "9").await.0, Err(Refusal::UnknownVersion));
+        let (r, rule, model, version) = admit("bob", "other", "").await;
+        assert_eq!(
+            (r, rule, model, version),
+            (Ok(()), Some("bob-any".into()), Some("other".into()), None)
+        );
+        // Names are checked before anything else.
+        assert!(matches!(
+            admit("bob", "../m", "").await.0,
+            Err(Refusal::BadName(_))
+        ));
+        assert!(matches!(
+            admit("bob", "m", "x").await.0,
+            Err(Refusal::BadName(_))
+        ));
+        // A call without a principal never gets this far; if it did, it is refused.
+        let mut anonymous = call_of(s, "bob");
+        anonymous.principal = None;
+        let r = s.admit_model(&mut anonymous, &m, Operation::Infer).await;
+        assert_eq!(r, Err(Refusal::Internal));
+    }
+
     #[test]
     fn a_call_is_counted_out_however_it_ends() {
         // The count shutdown waits on (lib.rs drains until it is 0).
