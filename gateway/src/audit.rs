@@ -1263,6 +1263,19 @@ pub fn verify(files: &[PathBuf]) -> std::io::Result<Result<Intact, Break>> {
 }
 
 #[cfg(test)]
+impl AuditLog {
+    /// Makes every later write fail (EBADF on a read-only handle), as a dead disk
+    /// would: for the tests of the log's callers.
+    pub(crate) fn break_writes(&self) {
+        if let Output::File { file, path, .. } = &mut lock(&self.sink).out
+            && let Ok(read_only) = File::open(&path)
+        {
+            *file = read_only;
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -1792,6 +1792,95 @@ mod tests {
         assert_eq!(r, Err(Refusal::Internal));
     }
 
+    fn last_record(h: &Harness) -> serde_json::Value {
+        let text = std::fs::read_to_string(h.dir.join("audit.log")).unwrap();
+        serde_json::from_str(text.lines().last().unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_decision_is_recorded_and_a_call_whose_record_cannot_be_written_fails() {
+        let h = harness("finish", ALICE_ON_M, &[("m", "1")]);
+        let s = &h.state;
+        let mut call = call_of(s, "alice");
+        s.admit_model(&mut call, &target("m", ""), Operation::Infer)
+            .await
+            .unwrap();
+        let id = call.id.clone();
+        assert_eq!(s.finish(call, None, 200, Some(0)).await, Ok(()));
+        let r = last_record(&h);
+        assert_eq!(r["request_id"], id.as_str());
+        assert_eq!(
+            (
+                &r["principal"],
+                &r["model"],
+                &r["operation"],
+                &r["listener"]
+            ),
+            (
+                &"alice".into(),
+                &"m".into(),
+                &"infer".into(),
+                &"grpc".into()
+            )
+        );
+        assert_eq!(
+            (&r["decision"], &r["reason"]),
+            (&"allowed".into(), &"rule: alice-m".into())
+        );
+        assert_eq!((&r["status"], &r["grpc_code"]), (&200.into(), &0.into()));
+
+        let refused = call_of(s, "mallory");
+        let forbidden = Refusal::Forbidden;
+        assert_eq!(
+            s.finish(refused, Some(&forbidden), 403, Some(7)).await,
+            Ok(())
+        );
+        let r = last_record(&h);
+        assert_eq!(
+            (&r["decision"], &r["principal"]),
+            (&"denied".into(), &"mallory".into())
+        );
+        assert_eq!(r["reason"], forbidden.reason().as_str());
+        let chain = crate::audit::verify(&[h.dir.join("audit.log")]).unwrap();
+        assert!(chain.is_ok(), "the records chain");
+
+        // Fail closed: a call whose record cannot be written is refused, whatever
+        // its own outcome, and counted.
+        s.audit.break_writes();
+        let call = call_of(s, "alice");
+        assert_eq!(
+            s.finish(call, None, 200, Some(0)).await,
+            Err(Refusal::AuditUnavailable)
+        );
+        let call = call_of(s, "mallory");
+        assert_eq!(
+            s.finish(call, Some(&forbidden), 403, Some(7)).await,
+            Err(Refusal::AuditUnavailable)
+        );
+    }
+
+    #[tokio::test]
+    async fn with_audit_fail_open_a_call_is_served_without_its_record() {
+        let h = harness("fail-open", ALICE_ON_M, &[("m", "1")]);
+        // The configuration is read when deciding: set it as an operator would.
+        let mut config = h.state.config.clone();
+        config.audit.fail_open = true;
+        let audit = crate::audit::AuditLog::open(&config.audit).unwrap();
+        audit.break_writes();
+        assert!(audit.fail_open());
+        let s = State::new(
+            config,
+            crate::auth::jwt::JwtAuthority::from_config(&Default::default()).unwrap(),
+            crate::authz::Policy::from_toml(ALICE_ON_M).unwrap(),
+            (h.state.tls(false), h.state.tls(true)),
+            audit,
+            h.state.backend.clone(),
+            h.state.backend_gauges.clone(),
+        );
+        let call = call_of(&s, "alice");
+        assert_eq!(s.finish(call, None, 200, Some(0)).await, Ok(()));
+    }
+
     #[test]
     fn a_call_is_counted_out_however_it_ends() {
         // The count shutdown waits on (lib.rs drains until it is 0).
