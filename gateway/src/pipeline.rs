@@ -1637,6 +1637,15 @@ mod tests {
     }
 
     fn harness(tag: &str, policy: &str, models: &[(&str, &str)]) -> Harness {
+        harness_with(tag, policy, models, |_| {})
+    }
+
+    fn harness_with(
+        tag: &str,
+        policy: &str,
+        models: &[(&str, &str)],
+        tweak: impl FnOnce(&mut warden_shared::config::Config),
+    ) -> Harness {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "warden-pipeline-{tag}-{}-{}",
@@ -1659,6 +1668,7 @@ mod tests {
         let mut config = warden_shared::config::Config::default();
         config.audit.path = dir.join("audit.log");
         config.backend.socket_dir = dir.join("no-backend");
+        tweak(&mut config);
         let jwt = crate::auth::jwt::JwtAuthority::from_config(&config.auth).unwrap();
         let audit = crate::audit::AuditLog::open(&config.audit).unwrap();
         let (backend, gauges) = crate::backend_client::connect_lazy(config.socket_path());
@@ -1879,6 +1889,104 @@ mod tests {
         );
         let call = call_of(&s, "alice");
         assert_eq!(s.finish(call, None, 200, Some(0)).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn each_budget_refuses_past_its_limit_and_only_its_own_callers() {
+        let h = harness_with("budgets", ALICE_ON_M, &[("m", "1")], |c| {
+            c.limits.rate_per_principal_rps = 1;
+            c.limits.rate_per_model_rps = 0;
+            c.limits.rate_total_rps = 0;
+            c.limits.rate_per_ip_unauthenticated_rps = 1;
+            c.limits.rate_burst_seconds = 2;
+            c.limits.quota_bytes = 0;
+            c.limits.quota_per_principal_bytes = 1000;
+        });
+        let s = &h.state;
+        // Per principal: a burst of 2, then refused; another principal is not.
+        let alice = call_of(s, "alice").principal.unwrap();
+        let bob = call_of(s, "bob").principal.unwrap();
+        assert_eq!(s.admit_principal(&alice), Ok(()));
+        assert_eq!(s.admit_principal(&alice), Ok(()));
+        assert!(matches!(
+            s.admit_principal(&alice),
+            Err(Refusal::RateLimited(_))
+        ));
+        assert_eq!(s.admit_principal(&bob), Ok(()));
+        // Per client IP, for calls without a credential.
+        let conn = call_of(s, "x").conn;
+        assert_eq!(s.limit_ip(&conn), Ok(()));
+        assert_eq!(s.limit_ip(&conn), Ok(()));
+        assert!(matches!(s.limit_ip(&conn), Err(Refusal::RateLimited(_))));
+        // Memory: a principal's calls together stay under its quota; a call that ends
+        // gives its bytes back. (Step 2 starts each call's reservation.)
+        let reserved = |who: &str| {
+            let mut call = call_of(s, who);
+            call.reservation = s.quotas.start(Some(who));
+            call
+        };
+        let mut first = reserved("alice");
+        assert_eq!(s.charge(&mut first, 600), Ok(()));
+        let mut second = reserved("alice");
+        assert!(matches!(s.charge(&mut second, 600), Err(Refusal::Quota(_))));
+        let mut other = reserved("bob");
+        assert_eq!(s.charge(&mut other, 600), Ok(()));
+        drop(first);
+        assert_eq!(s.charge(&mut second, 600), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_bad_credential_is_refused_and_a_flood_of_them_is_rate_limited_per_ip() {
+        let h = harness_with("authn", ALICE_ON_M, &[("m", "1")], |c| {
+            c.limits.rate_per_ip_unauthenticated_rps = 1;
+            c.limits.rate_burst_seconds = 1;
+        });
+        let s = &h.state;
+        let call = call_of(s, "x");
+        assert!(matches!(
+            s.authenticate(&call, Some("not.a.token")),
+            Err(Refusal::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            s.authenticate(&call, None),
+            Err(Refusal::RateLimited(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_named_or_server_wide_operation_is_authorized_without_the_repository() {
+        let policy =
+            "[[rule]]\nname = 'ops'\nsubjects = ['ops']\nmodels = ['*']\noperations = ['admin']\n";
+        let h = harness("named", policy, &[]);
+        let s = &h.state;
+        let mut call = call_of(s, "ops");
+        assert_eq!(
+            s.admit_named(&mut call, &target("new-model", ""), Operation::Admin),
+            Ok(())
+        );
+        assert_eq!(call.rule.as_deref(), Some("ops"));
+        assert_eq!(
+            call.model, None,
+            "a name the repository may not have is never recorded"
+        );
+        let mut call = call_of(s, "ops");
+        let server = target(crate::authz::SERVER_WIDE, "");
+        assert_eq!(s.admit_named(&mut call, &server, Operation::Admin), Ok(()));
+        let mut call = call_of(s, "alice");
+        assert_eq!(
+            s.admit_named(&mut call, &target("new-model", ""), Operation::Admin),
+            Err(Refusal::Forbidden)
+        );
+        let mut call = call_of(s, "ops");
+        assert!(matches!(
+            s.admit_named(&mut call, &target("../x", ""), Operation::Admin),
+            Err(Refusal::BadName(_))
+        ));
+        call.principal = None;
+        assert_eq!(
+            s.admit_named(&mut call, &target("x", ""), Operation::Admin),
+            Err(Refusal::Internal)
+        );
     }
 
     #[test]
