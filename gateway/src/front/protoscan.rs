@@ -851,6 +851,50 @@ mod tests {
         );
     }
 
+    /// A length-delimited field.
+    fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(number << 3) | 2, bytes.len() as u8];
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn a_tfs_model_spec_is_read_as_the_decoder_merges_it() {
+        use warden_shared::tensorflow::serving::{PredictRequest, model_spec::VersionChoice};
+        let name = field(1, b"resnet");
+        let version = |v: u8| field(2, &[0x08, v]);
+        // Two model_spec fields merge: the second's empty Int64Value keeps the first's 5.
+        let mut wire = field(1, &[name.clone(), version(5)].concat());
+        wire.extend(field(1, &field(2, &[])));
+        let decoded = PredictRequest::decode(&wire[..])
+            .unwrap()
+            .model_spec
+            .unwrap();
+        let Some(VersionChoice::Version(v)) = decoded.version_choice else {
+            panic!("the decoder kept no version");
+        };
+        assert_eq!(v.value, 5);
+        assert_eq!(tfs_target(&wire).unwrap(), ("resnet", "5".to_string()));
+        // Refused: a label (none is served), a model_spec or member of the wrong wire
+        // type, a version that is not an integer.
+        let label = field(1, &[name.clone(), field(4, b"stable")].concat());
+        assert!(tfs_target(&label).unwrap_err().contains("version_label"));
+        assert_eq!(
+            tfs_target(&[0x08, 0x01]).unwrap_err(),
+            "model_spec must be a message"
+        );
+        let varint_version = field(1, &[0x10, 0x05]);
+        assert_eq!(
+            tfs_target(&varint_version).unwrap_err(),
+            "model_spec fields have the wrong wire type"
+        );
+        let text_version = field(1, &field(2, &field(1, b"5")));
+        assert_eq!(
+            tfs_target(&text_version).unwrap_err(),
+            "model_spec.version must be an integer"
+        );
+    }
+
     #[test]
     fn a_varint_takes_its_tenth_byte_only_for_the_64th_bit() {
         let mut max = vec![0xff; 9];
