@@ -1870,6 +1870,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_inference_counts_in_its_versions_statistics_as_it_ended() {
+        let h = harness("stats", ALICE_ON_M, &[("m", "1"), ("m", "2")]);
+        let s = &h.state;
+        let counts = || {
+            let v = s.stats.get("m", 2);
+            (v.success.count, v.fail.count)
+        };
+        // Named version, or the latest when none is named; a 4xx or a refusal fails.
+        for (version, status, refusal, want) in [
+            ("2", 200, None, (1, 0)),
+            ("", 200, None, (2, 0)),
+            ("2", 399, None, (3, 0)),
+            ("2", 400, None, (3, 1)),
+            ("2", 200, Some(Refusal::Timeout), (3, 2)),
+        ] {
+            let mut call = call_of(s, "alice");
+            s.admit_model(&mut call, &target("m", version), Operation::Infer)
+                .await
+                .unwrap();
+            s.finish(call, refusal.as_ref(), status, None)
+                .await
+                .unwrap();
+            assert_eq!(counts(), want, "version {version:?}, status {status}");
+        }
+        assert_eq!(
+            s.stats.get("m", 1),
+            Default::default(),
+            "version 1 was not called"
+        );
+        // Only inferences count.
+        let mut call = call_of(s, "alice");
+        s.admit_model(&mut call, &target("m", "2"), Operation::Infer)
+            .await
+            .unwrap();
+        call.op = Some(Op::ModelMetadata);
+        s.finish(call, None, 200, None).await.unwrap();
+        assert_eq!(counts(), (3, 2));
+        // An empty version is not recorded as one.
+        let mut call = call_of(s, "alice");
+        call.version = Some(String::new());
+        s.finish(call, None, 200, None).await.unwrap();
+        assert_eq!(last_record(&h).get("version"), None);
+    }
+
+    #[tokio::test]
     async fn with_audit_fail_open_a_call_is_served_without_its_record() {
         let h = harness("fail-open", ALICE_ON_M, &[("m", "1")]);
         // The configuration is read when deciding: set it as an operator would.
