@@ -1675,19 +1675,22 @@ mod tests {
         let tls = (tls(&[b"h2"]), tls(&[b"h2"]));
         let policy = crate::authz::Policy::from_toml(policy).unwrap();
         let state = State::new(config, jwt, policy, tls, audit, backend, gauges);
-        state.catalog.replace(&proto::RepositoryIndexResponse {
-            models: models
-                .iter()
-                .map(
-                    |(name, version)| proto::repository_index_response::ModelIndex {
-                        name: (*name).into(),
-                        version: (*version).into(),
-                        state: "READY".into(),
-                        reason: String::new(),
-                    },
-                )
-                .collect(),
-        });
+        // No model at all: the catalog is left unread, as before the backend answers.
+        if !models.is_empty() {
+            state.catalog.replace(&proto::RepositoryIndexResponse {
+                models: models
+                    .iter()
+                    .map(
+                        |(name, version)| proto::repository_index_response::ModelIndex {
+                            name: (*name).into(),
+                            version: (*version).into(),
+                            state: "READY".into(),
+                            reason: String::new(),
+                        },
+                    )
+                    .collect(),
+            });
+        }
         Harness { state, dir }
     }
 
@@ -1805,6 +1808,19 @@ mod tests {
     fn last_record(h: &Harness) -> serde_json::Value {
         let text = std::fs::read_to_string(h.dir.join("audit.log")).unwrap();
         serde_json::from_str(text.lines().last().unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn without_the_backends_catalog_a_model_call_is_refused_as_unavailable() {
+        let h = harness("no-catalog", ALICE_ON_M, &[]);
+        let s = &h.state;
+        let mut call = call_of(s, "alice");
+        // The backend is asked (nobody listens), and the call refused, not guessed at.
+        let r = s
+            .admit_model(&mut call, &target("m", ""), Operation::Infer)
+            .await;
+        assert_eq!(r, Err(Refusal::BackendUnavailable));
+        assert!(!s.catalog.loaded());
     }
 
     #[tokio::test]
