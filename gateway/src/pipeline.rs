@@ -1824,6 +1824,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn probes_answer_from_the_backend_and_are_limited_per_ip() {
+        let h = harness_with("probes", ALICE_ON_M, &[("m", "1")], |c| {
+            c.limits.rate_per_ip_unauthenticated_rps = 1;
+            c.limits.rate_burst_seconds = 4;
+        });
+        let s = &h.state;
+        let from = |ip: &str| ConnInfo {
+            peer: format!("{ip}:50000").parse().unwrap(),
+            ..(*call_of(s, "x").conn).clone()
+        };
+        // One client IP: its burst of 4, then refused (the calls follow each other
+        // within far less than the second a token takes to come back).
+        let a = from("192.0.2.7");
+        for _ in 0..4 {
+            assert!(matches!(
+                s.probe::<()>(&a, Op::ServerLive, None).await,
+                Ok(Answer::Live)
+            ));
+        }
+        assert!(matches!(
+            s.probe::<()>(&a, Op::ServerLive, None).await,
+            Err(Refusal::RateLimited(_))
+        ));
+        // Another IP has its own budget. Nobody answers on the backend's socket: not
+        // ready, not serving.
+        let b = from("192.0.2.8");
+        assert!(matches!(
+            s.probe::<()>(&b, Op::ServerReady, None).await,
+            Ok(Answer::Ready(false))
+        ));
+        let health = Op::Health {
+            watch: false,
+            model: true,
+        };
+        assert!(matches!(
+            s.probe::<()>(&b, health, Some(&target("m", ""))).await,
+            Ok(Answer::Health(Serving::NotServing))
+        ));
+        // A model's health names only a model the repository has, by a valid name.
+        assert!(matches!(
+            s.probe::<()>(&b, health, Some(&target("ghost", ""))).await,
+            Err(Refusal::UnknownModel)
+        ));
+        assert!(matches!(
+            s.probe::<()>(&b, health, Some(&target("../m", ""))).await,
+            Err(Refusal::BadName(_))
+        ));
+    }
+
+    #[tokio::test]
     async fn every_decision_is_recorded_and_a_call_whose_record_cannot_be_written_fails() {
         let h = harness("finish", ALICE_ON_M, &[("m", "1")]);
         let s = &h.state;
