@@ -1981,6 +1981,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_call_is_counted_in_the_metrics_ovms_names() {
+        let h = harness("metrics", ALICE_ON_M, &[("m", "1")]);
+        let s = &h.state;
+        let finished = |op: Op, refusal: Option<Refusal>, status: u16| async move {
+            let mut call = call_of(s, "alice");
+            s.admit_model(&mut call, &target("m", "1"), Operation::Infer)
+                .await
+                .unwrap();
+            call.op = Some(op);
+            s.finish(call, refusal.as_ref(), status, None)
+                .await
+                .unwrap();
+        };
+        finished(Op::ModelInfer, None, 200).await;
+        finished(Op::ModelInfer, None, 200).await;
+        finished(Op::ModelInfer, None, 500).await;
+        finished(Op::ModelReady, None, 200).await;
+        finished(Op::ModelInfer, Some(Refusal::BackendUnavailable), 503).await;
+        let text = s.metrics.render(|_| true);
+        let has = |line: &str| assert!(text.contains(line), "{line} in:\n{text}");
+        has(
+            "ovms_requests_success{api=\"KServe\",interface=\"gRPC\",method=\"ModelInfer\",name=\"m\",version=\"1\"} 2\n",
+        );
+        has(
+            "ovms_requests_fail{api=\"KServe\",interface=\"gRPC\",method=\"ModelInfer\",name=\"m\",version=\"1\"} 2\n",
+        );
+        // OVMS labels ModelReady without a version.
+        has(
+            "ovms_requests_success{api=\"KServe\",interface=\"gRPC\",method=\"ModelReady\",name=\"m\"} 1\n",
+        );
+        // Only successful inferences are timed.
+        has("ovms_request_time_us_count{interface=\"gRPC\",name=\"m\",version=\"1\"} 2\n");
+        has("warden_requests_total{api=\"KServe\",interface=\"gRPC\",decision=\"allowed\"} 4\n");
+        has("warden_refusals_total{reason=\"backend_unavailable\"} 1\n");
+        has("warden_backend_unavailable_total 1\n");
+        // A call that never named a model the repository has counts in no model series.
+        let stranger = call_of(s, "mallory");
+        s.finish(stranger, Some(&Refusal::Forbidden), 403, Some(7))
+            .await
+            .unwrap();
+        let text = s.metrics.render(|_| true);
+        assert!(!text.contains("method=\"Unknown\""), "{text}");
+    }
+
+    #[tokio::test]
     async fn with_audit_fail_open_a_call_is_served_without_its_record() {
         let h = harness("fail-open", ALICE_ON_M, &[("m", "1")]);
         // The configuration is read when deciding: set it as an operator would.
