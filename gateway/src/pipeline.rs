@@ -2026,6 +2026,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn statistics_of_every_model_list_only_those_the_caller_may_read() {
+        let policy = "[[rule]]\nname = 'stats'\nsubjects = ['alice']\nmodels = ['m*']\noperations = ['stats']\n";
+        let h = harness(
+            "model-stats",
+            policy,
+            &[("m1", "1"), ("m1", "2"), ("m2", "1"), ("other", "1")],
+        );
+        let s = &h.state;
+        let listed = |call: &Call, model: &str, version: &str| -> Vec<(String, String)> {
+            s.model_stats(call, &target(model, version))
+                .into_iter()
+                .map(|m| (m.name, m.version))
+                .collect()
+        };
+        let pair = |m: &str, v: &str| (m.to_string(), v.to_string());
+        let alice = call_of(s, "alice");
+        let mut all = listed(&alice, "", "");
+        all.sort();
+        assert_eq!(all, [pair("m1", "1"), pair("m1", "2"), pair("m2", "1")]);
+        assert_eq!(listed(&alice, "m1", "2"), [pair("m1", "2")]);
+        assert_eq!(listed(&alice, "m1", "3"), []);
+        assert_eq!(listed(&call_of(s, "mallory"), "", ""), []);
+        let mut anonymous = call_of(s, "alice");
+        anonymous.principal = None;
+        assert_eq!(listed(&anonymous, "", ""), []);
+    }
+
+    #[tokio::test]
     async fn with_audit_fail_open_a_call_is_served_without_its_record() {
         let h = harness("fail-open", ALICE_ON_M, &[("m", "1")]);
         // The configuration is read when deciding: set it as an operator would.
