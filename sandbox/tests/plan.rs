@@ -9,7 +9,9 @@
 
 mod hostile;
 
-use hostile::{NO_SANDBOX, Outcome, errno, in_child, require_root, rlimit};
+use hostile::{
+    NO_SANDBOX, Outcome, errno, in_child, last_errno, mprotect_writable_to, require_root, rlimit,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use warden_sandbox::{Enforcement, Fds, Layers, Limits, Plan, Policy, enter, enter_layers};
@@ -189,9 +191,7 @@ fn mkfifo(path: &Path) -> i32 {
     if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } == 0 {
         0
     } else {
-        std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(255)
+        last_errno()
     }
 }
 
@@ -245,36 +245,11 @@ fn seccomp_argument_filters_compare_what_the_kernel_compares() {
         // SAFETY: socket(2) with plain integers; the descriptor is closed.
         let fd = unsafe { libc::syscall(libc::SYS_socket, domain, libc::SOCK_STREAM, 0) };
         if fd < 0 {
-            return std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(255);
+            return last_errno();
         }
         // SAFETY: fd was just returned by socket(2).
         unsafe { libc::close(fd as i32) };
         0
-    }
-    fn mprotect(prot: libc::c_int) -> i32 {
-        // SAFETY: one fresh anonymous page, only its protection changed.
-        unsafe {
-            let page = libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if page == libc::MAP_FAILED {
-                return 254;
-            }
-            if libc::mprotect(page, 4096, prot) == 0 {
-                0
-            } else {
-                std::io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(255)
-            }
-        }
     }
     // A value filter: the listed value passes, any other is refused.
     assert_eq!(run(|| socket(libc::AF_UNIX.into())), errno(0));
@@ -292,9 +267,9 @@ fn seccomp_argument_filters_compare_what_the_kernel_compares() {
         errno(libc::EPERM)
     );
     // A clear filter: the call passes only with the listed bits clear.
-    assert_eq!(run(|| mprotect(libc::PROT_READ)), errno(0));
+    assert_eq!(run(|| mprotect_writable_to(libc::PROT_READ)), errno(0));
     assert_eq!(
-        run(|| mprotect(libc::PROT_READ | libc::PROT_EXEC)),
+        run(|| mprotect_writable_to(libc::PROT_READ | libc::PROT_EXEC)),
         errno(libc::EPERM)
     );
     // Not on the list: refused.
@@ -424,9 +399,7 @@ fn inherited_descriptors_are_closed() {
             }
             // SAFETY: F_GETFD on a number that may no longer be open.
             if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-                std::io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(255)
+                last_errno()
             } else {
                 0
             }

@@ -53,7 +53,7 @@ pub fn in_child(
     }
 }
 
-fn last_errno() -> i32 {
+pub fn last_errno() -> i32 {
     std::io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(255)
@@ -193,6 +193,11 @@ pub fn socket(family: libc::c_int, kind: libc::c_int) -> i32 {
 
 /// Makes a fresh writable anonymous page executable (what shellcode needs).
 pub fn mprotect_writable_to_exec() -> i32 {
+    mprotect_writable_to(libc::PROT_READ | libc::PROT_EXEC)
+}
+
+/// Changes a fresh writable anonymous page's protection to `prot`.
+pub fn mprotect_writable_to(prot: libc::c_int) -> i32 {
     // SAFETY: a fresh private anonymous mapping, unmapped before returning.
     unsafe {
         let p = libc::mmap(
@@ -206,7 +211,7 @@ pub fn mprotect_writable_to_exec() -> i32 {
         if p == libc::MAP_FAILED {
             return 100;
         }
-        let r = libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC);
+        let r = libc::mprotect(p, 4096, prot);
         let code = if r == 0 { 0 } else { last_errno() };
         libc::munmap(p, 4096);
         code
