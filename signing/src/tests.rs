@@ -20,11 +20,11 @@ fn key(name: &str) -> TrustedKeys {
     TrustedKeys::load(&[testdata(name)]).unwrap()
 }
 
-/// A scratch copy of a fixture folder, removed on drop.
-struct Scratch(PathBuf);
+/// A scratch folder (empty, or a copy of a fixture), removed on drop.
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    fn copy_of(fixture: &str) -> Scratch {
+    fn fresh_path() -> PathBuf {
         static N: AtomicU32 = AtomicU32::new(0);
         let dst = std::env::temp_dir().join(format!(
             "warden-signing-{}-{}",
@@ -32,10 +32,19 @@ impl Scratch {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dst);
+        dst
+    }
+    pub(crate) fn empty() -> Scratch {
+        let dir = Scratch::fresh_path();
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+    fn copy_of(fixture: &str) -> Scratch {
+        let dst = Scratch::fresh_path();
         copy_dir(&testdata(fixture), &dst);
         Scratch(dst)
     }
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
     fn sig(&self) -> PathBuf {

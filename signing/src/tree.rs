@@ -203,30 +203,7 @@ fn hash_file(path: &Path, follow_symlinks: bool) -> Result<HashedFile, VerifyErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    /// An empty scratch folder, removed on drop.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new() -> Scratch {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "warden-tree-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::tests::Scratch;
 
     fn manifest(allow_symlinks: bool) -> Manifest {
         Manifest {
@@ -247,15 +224,16 @@ mod tests {
 
     #[test]
     fn the_walk_counts_every_entry_up_to_its_bound_and_not_one_more() {
-        let s = Scratch::new();
+        let s = Scratch::empty();
         for i in 0..3 {
-            std::fs::write(s.0.join(format!("f{i}")), b"x").unwrap();
+            std::fs::write(s.path().join(format!("f{i}")), b"x").unwrap();
         }
         // A folder counts as an entry, and so does each file in it.
-        std::fs::create_dir(s.0.join("d")).unwrap();
-        std::fs::write(s.0.join("d/g"), b"y").unwrap();
+        std::fs::create_dir(s.path().join("d")).unwrap();
+        std::fs::write(s.path().join("d/g"), b"y").unwrap();
         let m = manifest(false);
-        let within = |entries| hash_folder_within(&s.0, &m, None, Bounds { entries, depth: 8 });
+        let within =
+            |entries| hash_folder_within(&s.path(), &m, None, Bounds { entries, depth: 8 });
         let files = within(5).unwrap();
         assert_eq!(files.keys().collect::<Vec<_>>(), ["d/g", "f0", "f1", "f2"]);
         assert_eq!(message(within(4).unwrap_err()), "more than 4 entries");
@@ -264,8 +242,8 @@ mod tests {
 
     #[test]
     fn the_walk_goes_down_to_its_depth_bound_and_not_one_level_more() {
-        let s = Scratch::new();
-        let mut deepest = s.0.clone();
+        let s = Scratch::empty();
+        let mut deepest = s.path().to_path_buf();
         for level in 0..3 {
             deepest.push(format!("l{level}"));
         }
@@ -274,7 +252,7 @@ mod tests {
         let m = manifest(false);
         let within = |depth| {
             hash_folder_within(
-                &s.0,
+                &s.path(),
                 &m,
                 None,
                 Bounds {
@@ -296,13 +274,13 @@ mod tests {
     #[test]
     fn the_shipped_bounds_are_the_published_ones() {
         assert_eq!((BOUNDS.entries, BOUNDS.depth), (MAX_ENTRIES, MAX_DEPTH));
-        let s = Scratch::new();
-        let mut deep = s.0.clone();
+        let s = Scratch::empty();
+        let mut deep = s.path().to_path_buf();
         for level in 0..=MAX_DEPTH {
             deep.push(format!("{level}"));
         }
         std::fs::create_dir_all(&deep).unwrap();
-        let err = hash_folder(&s.0, &manifest(false), None).unwrap_err();
+        let err = hash_folder(&s.path(), &manifest(false), None).unwrap_err();
         assert_eq!(
             message(err),
             format!("nested deeper than {MAX_DEPTH} folders")
@@ -311,29 +289,29 @@ mod tests {
 
     #[test]
     fn an_allowed_symlink_to_a_file_is_hashed_as_its_target_and_to_anything_else_refused() {
-        let s = Scratch::new();
-        std::fs::write(s.0.join("weights"), b"w").unwrap();
-        std::os::unix::fs::symlink("weights", s.0.join("alias")).unwrap();
-        let files = hash_folder(&s.0, &manifest(true), None).unwrap();
+        let s = Scratch::empty();
+        std::fs::write(s.path().join("weights"), b"w").unwrap();
+        std::os::unix::fs::symlink("weights", s.path().join("alias")).unwrap();
+        let files = hash_folder(&s.path(), &manifest(true), None).unwrap();
         assert_eq!(files["alias"].digest, files["weights"].digest);
         assert_eq!(
-            message(hash_folder(&s.0, &manifest(false), None).unwrap_err()),
+            message(hash_folder(&s.path(), &manifest(false), None).unwrap_err()),
             "is a symlink and the signature does not allow symlinks"
         );
 
-        let s = Scratch::new();
-        std::os::unix::fs::symlink("/dev/null", s.0.join("device")).unwrap();
+        let s = Scratch::empty();
+        std::os::unix::fs::symlink("/dev/null", s.path().join("device")).unwrap();
         assert_eq!(
-            message(hash_folder(&s.0, &manifest(true), None).unwrap_err()),
+            message(hash_folder(&s.path(), &manifest(true), None).unwrap_err()),
             "is a symlink to something other than a file"
         );
     }
 
     #[test]
     fn a_file_is_opened_without_following_a_symlink_unless_allowed() {
-        let s = Scratch::new();
-        std::fs::write(s.0.join("weights"), b"w").unwrap();
-        let link = s.0.join("alias");
+        let s = Scratch::empty();
+        std::fs::write(s.path().join("weights"), b"w").unwrap();
+        let link = s.path().join("alias");
         std::os::unix::fs::symlink("weights", &link).unwrap();
         // The walk saw a file; a symlink put there before the open is not followed.
         assert!(matches!(
@@ -345,8 +323,8 @@ mod tests {
 
     #[test]
     fn a_fifo_put_in_place_of_a_file_is_refused_without_blocking() {
-        let s = Scratch::new();
-        let fifo = s.0.join("model.bin");
+        let s = Scratch::empty();
+        let fifo = s.path().join("model.bin");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
         assert!(made.unwrap().success());
         // Opened without O_NONBLOCK a FIFO with no writer blocks forever.
