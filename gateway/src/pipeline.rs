@@ -1422,31 +1422,8 @@ mod tests {
             [Api::KServe, Api::Tfs].map(Api::as_str),
             ["KServe", "TensorFlowServing"]
         );
-        let ops = [
-            Op::ServerLive,
-            Op::ServerReady,
-            Op::ServerMetadata,
-            Op::ModelMetadata,
-            Op::ModelReady,
-            Op::ModelInfer,
-            Op::ModelConfig,
-            Op::ModelStats,
-            Op::RepositoryIndex,
-            Op::RepositoryLoad,
-            Op::RepositoryUnload,
-            Op::LogSettings,
-            Op::Health {
-                watch: false,
-                model: true,
-            },
-            Op::Health {
-                watch: true,
-                model: false,
-            },
-            Op::Reflection,
-        ];
         assert_eq!(
-            ops.map(|o| o.method(Api::KServe)),
+            ALL_OPS.map(|o| o.method(Api::KServe)),
             [
                 "ServerLive",
                 "ServerReady",
@@ -1463,6 +1440,7 @@ mod tests {
                 "Check",
                 "Watch",
                 "ServerReflectionInfo",
+                "Watch",
             ]
         );
         // TensorFlow Serving's own names for the three calls it has.
