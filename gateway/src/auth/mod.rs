@@ -155,7 +155,7 @@ pub fn authenticate(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::mtls::ClientCert;
     use super::*;
     use crate::peer::Activity;
@@ -177,37 +177,47 @@ mod tests {
 
     const SECRET: &str = "a shared secret of at least 32 bytes";
 
-    /// An authority for issuer `iss` with an HS256 secret (the shortest way to a
+    /// Issuer `iss` with an HS256 secret written at `path` (the shortest way to a
     /// token a test can sign).
+    pub(crate) fn issuer(path: &std::path::Path) -> IssuerConfig {
+        std::fs::write(path, SECRET).unwrap();
+        IssuerConfig {
+            issuer: "iss".into(),
+            audiences: vec!["warden".into()],
+            keys: Vec::new(),
+            hs256_secret: Some(path.to_owned()),
+        }
+    }
+
+    /// An authority for [`issuer`].
     fn authority(name: &str) -> jwt::JwtAuthority {
         let path =
             std::env::temp_dir().join(format!("warden-auth-{name}-{}.secret", std::process::id()));
-        std::fs::write(&path, SECRET).unwrap();
         jwt::JwtAuthority::from_config(&AuthConfig {
-            issuers: vec![IssuerConfig {
-                issuer: "iss".into(),
-                audiences: vec!["warden".into()],
-                keys: Vec::new(),
-                hs256_secret: Some(path),
-            }],
+            issuers: vec![issuer(&path)],
             ..AuthConfig::default()
         })
         .unwrap()
     }
 
-    /// A token for `alice`, bound to certificate `bound` if given.
-    fn token(bound: Option<&str>) -> String {
+    /// A token of [`issuer`] for `subject`, bound to certificate `bound` if given.
+    pub(crate) fn token_of(subject: &str, bound: Option<&str>) -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
         let mut claims =
-            json!({"iss": "iss", "aud": "warden", "sub": "alice", "iat": now, "exp": now + 600});
+            json!({"iss": "iss", "aud": "warden", "sub": subject, "iat": now, "exp": now + 600});
         if let Some(t) = bound {
             claims["cnf"] = json!({"x5t#S256": t});
         }
         let key = EncodingKey::from_secret(SECRET.as_bytes());
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
+
+    /// A token for `alice`.
+    fn token(bound: Option<&str>) -> String {
+        token_of("alice", bound)
     }
 
     /// A connection with the client certificate `thumbprint` (identity `cert-id`), or none.
