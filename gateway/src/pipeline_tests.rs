@@ -1110,8 +1110,21 @@ impl Wire {
         Wire(sender)
     }
 
-    /// Sends `req` with a body fed through the returned sender; the answer comes when
-    /// the server gives it (the body may still be open then).
+    /// Sends `req` with a body fed through the returned sender, and the answer's head
+    /// as the server gives it (the body may still be open then).
+    fn send(
+        &mut self,
+        req: http::request::Builder,
+    ) -> (
+        tokio::sync::mpsc::Sender<Bytes>,
+        impl std::future::Future<Output = http::Response<Incoming>> + use<>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let sent = self.0.send_request(req.body(Chunks(rx)).unwrap());
+        (tx, async move { sent.await.unwrap() })
+    }
+
+    /// [`Wire::send`], the answer read whole.
     fn open(
         &mut self,
         req: http::request::Builder,
@@ -1119,10 +1132,9 @@ impl Wire {
         tokio::sync::mpsc::Sender<Bytes>,
         tokio::task::JoinHandle<Reply>,
     ) {
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let sent = self.0.send_request(req.body(Chunks(rx)).unwrap());
+        let (tx, sent) = self.send(req);
         let answer = tokio::spawn(async move {
-            let (parts, body) = sent.await.unwrap().into_parts();
+            let (parts, body) = sent.await.into_parts();
             let body = body.collect().await.unwrap();
             let grpc = (parts.headers.get("grpc-status"))
                 .or_else(|| body.trailers().and_then(|t| t.get("grpc-status")))
@@ -1573,4 +1585,293 @@ async fn with_audit_fail_open_a_broken_audit_log_leaves_the_server_ready() {
         s.probe::<()>(&conn, Op::ServerReady, None).await,
         Ok(Answer::Ready(true))
     ));
+}
+
+/// A request body as a front gets it from hyper, while its client is still sending:
+/// the test feeds `chunks` (dropping it ends the body).
+struct Upload {
+    chunks: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    body: Body,
+    /// The client's connection, and its wait for the answer (a client that stops
+    /// waiting resets the stream).
+    _wire: (Wire, tokio::task::JoinHandle<http::Response<Incoming>>),
+}
+
+impl Upload {
+    /// `declared`: the request's declared length (Content-Length), if any.
+    async fn start(declared: Option<u64>) -> Upload {
+        let (mut wire, mut requests) = Wire::capture().await;
+        let (chunks, answer) = wire.send(http::Request::post("http://warden.test/upload"));
+        let answer = tokio::spawn(answer);
+        let body = tokio::time::timeout(PROMPT, requests.recv())
+            .await
+            .expect("the request reached the server")
+            .unwrap()
+            .into_body();
+        Upload {
+            chunks: Some(chunks),
+            body: Body::new(body, declared),
+            _wire: (wire, answer),
+        }
+    }
+
+    async fn send(&self, bytes: &[u8]) {
+        let chunks = self.chunks.as_ref().expect("the body is still open");
+        chunks.send(Bytes::copy_from_slice(bytes)).await.unwrap();
+    }
+
+    /// Ends the body.
+    fn end(&mut self) {
+        self.chunks = None;
+    }
+
+    /// Sends each chunk, then ends the body.
+    async fn finished(declared: Option<u64>, chunks: &[&[u8]]) -> Upload {
+        let mut u = Upload::start(declared).await;
+        for c in chunks {
+            u.send(c).await;
+        }
+        u.end();
+        u
+    }
+}
+
+impl Wire {
+    /// A client whose server hands each request to the test, unread, and answers
+    /// only when the test drops the receiver.
+    async fn capture() -> (
+        Wire,
+        tokio::sync::mpsc::UnboundedReceiver<http::Request<Incoming>>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let wire = Wire::to(move |req| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(req);
+                tx.closed().await;
+                http::Response::new(http_body_util::Empty::<Bytes>::new())
+            }
+        })
+        .await;
+        (wire, rx)
+    }
+}
+
+/// A call of `who` with its memory reservation started, as step 2 does.
+fn reserved(state: &State, who: &str) -> Call {
+    let mut call = call_of(state, who);
+    call.reservation = state.quotas.start(Some(who));
+    call
+}
+
+/// No length in the body's first bytes (REST).
+fn unframed(_: &[u8]) -> Option<u64> {
+    None
+}
+
+/// Long enough for any step that does not wait on a client; a step that does fails.
+const PROMPT: Duration = Duration::from_secs(3);
+
+async fn read(
+    body: &mut Body,
+    state: &State,
+    call: &mut Call,
+    cap: usize,
+    framed: &(dyn Fn(&[u8]) -> Option<u64> + Sync),
+) -> Result<Bytes, Refusal> {
+    tokio::time::timeout(PROMPT, body.read(state, call, cap, framed))
+        .await
+        .expect("the read waited on the client")
+}
+
+/// Quotas count in KiB.
+const K: usize = 1024;
+
+/// `n` KiB of `byte`.
+fn kib(n: usize, byte: u8) -> Vec<u8> {
+    vec![byte; n * K]
+}
+
+/// A harness whose principals each have `quota` KiB of memory.
+fn quota_harness(tag: &str, quota: usize) -> Harness {
+    harness_with(tag, ALICE_ON_M, &[], |c| {
+        c.limits.quota_bytes = 0;
+        c.limits.quota_per_principal_bytes = quota * K;
+    })
+}
+
+/// Whether `who` can still take `n` KiB of memory, but not one byte more.
+fn quota_left(state: &State, who: &str, n: usize) -> bool {
+    let mut call = reserved(state, who);
+    let more = matches!(state.charge(&mut call, n * K + 1), Err(Refusal::Quota(_)));
+    let mut call = reserved(state, who);
+    more && state.charge(&mut call, n * K).is_ok()
+}
+
+#[tokio::test]
+async fn a_declared_length_is_held_to_the_cap_and_reserved_whole_before_a_byte_is_read() {
+    let h = quota_harness("body-declared", 100);
+    let s = &h.state;
+    let mut call = reserved(s, "alice");
+    // Over the cap, or over what the quota has left: refused with nothing sent.
+    let mut u = Upload::start(Some(64 * K as u64 + 1)).await;
+    assert_eq!(
+        read(&mut u.body, s, &mut call, 64 * K, &unframed).await,
+        Err(Refusal::TooLarge(64 * K))
+    );
+    let mut u = Upload::start(Some(100 * K as u64 + 1)).await;
+    assert!(matches!(
+        read(&mut u.body, s, &mut call, 200 * K, &unframed).await,
+        Err(Refusal::Quota(_))
+    ));
+    // At the cap: read whole, and the declared length stays reserved while the call
+    // lasts.
+    let mut u = Upload::finished(Some(64 * K as u64), &[&kib(30, 7), &kib(34, 8)]).await;
+    let mut call = reserved(s, "alice");
+    let bytes = read(&mut u.body, s, &mut call, 64 * K, &unframed)
+        .await
+        .unwrap();
+    assert_eq!(
+        (bytes.len(), bytes[30 * K - 1], bytes[30 * K]),
+        (64 * K, 7, 8)
+    );
+    assert_eq!(call.bytes_in, 64 * K as u64);
+    assert!(!u.body.unfinished());
+    assert!(quota_left(s, "alice", 36));
+}
+
+#[tokio::test]
+async fn an_undeclared_body_is_refused_as_it_passes_the_cap_and_charged_as_it_grows() {
+    let h = quota_harness("body-undeclared", 100);
+    let s = &h.state;
+    // The cap, exactly, in two chunks; one byte more is refused as it arrives.
+    let mut u = Upload::finished(None, &[&kib(30, 1), &kib(34, 2)]).await;
+    let mut call = reserved(s, "alice");
+    let r = read(&mut u.body, s, &mut call, 64 * K, &unframed).await;
+    assert_eq!(r.map(|b| b.len()), Ok(64 * K));
+    drop(call);
+    let mut u = Upload::start(None).await;
+    u.send(&kib(30, 1)).await;
+    u.send(&[kib(34, 2), vec![3]].concat()).await;
+    let mut call = reserved(s, "alice");
+    assert_eq!(
+        read(&mut u.body, s, &mut call, 64 * K, &unframed).await,
+        Err(Refusal::TooLarge(64 * K))
+    );
+    drop(call);
+    // Each chunk is charged as it comes, what it adds only: 90 of 100 in three.
+    let mut u = Upload::finished(None, &[&kib(30, 1), &kib(30, 2), &kib(30, 3)]).await;
+    let mut call = reserved(s, "alice");
+    let r = read(&mut u.body, s, &mut call, 1000 * K, &unframed).await;
+    assert_eq!(r.map(|b| b.len()), Ok(90 * K));
+    assert!(quota_left(s, "alice", 10));
+    drop(call);
+    // A chunk past the quota is refused while the client is still sending.
+    let mut u = Upload::start(None).await;
+    u.send(&kib(60, 1)).await;
+    u.send(&kib(60, 2)).await;
+    let mut call = reserved(s, "alice");
+    assert!(matches!(
+        read(&mut u.body, s, &mut call, 1000 * K, &unframed).await,
+        Err(Refusal::Quota(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_length_in_the_first_bytes_is_held_to_the_cap_and_reserved_like_a_declared_one() {
+    let h = quota_harness("body-framed", 100);
+    let s = &h.state;
+    let framed = |first: &[u8]| crate::front::grpc_wire::framed_len(first);
+    // A gRPC message's 5-byte prefix, for a message of `len` bytes, split across
+    // chunks (it is read as one).
+    let framed_upload = |len: usize| async move {
+        let u = Upload::start(None).await;
+        let mut p = vec![0];
+        p.extend_from_slice(&(len as u32).to_be_bytes());
+        u.send(&p[..2]).await;
+        u.send(&p[2..]).await;
+        u
+    };
+    // A length past the cap, or past what the quota has left, is refused before the
+    // message comes.
+    let mut u = framed_upload(64 * K - 4).await;
+    let mut call = reserved(s, "alice");
+    assert_eq!(
+        read(&mut u.body, s, &mut call, 64 * K, &framed).await,
+        Err(Refusal::TooLarge(64 * K))
+    );
+    let mut u = framed_upload(100 * K).await;
+    assert!(matches!(
+        read(&mut u.body, s, &mut call, 1000 * K, &framed).await,
+        Err(Refusal::Quota(_))
+    ));
+    drop(call);
+    // At the cap: read whole, the whole length reserved.
+    let mut u = framed_upload(64 * K - 5).await;
+    u.send(&vec![9; 64 * K - 5]).await;
+    u.end();
+    let mut call = reserved(s, "alice");
+    let bytes = read(&mut u.body, s, &mut call, 64 * K, &framed)
+        .await
+        .unwrap();
+    assert_eq!((bytes.len(), bytes[4], bytes[64 * K - 1]), (64 * K, 251, 9));
+    assert!(quota_left(s, "alice", 36));
+}
+
+async fn early(body: &mut Body, cap: usize) -> Result<Bytes, Refusal> {
+    tokio::time::timeout(PROMPT, body.read_early(cap))
+        .await
+        .expect("the read waited on the client")
+}
+
+#[tokio::test]
+async fn a_body_read_before_authentication_is_bounded_in_bytes_and_time_and_kept() {
+    let mut u = Upload::finished(None, &[&[1; 6], &[2; 4]]).await;
+    assert_eq!(early(&mut u.body, 10).await.map(|b| b.len()), Ok(10));
+    assert!(!u.body.unfinished());
+    // The next read hands out what was read, whatever its cap.
+    let h = quota_harness("body-early", 100);
+    let mut call = reserved(&h.state, "alice");
+    let again = read(&mut u.body, &h.state, &mut call, 1, &unframed).await;
+    let again = again.unwrap();
+    assert_eq!((again.len(), again[5], again[6]), (10, 1, 2));
+    // One byte past the cap, or a declared length past it: refused at once.
+    let mut u = Upload::start(None).await;
+    u.send(&[1; 6]).await;
+    u.send(&[2; 5]).await;
+    assert_eq!(early(&mut u.body, 10).await, Err(Refusal::TooLarge(10)));
+    let mut u = Upload::start(Some(11)).await;
+    assert_eq!(early(&mut u.body, 10).await, Err(Refusal::TooLarge(10)));
+    // A client that sends nothing is given REFUSAL_DISCARD_TIME.
+    let mut u = Upload::start(None).await;
+    let started = Instant::now();
+    assert_eq!(u.body.read_early(10).await, Err(Refusal::Timeout));
+    assert!(started.elapsed() >= REFUSAL_DISCARD_TIME);
+}
+
+#[tokio::test]
+async fn a_refused_body_is_discarded_up_to_its_bounds() {
+    // A client that finishes within the bounds is read to its end.
+    let mut u = Upload::finished(None, &[&[1; 10], &[2; 10], &[3; 10]]).await;
+    assert!(u.body.unfinished());
+    u.body.discard(100, PROMPT).await;
+    assert!(!u.body.unfinished());
+    // Past the byte bound, or the time bound, it is left unfinished.
+    let mut u = Upload::start(None).await;
+    u.send(&[1; 8]).await;
+    u.send(&[2; 8]).await;
+    let started = Instant::now();
+    u.body.discard(10, Duration::from_secs(30)).await;
+    assert!(started.elapsed() < PROMPT);
+    assert!(u.body.unfinished());
+    let mut u = Upload::start(None).await;
+    u.send(&[1; 8]).await;
+    let started = Instant::now();
+    u.body.discard(10, Duration::from_millis(200)).await;
+    assert!(started.elapsed() < PROMPT);
+    assert!(u.body.unfinished());
+    // A body taken by the front (a stream it answers itself) is not this step's.
+    assert!(u.body.take().is_some());
+    assert!(!u.body.unfinished());
+    assert!(u.body.take().is_none());
 }

@@ -125,7 +125,7 @@ pub fn parse_timeout(v: &str) -> Option<Duration> {
     })
 }
 
-fn head(limits: &LimitsConfig, req: &Request<Incoming>) -> Head {
+pub(crate) fn head(limits: &LimitsConfig, req: &Request<Incoming>) -> Head {
     let headers = req.headers();
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let op = (|| {
@@ -160,7 +160,7 @@ fn head(limits: &LimitsConfig, req: &Request<Incoming>) -> Head {
 }
 
 /// The gRPC codec (stateless: everything it needs is in the message).
-struct Grpc;
+pub(crate) struct Grpc;
 
 impl Codec for Grpc {
     type Shape = ();

@@ -171,7 +171,7 @@ pub async fn handle(
 }
 
 /// What the head of a request says, without reading its body.
-fn head(limits: &LimitsConfig, req: &Request<Incoming>) -> (Head, Rest) {
+pub(crate) fn head(limits: &LimitsConfig, req: &Request<Incoming>) -> (Head, Rest) {
     let protocol = match req.version() {
         http::Version::HTTP_2 => "HTTP/2",
         http::Version::HTTP_10 => "HTTP/1.0",
@@ -271,7 +271,7 @@ impl Route<'_> {
 }
 
 /// The REST codec of one request.
-struct Rest {
+pub(crate) struct Rest {
     /// `Inference-Header-Content-Length`: the JSON part of a binary body.
     header_len: Option<usize>,
     h1: bool,
