@@ -1875,3 +1875,223 @@ async fn a_refused_body_is_discarded_up_to_its_bounds() {
     assert!(!u.body.unfinished());
     assert!(u.body.take().is_none());
 }
+
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+fn health_of(service: &str) -> warden_shared::health_proto::HealthCheckRequest {
+    warden_shared::health_proto::HealthCheckRequest {
+        service: service.into(),
+    }
+}
+
+/// `grpc.health.v1`'s SERVING and NOT_SERVING.
+const SERVING: i32 = 1;
+const NOT_SERVING: i32 = 2;
+
+#[tokio::test]
+async fn a_health_name_decides_whether_the_call_needs_a_credential() {
+    let h = harness("wire-health", WIRE_POLICY, &[("m", "1")]);
+    let stub = Stub::serving(&[("m", "1")]);
+    h.backend(&stub);
+    let mut c = h.grpc_client("192.0.2.7:50000").await;
+    let status = |reply: &Reply| {
+        grpc_message::<warden_shared::health_proto::HealthCheckResponse>(reply).status
+    };
+    // The server's names answer without a credential, unaudited.
+    for name in HEALTH_SERVER_NAMES {
+        let reply = c.grpc(HEALTH_CHECK, None, &health_of(name)).await;
+        assert_eq!(status(&reply), SERVING, "{name:?}");
+    }
+    assert!(h.records().is_empty());
+    // A model's name takes a credential, the ready right on that model, and is
+    // audited.
+    let reply = c.grpc(HEALTH_CHECK, None, &health_of("m")).await;
+    assert_eq!(reply.grpc, Some(16), "{reply:?}");
+    let alice = token("alice");
+    let reply = c.grpc(HEALTH_CHECK, Some(&alice), &health_of("m")).await;
+    assert_eq!(status(&reply), SERVING);
+    stub.unready.lock().unwrap().push("m".into());
+    let reply = c.grpc(HEALTH_CHECK, Some(&alice), &health_of("m")).await;
+    assert_eq!(status(&reply), NOT_SERVING);
+    let reply = c
+        .grpc(HEALTH_CHECK, Some(&token("ops")), &health_of("m"))
+        .await;
+    assert_eq!(reply.grpc, Some(7), "{reply:?}");
+    let records = h.records();
+    let seen: Vec<_> = (records.iter())
+        .map(|r| (r["decision"].as_str().unwrap(), r["model"].as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("denied", None),
+            ("allowed", Some("m")),
+            ("allowed", Some("m")),
+            ("denied", Some("m"))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_health_watch_sends_each_change_and_ends_when_the_server_stops() {
+    let h = harness("wire-watch", WIRE_POLICY, &[("m", "1")]);
+    let stub = Stub::serving(&[("m", "1")]);
+    h.backend(&stub);
+    let mut c = h.grpc_client("192.0.2.7:50000").await;
+    let (tx, answer) = c.send(grpc_request("/grpc.health.v1.Health/Watch", None));
+    tx.send(grpc_frame(&health_of("")).into()).await.unwrap();
+    drop(tx);
+    let mut body = answer.await.into_body();
+    let mut next = async || {
+        let frame = tokio::time::timeout(PROMPT, body.frame())
+            .await
+            .expect("the watch sent nothing");
+        match frame.map(|f| f.unwrap().into_data()) {
+            Some(Ok(data)) => Some(
+                <warden_shared::health_proto::HealthCheckResponse as prost::Message>::decode(
+                    &data[5..],
+                )
+                .unwrap()
+                .status,
+            ),
+            _ => None,
+        }
+    };
+    assert_eq!(next().await, Some(SERVING));
+    // Unchanged, nothing is sent; a change is sent at the next look.
+    tokio::time::sleep(HEALTH_WATCH_INTERVAL + HEALTH_WATCH_INTERVAL / 2).await;
+    stub.ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(next().await, Some(NOT_SERVING));
+    stub.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(next().await, Some(SERVING));
+    // The server stopping: NOT_SERVING at once, then the end of the stream.
+    let _ = h.state.shutdown.send(true);
+    assert_eq!(next().await, Some(NOT_SERVING));
+    assert_eq!(next().await, None);
+}
+
+#[tokio::test]
+async fn reflection_opened_by_configuration_takes_no_credential_and_nothing_else_is_opened() {
+    let list = warden_shared::reflection_proto::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            warden_shared::reflection_proto::server_reflection_request::MessageRequest::ListServices(
+                "*".into(),
+            ),
+        ),
+    };
+    let services = |reply: &Reply| {
+        use warden_shared::reflection_proto::server_reflection_response::MessageResponse;
+        let r: warden_shared::reflection_proto::ServerReflectionResponse = grpc_message(reply);
+        match r.message_response {
+            Some(MessageResponse::ListServicesResponse(l)) => {
+                l.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let path = crate::front::reflection::V1;
+    for open in [false, true] {
+        let h = harness_with("wire-reflection", WIRE_POLICY, &[("m", "1")], |c| {
+            c.reflection.unauthenticated = open;
+        });
+        let mut c = h.grpc_client("192.0.2.7:50000").await;
+        let reply = c.grpc(path, None, &list).await;
+        if open {
+            assert!(services(&reply).contains(&"inference.GRPCInferenceService".into()));
+        } else {
+            assert_eq!(reply.grpc, Some(16), "{reply:?}");
+            let reply = c.grpc(path, Some(&token("alice")), &list).await;
+            assert!(services(&reply).contains(&"inference.GRPCInferenceService".into()));
+        }
+        // Only reflection: an inference still takes a credential.
+        let reply = c.grpc(INFER, None, &infer_request("m", "", &[1.0])).await;
+        assert_eq!(reply.grpc, Some(16), "{reply:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_call_past_its_deadline_is_refused_as_such_and_recorded() {
+    let h = harness("wire-deadline", WIRE_POLICY, &[("m", "1")]);
+    let stub = Stub::serving(&[("m", "1")]);
+    *stub.slow.lock().unwrap() = Some(("m".into(), Duration::from_secs(5)));
+    h.backend(&stub);
+    let mut c = h.grpc_client("192.0.2.7:50000").await;
+    let req = grpc_request(INFER, Some(&token("alice"))).header("grpc-timeout", "300m");
+    let started = Instant::now();
+    let reply = c
+        .call(req, &grpc_frame(&infer_request("m", "", &[1.0])))
+        .await;
+    assert_eq!(reply.grpc, Some(4), "{reply:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let records = h.records();
+    assert_eq!(records.last().unwrap()["reason"], "timeout");
+}
+
+/// Serves the first request `send` makes through `pipeline::serve` with the real gRPC
+/// (or REST) front's head and codec, and says whether the client may still be
+/// sending its body.
+async fn body_left(h: &Harness, rest: bool, send: impl AsyncFnOnce(&mut Wire)) -> bool {
+    let (mut wire, mut requests) = Wire::capture().await;
+    send(&mut wire).await;
+    let req = tokio::time::timeout(PROMPT, requests.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let (s, conn) = (&h.state, conn_from("192.0.2.7:50000"));
+    if rest {
+        let (head, codec) = crate::front::rest::head(&s.config.limits, &req);
+        serve(s, &conn, head, req.into_body(), &codec)
+            .await
+            .body_unfinished
+    } else {
+        let head = crate::front::grpc::head(&s.config.limits, &req);
+        let body = req.into_body();
+        serve(s, &conn, head, body, &crate::front::grpc::Grpc)
+            .await
+            .body_unfinished
+    }
+}
+
+#[tokio::test]
+async fn a_refused_call_says_whether_its_client_is_still_sending() {
+    let h = harness("wire-unfinished", WIRE_POLICY, &[("m", "1")]);
+    h.backend(&Stub::serving(&[("m", "1")]));
+    let message = grpc_frame(&infer_request("m", "", &[1.0; 64]));
+    // Refused (no credential) while the client goes on sending: unfinished, after
+    // REFUSAL_DISCARD_TIME.
+    let (held, message2) = (std::sync::Arc::new(Mutex::new(None)), message.clone());
+    let keep = Arc::clone(&held);
+    let left = body_left(&h, false, async move |w: &mut Wire| {
+        let (tx, answer) = w.send(grpc_request(INFER, None));
+        tx.send(Bytes::copy_from_slice(&message2[..20]))
+            .await
+            .unwrap();
+        *keep.lock().unwrap() = Some((tx, tokio::spawn(answer)));
+    })
+    .await;
+    assert!(left);
+    drop(held);
+    // Refused with the whole body sent but not yet read: it is read to its end.
+    let left = body_left(&h, false, async |w: &mut Wire| {
+        let (tx, answer) = w.send(grpc_request(INFER, None));
+        tx.send(message.clone().into()).await.unwrap();
+        drop((tx, tokio::spawn(answer)));
+    })
+    .await;
+    assert!(!left);
+    // Served: a body the call does not read (REST server metadata) is not the
+    // pipeline's to discard.
+    let held = std::sync::Arc::new(Mutex::new(None));
+    let keep = Arc::clone(&held);
+    let left = body_left(&h, true, async move |w: &mut Wire| {
+        let req = http::Request::get("http://warden.test/v2")
+            .header("authorization", format!("Bearer {}", token("alice")));
+        let (tx, answer) = w.send(req);
+        tx.send(Bytes::from_static(b"{}")).await.unwrap();
+        *keep.lock().unwrap() = Some((tx, tokio::spawn(answer)));
+    })
+    .await;
+    assert!(!left);
+}
