@@ -2095,3 +2095,36 @@ async fn a_refused_call_says_whether_its_client_is_still_sending() {
     .await;
     assert!(!left);
 }
+
+#[tokio::test]
+async fn a_served_versions_series_start_at_zero_as_ovms_starts_them() {
+    let h = harness("zero-series", ALICE_ON_M, &[("m", "1")]);
+    let s = &h.state;
+    s.zero_model_series("m", "1");
+    let text = s.metrics.render(|_| true);
+    let has = |line: &str| assert!(text.contains(line), "{line} in:\n{text}");
+    for (api, interface, method) in [
+        ("KServe", "gRPC", "ModelInfer"),
+        ("KServe", "REST", "ModelMetadata"),
+        ("TensorFlowServing", "gRPC", "Predict"),
+        ("TensorFlowServing", "REST", "GetModelMetadata"),
+    ] {
+        for series in ["ovms_requests_success", "ovms_requests_fail"] {
+            has(&format!(
+                "{series}{{api=\"{api}\",interface=\"{interface}\",method=\"{method}\",name=\"m\",version=\"1\"}} 0\n"
+            ));
+        }
+    }
+    // Readiness without a version, as OVMS labels it.
+    has(
+        "ovms_requests_success{api=\"KServe\",interface=\"REST\",method=\"ModelReady\",name=\"m\"} 0\n",
+    );
+    has(
+        "ovms_requests_fail{api=\"TensorFlowServing\",interface=\"gRPC\",method=\"GetModelStatus\",name=\"m\"} 0\n",
+    );
+    has("ovms_current_requests{name=\"m\",version=\"1\"} 0\n");
+    assert!(
+        !text.contains("method=\"ModelReady\",name=\"m\",version"),
+        "{text}"
+    );
+}
