@@ -1826,6 +1826,9 @@ async fn early(body: &mut Body, cap: usize) -> Result<Bytes, Refusal> {
 
 #[tokio::test]
 async fn a_body_read_before_authentication_is_bounded_in_bytes_and_time_and_kept() {
+    // The cap, exactly, declared or not.
+    let mut u = Upload::finished(Some(10), &[&[1; 10]]).await;
+    assert_eq!(early(&mut u.body, 10).await.map(|b| b.len()), Ok(10));
     let mut u = Upload::finished(None, &[&[1; 6], &[2; 4]]).await;
     assert_eq!(early(&mut u.body, 10).await.map(|b| b.len()), Ok(10));
     assert!(!u.body.unfinished());
