@@ -1453,6 +1453,30 @@ async fn server_wide_and_named_operations_take_the_admin_right_before_anything_e
     );
     let reply = c.grpc(&method("LogSettings"), Some(&ops), &change).await;
     assert_eq!(reply.grpc, Some(12), "{reply:?}");
+
+    // Over REST the names come from the path: the same decisions.
+    let mut r = h.rest_client("192.0.2.7:50001").await;
+    let post = |path: &str, who: &str| {
+        http::Request::post(format!("http://warden.test{path}"))
+            .header("authorization", format!("Bearer {}", token(who)))
+    };
+    let load = "/v2/repository/models/new-model/load";
+    let reply = r.call(post(load, "alice"), b"").await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_eq!(
+        h.records().last().unwrap()["reason"],
+        Refusal::Forbidden.reason()
+    );
+    let reply = r.call(post(load, "ops"), b"").await;
+    assert_eq!(reply.status, 501, "{reply:?}");
+    let reply = r.call(post("/v2/repository/index", "alice"), b"{}").await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    let reply = r
+        .call(post("/v2/repository/index", "ops"), b"{\"ready\": true}")
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let index: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(index.as_array().map(Vec::len), Some(1), "{index}");
 }
 
 #[tokio::test]
