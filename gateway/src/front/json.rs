@@ -377,7 +377,7 @@ fn data_spans(json: &[u8]) -> Option<Vec<(usize, Range<usize>)>> {
 }
 
 /// One past the `]` closing the array that opens at `at`, if it holds no string.
-fn array_end(json: &[u8], at: usize) -> Option<usize> {
+pub(crate) fn array_end(json: &[u8], at: usize) -> Option<usize> {
     let mut depth = 0usize;
     let mut p = at;
     loop {

@@ -5,7 +5,7 @@
 //!
 //! TFS JSON carries no datatypes: each input takes the datatype the model's metadata
 //! gives it. Numeric inputs are read with no JSON tree: the body's structure is read in
-//! place ([`RawValue`]s) and each numeric array straight into its raw tensor, charged
+//! place (each value's text) and each numeric array straight into its raw tensor, charged
 //! first at a bound on its elements. String inputs and scalars go through a tree,
 //! charged first at [`TREE_COST_PER_BYTE`] per byte of their text (a bound on what a
 //! tree takes per byte of JSON).
@@ -202,8 +202,8 @@ pub struct Bounds {
 struct Input<'a> {
     name: String,
     dtype: DataType,
-    /// Its value; for [`Layout::Stacked`], its value in each instance.
-    values: Vec<&'a RawValue>,
+    /// Its value's text; for [`Layout::Stacked`], its value's text in each instance.
+    values: Vec<&'a str>,
     layout: Layout,
 }
 
@@ -221,12 +221,13 @@ enum Layout {
 
 /// The keys of a JSON object, each with its value's text; `None` if `v` is not an
 /// object (or is a `{"b64": ...}` binary string, a scalar).
-fn object(v: &RawValue) -> Option<BTreeMap<String, &RawValue>> {
-    if !v.get().starts_with('{') {
+fn object(v: &str) -> Option<BTreeMap<String, &str>> {
+    if !v.starts_with('{') {
         return None;
     }
-    let m: BTreeMap<String, &RawValue> = serde_json::from_str(v.get()).ok()?;
-    (!(m.len() == 1 && m.contains_key("b64"))).then_some(m)
+    let m: BTreeMap<String, &RawValue> = serde_json::from_str(v).ok()?;
+    (!(m.len() == 1 && m.contains_key("b64")))
+        .then(|| m.into_iter().map(|(k, v)| (k, v.get())).collect())
 }
 
 /// Parses a TFS predict body into the backend's request, with no JSON tree for
@@ -235,6 +236,11 @@ fn object(v: &RawValue) -> Option<BTreeMap<String, &RawValue>> {
 /// least one character and a separator). String inputs, scalars, and any input the
 /// fast reader refuses (for the reference reader's message) go through a tree,
 /// charged first at [`TREE_COST_PER_BYTE`] per byte of its text.
+///
+/// The top-level keys are found without reading their values ([`envelope`]); each
+/// value is then read, and so checked, by the reader of its kind. A body that is
+/// refused and is not valid JSON gets the JSON error, as if it had been read whole
+/// first.
 pub fn parse_predict(
     body: &[u8],
     meta: &ModelMetadataResponse,
@@ -243,6 +249,25 @@ pub fn parse_predict(
     bounds: Bounds,
     charge: &mut (dyn FnMut(usize) -> Result<(), Refusal> + Send + '_),
 ) -> Result<(ModelInferRequest, Format), PredictError> {
+    let Some(top) = envelope(body) else {
+        return predict(
+            reference_envelope(body)?,
+            meta,
+            model,
+            version,
+            bounds,
+            charge,
+        );
+    };
+    predict(top, meta, model, version, bounds, charge).map_err(|e| match reference_envelope(body) {
+        Err(invalid) => invalid,
+        Ok(_) => e,
+    })
+}
+
+/// The top-level keys of a body and their values' text, read by serde_json (which
+/// checks every value).
+fn reference_envelope(body: &[u8]) -> Result<BTreeMap<String, &str>, PredictError> {
     let top: BTreeMap<String, &RawValue> = serde_json::from_slice(body).map_err(|e| {
         if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
             "the request must be a JSON object".to_string()
@@ -250,6 +275,119 @@ pub fn parse_predict(
             format!("request body is not valid JSON: {e}")
         }
     })?;
+    Ok(top.into_iter().map(|(k, v)| (k, v.get())).collect())
+}
+
+/// The top-level keys of a JSON object and their values' text, found without reading
+/// the values: a string is skipped to its closing quote, an array or object to the
+/// bracket that closes it (a numeric array by `memchr`, as the KServe reader does). The
+/// values are not checked here; each is read by a checking reader afterwards. `None`:
+/// not a plain object this finder takes (not UTF-8, an escaped or repeated key, not an
+/// object, anything after it); the reference reader then decides.
+fn envelope(body: &[u8]) -> Option<BTreeMap<String, &str>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let ws = |mut p: usize| {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = body.get(p) {
+            p += 1;
+        }
+        p
+    };
+    let mut top = BTreeMap::new();
+    let mut p = ws(0);
+    if body.get(p) != Some(&b'{') {
+        return None;
+    }
+    p = ws(p + 1);
+    if body.get(p) == Some(&b'}') {
+        return (ws(p + 1) == body.len()).then_some(top);
+    }
+    loop {
+        if body.get(p) != Some(&b'"') {
+            return None;
+        }
+        let end = string_end(body, p)?;
+        let key = &text[p + 1..end - 1];
+        if key.contains('\\') {
+            return None;
+        }
+        p = ws(end);
+        if body.get(p) != Some(&b':') {
+            return None;
+        }
+        p = ws(p + 1);
+        let value_end = value_end(body, p)?;
+        if top.insert(key.to_owned(), &text[p..value_end]).is_some() {
+            return None;
+        }
+        p = ws(value_end);
+        match body.get(p)? {
+            b',' => p = ws(p + 1),
+            b'}' => return (ws(p + 1) == body.len()).then_some(top),
+            _ => return None,
+        }
+    }
+}
+
+/// One past the closing quote of the string that opens at `at`.
+fn string_end(json: &[u8], at: usize) -> Option<usize> {
+    let mut q = at + 1;
+    loop {
+        let k = q + memchr::memchr2(b'"', b'\\', json.get(q..)?)?;
+        if json[k] == b'"' {
+            return Some(k + 1);
+        }
+        q = k + 2;
+    }
+}
+
+/// One past the end of the value that starts at `at`, found without reading it.
+fn value_end(json: &[u8], at: usize) -> Option<usize> {
+    match *json.get(at)? {
+        b'"' => string_end(json, at),
+        b'[' | b'{' => json::array_end(json, at).or_else(|| nesting_end(json, at)),
+        _ => {
+            let len = (json[at..].iter())
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+                .unwrap_or(json.len() - at);
+            (len > 0).then_some(at + len)
+        }
+    }
+}
+
+/// One past the bracket that closes the array or object opening at `at`, strings
+/// skipped whole (brackets of either kind count alike: their pairing is checked by
+/// the reader of the value).
+fn nesting_end(json: &[u8], at: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut p = at;
+    loop {
+        match *json.get(p)? {
+            b'"' => {
+                p = string_end(json, p)?;
+                continue;
+            }
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(p + 1);
+                }
+            }
+            _ => {}
+        }
+        p += 1;
+    }
+}
+
+/// [`parse_predict`] from the body's top-level keys.
+fn predict(
+    top: BTreeMap<String, &str>,
+    meta: &ModelMetadataResponse,
+    model: &str,
+    version: &str,
+    bounds: Bounds,
+    charge: &mut (dyn FnMut(usize) -> Result<(), Refusal> + Send + '_),
+) -> Result<(ModelInferRequest, Format), PredictError> {
     for key in top.keys() {
         if !matches!(key.as_str(), "instances" | "inputs" | "signature_name") {
             return Err(
@@ -258,8 +396,7 @@ pub fn parse_predict(
         }
     }
     if let Some(sig) = top.get("signature_name")
-        && serde_json::from_str::<String>(sig.get()).ok().as_deref()
-            != Some(crate::front::tfs::SIGNATURE)
+        && serde_json::from_str::<String>(sig).ok().as_deref() != Some(crate::front::tfs::SIGNATURE)
     {
         return Err(format!("the only signature is {:?}", crate::front::tfs::SIGNATURE).into());
     }
@@ -278,15 +415,19 @@ pub fn parse_predict(
         (Some(instances), None) => {
             // The list is split into its items only when they are objects (named
             // inputs); a list of tensors is read whole, in one pass, below.
-            let Some(rest) = instances.get().strip_prefix('[') else {
+            let Some(rest) = instances.strip_prefix('[') else {
                 return Err("instances must be a list".to_string().into());
             };
             let rest = rest.trim_start_matches([' ', '\t', '\n', '\r']);
             if rest.starts_with(']') {
                 return Err("instances is empty".to_string().into());
             }
-            let items: Vec<&RawValue> = if rest.starts_with('{') {
-                serde_json::from_str(instances.get()).map_err(|e| format!("instances: {e}"))?
+            let items: Vec<&str> = if rest.starts_with('{') {
+                serde_json::from_str::<Vec<&RawValue>>(instances)
+                    .map_err(|e| format!("instances: {e}"))?
+                    .into_iter()
+                    .map(RawValue::get)
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -414,10 +555,10 @@ fn read_fast(
     let Some(size) = t.dtype.element_size() else {
         return Ok(None);
     };
-    if !t.values.iter().all(|v| v.get().starts_with('[')) {
+    if !t.values.iter().all(|v| v.starts_with('[')) {
         return Ok(None);
     }
-    let text: usize = t.values.iter().map(|v| v.get().len()).sum();
+    let text: usize = t.values.iter().map(|v| v.len()).sum();
     let most = bounds.max_elements.min(text / 2 + 1);
     charge(most.saturating_mul(size)).map_err(PredictError::Refused)?;
     let mut out = Vec::with_capacity(most * size);
@@ -427,7 +568,7 @@ fn read_fast(
     for v in &t.values {
         let max = bounds.max_elements - count;
         let Ok((n, shape)) =
-            jsondata::read_numeric_shaped(v.get().as_bytes(), t.dtype, depth, max, &mut out)
+            jsondata::read_numeric_shaped(v.as_bytes(), t.dtype, depth, max, &mut out)
         else {
             return Ok(None);
         };
@@ -456,7 +597,7 @@ fn read_tree(
     charged: usize,
     charge: &mut (dyn FnMut(usize) -> Result<(), Refusal> + Send + '_),
 ) -> Read {
-    let text: usize = t.values.iter().map(|v| v.get().len()).sum();
+    let text: usize = t.values.iter().map(|v| v.len()).sum();
     charge(
         text.saturating_mul(TREE_COST_PER_BYTE)
             .saturating_sub(charged),
@@ -465,7 +606,7 @@ fn read_tree(
     let trees = t
         .values
         .iter()
-        .map(|v| serde_json::from_str::<Value>(v.get()))
+        .map(|v| serde_json::from_str::<Value>(v))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("not valid JSON: {e}"))?;
     // The items of a batch (the instances, named or not), or else the one tensor.
@@ -729,6 +870,86 @@ mod tests {
             .collect()
     }
 
+    /// Bodies whose top level is tricky to find without reading it: strings holding
+    /// brackets and quotes, escapes, repeated and escaped keys, scalars, whitespace,
+    /// and bodies that are not JSON at all, or only nearly.
+    const ENVELOPES: &[&str] = &[
+        r#"{"instances": [[1, 2], [3, 4]]}"#,
+        " { \"inputs\" :\n{\"x\": [1.5e3, -2]} , \"signature_name\":\"serving_default\" }\t",
+        r#"{"instances": [{"x": "a]\"b", "y": [1, 2]}]}"#,
+        r#"{"instances": [{"x": "{[", "y": [1, 2]}], "signature_name": "x"}"#,
+        r#"{"inputs": "str\"ing"}"#,
+        r#"{"inputs": 1}"#,
+        r#"{"inputs": -1.5e-3}"#,
+        r#"{"inputs": true}"#,
+        r#"{"inputs": null}"#,
+        r#"{"inputs": {"x": [1, 2], "y": {"b64": "AA=="}}}"#,
+        r#"{}"#,
+        r#"{"inp\u0075ts": [1, 2]}"#,
+        r#"{"inputs": [1, 2], "inputs": [3, 4]}"#,
+        r#"{"inputs": [1, 2]} x"#,
+        r#"{"inputs": [1, 2],}"#,
+        r#"{"inputs" [1, 2]}"#,
+        r#"{"inputs": [1, 2]"#,
+        r#"{"inputs": [1, 2"#,
+        r#"{"inputs": "abc"#,
+        r#"[1, 2]"#,
+        r#""inputs""#,
+        r#"{"inputs": [1, "]"]}"#,
+        r#"{"inputs": [1 2]}"#,
+        r#"{"inputs": [1}"#,
+        r#"{"inputs": {"x": [1, 2}]}"#,
+        r#"{"inputs": 01}"#,
+        r#"{"inputs": +1}"#,
+        r#"{"inputs": tru}"#,
+        r#"{"inputs": [1, 2], "signature_name": "serving_default\x"}"#,
+        "{\"inputs\":\u{a0}[1, 2]}",
+        "{\"inputs\": [1, 2], \"x\u{1}\": 1}",
+        "{\"inputs\": \"a\u{1}b\"}",
+        "",
+        "   ",
+        "{",
+        "}",
+    ];
+
+    /// [`parse_predict`] with the top level read by serde_json only.
+    fn parse_reference(
+        body: &str,
+        m: &ModelMetadataResponse,
+    ) -> Result<(ModelInferRequest, Format), PredictError> {
+        predict(
+            reference_envelope(body.as_bytes())?,
+            m,
+            "m",
+            "",
+            BOUNDS,
+            &mut |_| Ok(()),
+        )
+    }
+
+    #[test]
+    fn the_top_level_is_found_as_serde_json_finds_it_and_answered_alike() {
+        let m = meta(&[("x", "FP32"), ("y", "FP32")]);
+        let one = meta(&[("x", "FP32")]);
+        for body in ENVELOPES {
+            let reference = reference_envelope(body.as_bytes()).ok();
+            if let (Some(found), Some(reference)) = (envelope(body.as_bytes()), &reference) {
+                assert_eq!(&found, reference, "{body}");
+            }
+            for md in [&m, &one] {
+                assert_eq!(
+                    format!("{:?}", parse(body, md)),
+                    format!("{:?}", parse_reference(body, md)),
+                    "{body}"
+                );
+            }
+        }
+        // The finder takes the plain bodies itself (not only through the reference).
+        for body in &ENVELOPES[..10] {
+            assert!(envelope(body.as_bytes()).is_some(), "{body}");
+        }
+    }
+
     #[test]
     fn row_and_columnar_give_the_same_tensor() {
         let m = meta(&[("x", "FP32")]);
@@ -866,7 +1087,7 @@ mod tests {
             Input {
                 name: "x".into(),
                 dtype: DataType::F32,
-                values: raws.iter().map(|r| r.as_ref()).collect(),
+                values: raws.iter().map(|r| r.get()).collect(),
                 layout,
             }
         }
