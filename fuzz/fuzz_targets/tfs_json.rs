@@ -1,6 +1,6 @@
 //! The TensorFlow Serving REST predict body (row `instances` and columnar `inputs`,
 //! named or not, `{"b64": ...}` strings) against a model of one or several inputs;
-//! accepted requests must be honestly charged and render back in their format.
+//! accepted requests must be JSON, be honestly charged and render back in their format.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -50,6 +50,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok((req, format)) = parse_predict(body, &model, "m", "", bounds, &mut charge) else {
         return;
     };
+    // The top level is found without reading the values; every value is read by a
+    // checking reader afterwards, so nothing but JSON is accepted.
+    serde_json::from_slice::<&serde_json::value::RawValue>(body).expect("an accepted body is JSON");
     let raw: usize = req.raw_input_contents.iter().map(|r| r.len()).sum();
     assert!(charged >= raw, "charged {charged} for {raw} raw bytes");
     assert_eq!(req.inputs.len(), req.raw_input_contents.len());

@@ -344,7 +344,8 @@ fn string_end(json: &[u8], at: usize) -> Option<usize> {
 fn value_end(json: &[u8], at: usize) -> Option<usize> {
     match *json.get(at)? {
         b'"' => string_end(json, at),
-        b'[' | b'{' => json::array_end(json, at).or_else(|| nesting_end(json, at)),
+        b'[' => json::array_end(json, at).or_else(|| nesting_end(json, at)),
+        b'{' => nesting_end(json, at),
         _ => {
             let len = (json[at..].iter())
                 .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
@@ -910,6 +911,11 @@ mod tests {
         "   ",
         "{",
         "}",
+        // Found by fuzzing: an object closed by brackets (the array finder must not
+        // be given an object).
+        "{\"instances\": \n\n\n   {   , 4]]}",
+        r#"{"instances": [1, 2]]]}"#,
+        r#"{"instances": {"x": [1, 2]]}}"#,
     ];
 
     /// [`parse_predict`] with the top level read by serde_json only.
