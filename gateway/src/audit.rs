@@ -1906,6 +1906,582 @@ mod tests {
         .unwrap();
         assert_eq!(v, serde_json::json!({"event": "request"}));
     }
+
+    /// The log messages emitted while a closure runs on this thread.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<String>>>);
+
+    impl tracing::Subscriber for Logs {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            struct Message(String);
+            impl tracing::field::Visit for Message {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    if f.name() == "message" {
+                        self.0 = format!("{v:?}");
+                    }
+                }
+            }
+            let mut m = Message(String::new());
+            event.record(&mut m);
+            lock(&self.0).push(m.0);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    impl Logs {
+        /// How many messages so far contain `text`.
+        fn count(&self, text: &str) -> usize {
+            lock(&self.0).iter().filter(|m| m.contains(text)).count()
+        }
+    }
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    fn chown_mode(p: &Path, owner: (u32, u32), mode: u32) {
+        std::os::unix::fs::chown(p, Some(owner.0), Some(owner.1)).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Every record carries the time it was written, as RFC 3339 (what age rotation
+    /// reads back on open).
+    #[test]
+    fn records_carry_the_time_they_were_written() {
+        let d = tmp("time");
+        let (log, path) = log_in(&d, 0);
+        log.write(&rec(0)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        let t = time::OffsetDateTime::parse(
+            v["time"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let skew = (time::OffsetDateTime::now_utc() - t).abs();
+        assert!(skew < time::Duration::minutes(1), "{t} is not now");
+    }
+
+    /// A log folder that is not there has no rotated files; a folder that cannot be
+    /// listed is an error, not an empty set.
+    #[test]
+    fn rotated_files_of_a_missing_folder_are_none_of_an_unlistable_one_an_error() {
+        let d = tmp("rotated-dir");
+        assert_eq!(
+            rotated_files(&d.join("missing/audit.log")).unwrap(),
+            Vec::new()
+        );
+        std::fs::write(d.join("afile"), b"x").unwrap();
+        let e = rotated_files(&d.join("afile/audit.log")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotADirectory);
+    }
+
+    /// A rotated file's name ends in exactly 12 digits.
+    #[test]
+    fn a_rotated_name_has_twelve_digits() {
+        assert_eq!(
+            seq_in_name(Path::new("/x/audit.log.000000000042")),
+            Some(42)
+        );
+        assert_eq!(seq_in_name(Path::new("/x/audit.log.42")), None);
+        assert_eq!(seq_in_name(Path::new("/x/audit.log.0000000000042")), None);
+        assert_eq!(seq_in_name(Path::new("/x/audit.log.00000000004x")), None);
+        assert_eq!(seq_in_name(Path::new("/x/audit.log")), None);
+    }
+
+    /// A live file that cannot be read is an error on open, never taken for an empty
+    /// one (that would restart the chain at seq 0 in front of its records). As root a
+    /// file's mode does not stop a read, so a folder stands in for the unreadable file.
+    #[test]
+    fn an_unreadable_live_file_is_an_error_not_an_empty_log() {
+        let d = tmp("resume-unreadable");
+        let live = d.join("audit.log");
+        std::fs::create_dir(&live).unwrap();
+        let e = resume(&live).err().expect("an unreadable live file");
+        assert_eq!(e.kind(), std::io::ErrorKind::IsADirectory);
+    }
+
+    /// Reopening a log that ends in a whole record cuts nothing and records no cut;
+    /// a torn end is reported with the exact number of bytes cut.
+    #[test]
+    fn reopening_a_whole_log_cuts_nothing_and_a_torn_one_reports_its_bytes() {
+        let d = tmp("reopen-clean");
+        let (log, path) = log_in(&d, 0);
+        for i in 0..3 {
+            log.write(&rec(i)).unwrap();
+        }
+        drop(log);
+        let before = std::fs::read(&path).unwrap();
+        let (log, _) = log_in(&d, 0);
+        log.write(&rec(3)).unwrap();
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.as_bytes().starts_with(&before));
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(
+            text.lines().all(|l| l.contains(r#""event":"request""#)),
+            "{text}"
+        );
+        // 10 bytes of a torn record.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"time\":\"2").unwrap();
+        drop(f);
+        let (log, _) = log_in(&d, 0);
+        log.write(&rec(4)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 6, "{text}");
+        assert!(
+            text.lines()
+                .nth(4)
+                .unwrap()
+                .contains("cut a torn partial record of 10 bytes"),
+            "{text}"
+        );
+        assert!(records(6)(verify(std::slice::from_ref(&path)).unwrap()));
+    }
+
+    /// While records cannot be written, the error is repeated at most every
+    /// `LOUD_EVERY` (on a refused record and on housekeeping's retry alike), and the
+    /// log says it is writable again once, when it recovers, not on every write.
+    #[test]
+    fn unwritable_and_writable_again_are_logged_once_per_change_or_period() {
+        let d = tmp("loud");
+        let (log, path) = log_in(&d, 0);
+        let logs = Logs::default();
+        tracing::subscriber::with_default(logs.clone(), || {
+            log.write(&rec(0)).unwrap();
+            log.write(&rec(1)).unwrap();
+            assert_eq!(logs.count("WRITABLE AGAIN"), 0, "never unwritable");
+            log.break_writes();
+            assert!(log.write(&rec(2)).is_err());
+            assert_eq!(logs.count("AUDIT LOG WRITE FAILED"), 1);
+            // Right after the first error: quiet.
+            assert!(log.write(&rec(3)).is_err());
+            assert!(!log.retry());
+            assert_eq!(logs.count("AUDIT LOG UNWRITABLE"), 0);
+            let back = |log: &AuditLog| {
+                lock(&log.sink).outage.as_mut().unwrap().last_loud =
+                    Instant::now() - LOUD_EVERY - Duration::from_secs(1);
+            };
+            // A period later: once from a refused record...
+            back(&log);
+            assert!(log.write(&rec(4)).is_err());
+            assert_eq!(logs.count("AUDIT LOG UNWRITABLE"), 1);
+            assert!(log.write(&rec(5)).is_err());
+            assert_eq!(logs.count("AUDIT LOG UNWRITABLE"), 1);
+            // ...and once from a retry.
+            back(&log);
+            assert!(!log.retry());
+            assert_eq!(logs.count("AUDIT LOG UNWRITABLE"), 2);
+            assert!(!log.retry());
+            assert_eq!(logs.count("AUDIT LOG UNWRITABLE"), 2);
+            // Writable again: said once.
+            if let Output::File { file, .. } = &mut lock(&log.sink).out {
+                *file = open_append(&path).unwrap();
+            }
+            assert!(log.retry());
+            log.write(&rec(6)).unwrap();
+            log.write(&rec(7)).unwrap();
+            assert_eq!(logs.count("WRITABLE AGAIN"), 1);
+        });
+        assert_eq!(log.failures(), 4);
+    }
+
+    /// A write the file system takes only in part (here a non-blocking pipe with less
+    /// room than the batch) fails as a short write: the records are not counted as
+    /// written and the log turns unhealthy.
+    #[test]
+    fn a_short_write_fails() {
+        let d = tmp("short");
+        let (log, _) = log_in(&d, 0);
+        let (_read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+                .unwrap();
+        if let Output::File { file, .. } = &mut lock(&log.sink).out {
+            *file = File::from(write);
+        }
+        // Far more than a pipe's 64 KiB.
+        let big: Vec<Record> = (0..200)
+            .map(|i| Record {
+                reason: Some("x".repeat(1000)),
+                ..rec(i)
+            })
+            .collect();
+        let results = log.commit(&big);
+        assert_eq!(results.len(), 200);
+        for r in results {
+            let e = r.unwrap_err();
+            assert!(e.to_string().contains("short write"), "{e}");
+        }
+        assert!(!log.healthy());
+        assert_eq!(lock(&log.sink).seq, 0, "nothing was written");
+    }
+
+    /// `fsync = "always"` syncs each write (a file that cannot be synced fails the
+    /// write), `never` does not.
+    #[test]
+    fn fsync_always_syncs_and_never_does_not() {
+        for (fsync, synced) in [(FsyncPolicy::Always, true), (FsyncPolicy::Never, false)] {
+            let d = tmp(&format!("fsync-{synced}"));
+            let path = d.join("audit.log");
+            let log = AuditLog::open(&AuditConfig {
+                fsync,
+                ..cfg(&path, 0)
+            })
+            .unwrap();
+            // /dev/null takes writes but cannot be synced (EINVAL).
+            if let Output::File { file, .. } = &mut lock(&log.sink).out {
+                *file = OpenOptions::new().write(true).open("/dev/null").unwrap();
+            }
+            assert_eq!(log.write(&rec(0)).is_err(), synced);
+            assert_eq!(log.healthy(), !synced);
+        }
+    }
+
+    /// Rotated files `audit.log.<seq>` of `sizes` bytes each and a live file of `live`
+    /// bytes in a fresh folder; returns the live file's path.
+    fn rotated_set(tag: &str, seqs: &[u64], size: usize, live: usize) -> PathBuf {
+        let d = tmp(tag);
+        let path = d.join("audit.log");
+        for s in seqs {
+            std::fs::write(
+                path.with_file_name(format!("audit.log.{s:012}")),
+                "x".repeat(size),
+            )
+            .unwrap();
+        }
+        std::fs::write(&path, "x".repeat(live)).unwrap();
+        path
+    }
+
+    fn limits(max_files: u32, max_total_bytes: u64) -> Limits {
+        Limits {
+            max_file_bytes: 0,
+            max_file_age: None,
+            max_files,
+            max_total_bytes,
+        }
+    }
+
+    /// Retention by count keeps `max_files` rotated files: the oldest go, and a set at
+    /// the limit is left alone.
+    #[test]
+    fn prune_by_count_deletes_the_oldest_beyond_the_limit_only() {
+        let path = rotated_set("prune-count", &[0, 10, 20], 100, 100);
+        let logs = Logs::default();
+        tracing::subscriber::with_default(logs.clone(), || {
+            let deleted = prune(&path, limits(2, 0));
+            assert_eq!(
+                deleted,
+                vec![format!("{}.000000000000 (seq 0..=9)", path.display())]
+            );
+            assert_eq!(logs.count("retention deleted"), 1);
+            assert_eq!(prune(&path, limits(2, 0)), Vec::<String>::new());
+            assert_eq!(logs.count("retention deleted"), 1, "nothing more to say");
+        });
+        let left: Vec<u64> = rotated_files(&path)
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(left, vec![10, 20]);
+    }
+
+    /// Retention by bytes counts the live file too.
+    #[test]
+    fn prune_by_bytes_counts_the_live_file() {
+        let path = rotated_set("prune-bytes", &[0, 10, 20], 100, 100);
+        // 400 bytes in all: one rotated file must go, the live file never.
+        let deleted = prune(&path, limits(0, 350));
+        assert_eq!(deleted.len(), 1, "{deleted:?}");
+        assert_eq!(rotated_files(&path).unwrap().len(), 2);
+        assert!(path.exists());
+        // A live file bigger than the rotated ones together.
+        let path = rotated_set("prune-bytes-live", &[0], 100, 1000);
+        assert_eq!(prune(&path, limits(0, 1050)).len(), 1);
+        assert!(rotated_files(&path).unwrap().is_empty());
+    }
+
+    /// The bytes of a log: the live file and its rotated files, nothing else.
+    #[test]
+    fn current_bytes_sums_the_live_and_rotated_files() {
+        let path = rotated_set("current", &[0, 10], 30, 100);
+        std::fs::write(path.with_file_name("audit.log.old"), "x".repeat(7)).unwrap();
+        std::fs::write(
+            path.with_file_name("audit.log.000000000020"),
+            "x".repeat(20),
+        )
+        .unwrap();
+        assert_eq!(current_bytes(&path), 100 + 30 + 30 + 20);
+        assert_eq!(current_bytes(&path.with_file_name("none.log")), 0);
+    }
+
+    /// The owner's bits decide for the owner, the group's for the group, the others'
+    /// for the rest.
+    #[test]
+    fn permission_bits_by_owner_group_and_others() {
+        if !is_root() {
+            return;
+        }
+        let d = tmp("perm-bits");
+        let f = d.join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let meta = |mode| {
+            chown_mode(&f, (5001, 5002), mode);
+            std::fs::metadata(&f).unwrap()
+        };
+        let m = meta(0o600);
+        assert!(permits(&m, 5001, 9, 6));
+        assert!(!permits(&m, 7, 5002, 4));
+        assert!(!permits(&m, 7, 9, 4));
+        let m = meta(0o060);
+        assert!(
+            !permits(&m, 5001, 5002, 4),
+            "the owner's bits, not the group's"
+        );
+        assert!(permits(&m, 7, 5002, 6));
+        assert!(!permits(&m, 7, 9, 4));
+        let m = meta(0o006);
+        assert!(!permits(&m, 5001, 9, 4));
+        assert!(!permits(&m, 7, 5002, 4));
+        assert!(permits(&m, 7, 9, 6));
+    }
+
+    /// Without `create`, a missing folder is only reported, not created.
+    #[test]
+    fn preflight_without_create_leaves_a_missing_folder_alone() {
+        let d = tmp("preflight-nocreate");
+        let c = cfg(&d.join("logs/audit.log"), 0);
+        let p = preflight(&c, (0, 0), false).unwrap();
+        assert!(!d.join("logs").exists());
+        assert!(
+            p.warnings.iter().any(|w| w.contains("does not exist")),
+            "{p:?}"
+        );
+        assert!(p.notes.is_empty(), "{p:?}");
+    }
+
+    /// A bare file name is a log in the working folder.
+    #[test]
+    fn preflight_of_a_bare_name_checks_the_working_folder() {
+        let c = AuditConfig {
+            max_files: 1,
+            ..cfg(Path::new("warden-preflight-unit-test.log"), 0)
+        };
+        let run_as = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let p = preflight(&c, run_as, false).unwrap();
+        assert!(
+            !p.warnings.iter().any(|w| w.contains("does not exist")),
+            "{p:?}"
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.starts_with("warden-preflight-unit-test.log (folder owner")),
+            "{p:?}"
+        );
+    }
+
+    /// A folder `logs` owned by `owner` with `mode`, checked for uid:gid 5001:5001.
+    fn preflight_folder(tag: &str, owner: (u32, u32), mode: u32) -> Result<Preflight, String> {
+        let d = tmp(tag);
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let logs = d.join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        chown_mode(&logs, owner, mode);
+        let c = AuditConfig {
+            max_files: 1,
+            ..cfg(&logs.join("audit.log"), 0)
+        };
+        preflight(&c, (5001, 5001), false)
+    }
+
+    /// Warned: a folder owned by another uid than the gateway's (root aside), and one
+    /// writable by a group that is not the gateway's.
+    #[test]
+    fn preflight_warns_of_other_owners_and_writable_groups() {
+        if !is_root() {
+            return;
+        }
+        let warned = |p: &Preflight| {
+            (
+                p.warnings.iter().any(|w| w.contains("owned by uid")),
+                p.warnings.iter().any(|w| w.contains("writable by group")),
+            )
+        };
+        let p = preflight_folder("pf-own", (5001, 5001), 0o770).unwrap();
+        assert_eq!(warned(&p), (false, false), "{p:?}");
+        let p = preflight_folder("pf-root", (0, 5001), 0o770).unwrap();
+        assert_eq!(warned(&p), (false, false), "{p:?}");
+        let p = preflight_folder("pf-other", (5002, 5001), 0o770).unwrap();
+        assert_eq!(warned(&p), (true, false), "{p:?}");
+        assert!(p.warnings.iter().any(|w| w.contains("owned by uid 5002")));
+        let p = preflight_folder("pf-group", (5001, 5003), 0o770).unwrap();
+        assert_eq!(warned(&p), (false, true), "{p:?}");
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("writable by group 5003"))
+        );
+        let p = preflight_folder("pf-group-ro", (5001, 5003), 0o750).unwrap();
+        assert_eq!(warned(&p), (false, false), "{p:?}");
+    }
+
+    /// An existing live file must be a regular file the gateway can read and append to.
+    #[test]
+    fn preflight_checks_an_existing_live_file() {
+        if !is_root() {
+            return;
+        }
+        let d = tmp("pf-live");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let logs = d.join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        chown_mode(&logs, (5001, 5001), 0o750);
+        let c = AuditConfig {
+            max_files: 1,
+            ..cfg(&logs.join("audit.log"), 0)
+        };
+        std::fs::write(&c.path, b"").unwrap();
+        chown_mode(&c.path, (5001, 5001), 0o600);
+        preflight(&c, (5001, 5001), false).unwrap();
+        chown_mode(&c.path, (0, 0), 0o600);
+        let e = preflight(&c, (5001, 5001), false).unwrap_err();
+        assert!(e.contains("cannot be read and appended"), "{e}");
+        chown_mode(&c.path, (0, 5001), 0o640);
+        let e = preflight(&c, (5001, 5001), false).unwrap_err();
+        assert!(e.contains("cannot be read and appended"), "{e}");
+    }
+
+    /// Free space is blocks times block size, and exactly `min_free_bytes` is enough.
+    /// /proc has no free blocks at all.
+    #[test]
+    fn preflight_free_space() {
+        let root = (0, 0);
+        let real = tmp("pf-free");
+        let c = AuditConfig {
+            max_files: 1,
+            ..cfg(&real.join("audit.log"), 0)
+        };
+        let st = nix::sys::statvfs::statvfs(&real).unwrap();
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        assert!(free > 1 << 24, "the test needs some free space");
+        preflight(
+            &AuditConfig {
+                min_free_bytes: free / 2,
+                ..c.clone()
+            },
+            root,
+            false,
+        )
+        .unwrap();
+        let e = preflight(
+            &AuditConfig {
+                min_free_bytes: free * 2,
+                ..c.clone()
+            },
+            root,
+            false,
+        )
+        .unwrap_err();
+        assert!(e.contains("min_free_bytes"), "{e}");
+
+        let proc = AuditConfig {
+            max_files: 1,
+            ..cfg(Path::new("/proc/warden-audit.log"), 0)
+        };
+        let exceeds = |p: &Preflight| {
+            p.warnings
+                .iter()
+                .any(|w| w.contains("exceeds the free space"))
+        };
+        let p = preflight(&proc, root, false).unwrap();
+        assert!(!exceeds(&p), "{p:?}");
+        let e = preflight(
+            &AuditConfig {
+                min_free_bytes: 1,
+                ..proc.clone()
+            },
+            root,
+            false,
+        )
+        .unwrap_err();
+        assert!(e.contains("has 0 bytes free"), "{e}");
+        let p = preflight(
+            &AuditConfig {
+                max_total_bytes: 1,
+                ..proc.clone()
+            },
+            root,
+            false,
+        )
+        .unwrap();
+        assert!(exceeds(&p), "{p:?}");
+    }
+
+    /// No retention is warned of only when both limits are 0.
+    #[test]
+    fn preflight_warns_of_no_retention_only_without_both_limits() {
+        let d = tmp("pf-retention");
+        let no_retention = |max_files, max_total_bytes| {
+            let c = AuditConfig {
+                max_files,
+                max_total_bytes,
+                ..cfg(&d.join("audit.log"), 0)
+            };
+            let p = preflight(&c, (0, 0), false).unwrap();
+            p.warnings.iter().any(|w| w.contains("no audit retention"))
+        };
+        assert!(no_retention(0, 0));
+        assert!(!no_retention(1, 0));
+        assert!(!no_retention(0, 1));
+        assert!(!no_retention(1, 1));
+    }
+
+    /// A set whose live file is gone after a rotation is its rotated files (not a
+    /// missing file); files named twice are listed once; a set is put in chain order
+    /// whatever order its files were named in.
+    #[test]
+    fn expand_lists_a_set_once_in_chain_order() {
+        let path = rotated_set("expand", &[0, 5], 10, 10);
+        let r0 = path.with_file_name("audit.log.000000000000");
+        let r5 = path.with_file_name("audit.log.000000000005");
+        let all = vec![r0.clone(), r5.clone(), path.clone()];
+        assert_eq!(expand(std::slice::from_ref(&path)).unwrap(), all);
+        assert_eq!(expand(&[path.clone(), path.clone()]).unwrap(), all);
+        assert_eq!(
+            expand(&[r5.clone(), path.clone(), r0.clone()]).unwrap(),
+            all
+        );
+        assert_eq!(
+            expand(&[path.clone(), r5.clone(), r0.clone()]).unwrap(),
+            all
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            expand(std::slice::from_ref(&path)).unwrap(),
+            vec![r0.clone(), r5.clone()]
+        );
+        // A name that is neither there nor has rotated files stays, for verify to
+        // report.
+        let none = path.with_file_name("none.log");
+        assert_eq!(
+            expand(std::slice::from_ref(&none)).unwrap(),
+            vec![none.clone()]
+        );
+    }
 }
 
 #[cfg(test)]
