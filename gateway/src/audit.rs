@@ -2205,6 +2205,9 @@ mod tests {
         assert_eq!(deleted.len(), 1, "{deleted:?}");
         assert_eq!(rotated_files(&path).unwrap().len(), 2);
         assert!(path.exists());
+        // 300 bytes left: a set at the limit is left alone.
+        assert_eq!(prune(&path, limits(0, 300)), Vec::<String>::new());
+        assert_eq!(rotated_files(&path).unwrap().len(), 2);
         // A live file bigger than the rotated ones together.
         let path = rotated_set("prune-bytes-live", &[0], 100, 1000);
         assert_eq!(prune(&path, limits(0, 1050)).len(), 1);
