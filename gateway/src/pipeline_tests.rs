@@ -1944,6 +1944,22 @@ async fn a_health_name_decides_whether_the_call_needs_a_credential() {
         .grpc(HEALTH_CHECK, Some(&token("ops")), &health_of("m"))
         .await;
     assert_eq!(reply.grpc, Some(7), "{reply:?}");
+    // The message is read before the caller is known: at most HEALTH_MESSAGE_BYTES
+    // (framed), refused past it.
+    let name = |framed: usize| health_of(&"n".repeat(framed - 5 - 3));
+    assert_eq!(
+        grpc_frame(&name(HEALTH_MESSAGE_BYTES)).len(),
+        HEALTH_MESSAGE_BYTES
+    );
+    let reply = c
+        .grpc(HEALTH_CHECK, None, &name(HEALTH_MESSAGE_BYTES))
+        .await;
+    assert_eq!(reply.grpc, Some(16), "{reply:?}");
+    let reply = c
+        .grpc(HEALTH_CHECK, None, &name(HEALTH_MESSAGE_BYTES + 1))
+        .await;
+    assert_eq!(reply.grpc, Some(8), "{reply:?}");
+    assert_eq!(HEALTH_MESSAGE_BYTES, 5 + 512);
     let records = h.records();
     let seen: Vec<_> = (records.iter())
         .map(|r| (r["decision"].as_str().unwrap(), r["model"].as_str()))
@@ -1954,7 +1970,9 @@ async fn a_health_name_decides_whether_the_call_needs_a_credential() {
             ("denied", None),
             ("allowed", Some("m")),
             ("allowed", Some("m")),
-            ("denied", Some("m"))
+            ("denied", Some("m")),
+            ("denied", None),
+            ("invalid", None)
         ]
     );
 }
