@@ -19,6 +19,7 @@ use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use warden_shared::backend_proto::backend_gauges_server::BackendGaugesServer;
 use warden_shared::config::{Config, OPENVINO_DIR_ENV};
+use warden_shared::frames;
 use warden_shared::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 use warden_shared::repository::ModelSpec;
 
@@ -347,8 +348,13 @@ async fn serve(
         integrity,
         max_queued_inferences,
     ));
+    let backend = Arc::new(service::Backend {
+        registry: Arc::clone(&registry),
+        max_tensor_elements,
+    });
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let framed = Arc::clone(&backend);
     tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
@@ -361,9 +367,15 @@ async fn serve(
             };
             match stream.peer_cred() {
                 Ok(cred) if cred.uid() == gateway_uid => {
-                    if tx.send(Ok::<_, std::io::Error>(stream)).await.is_err() {
+                    if tx.is_closed() {
                         return;
                     }
+                    let (tx, framed) = (tx.clone(), Arc::clone(&framed));
+                    tokio::spawn(async move {
+                        if let Err(e) = frames::route(stream, &tx, framed).await {
+                            tracing::warn!(error = %e, "framed connection from the gateway ended");
+                        }
+                    });
                 }
                 Ok(cred) => {
                     tracing::warn!(
@@ -380,12 +392,9 @@ async fn serve(
         registry: Arc::clone(&registry),
         restarts,
     });
-    let service = GrpcInferenceServiceServer::new(service::Backend {
-        registry,
-        max_tensor_elements,
-    })
-    .max_decoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES)
-    .max_encoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES);
+    let service = GrpcInferenceServiceServer::from_arc(backend)
+        .max_decoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES)
+        .max_encoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES);
     tracing::info!(restarts, "backend serving");
     tonic::transport::Server::builder()
         .initial_stream_window_size(warden_shared::wire::SOCKET_STREAM_WINDOW_BYTES)

@@ -11,7 +11,7 @@ use warden_shared::proto::grpc_inference_service_server::GrpcInferenceService;
 use warden_shared::proto::model_infer_response::InferOutputTensor;
 use warden_shared::proto::model_metadata_response::TensorMetadata;
 use warden_shared::proto::*;
-use warden_shared::wire;
+use warden_shared::{frames, wire};
 
 /// The platform reported in model metadata (as OVMS does).
 pub const PLATFORM: &str = "OpenVINO";
@@ -201,7 +201,31 @@ impl GrpcInferenceService for Backend {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-")
             .to_owned();
-        let mut req = req.into_inner();
+        let answer = self.answer(&request_id, req.into_inner()).await?;
+        // The gateway turns these into OVMS's two backend histograms; it renders its
+        // answers from the message alone, so no backend metadata reaches a client.
+        let mut response = Response::new(answer.response);
+        let md = response.metadata_mut();
+        md.insert(wire::WAIT_US_HEADER, answer.wait_us.into());
+        md.insert(wire::INFERENCE_US_HEADER, answer.inference_us.into());
+        Ok(response)
+    }
+}
+
+/// `ModelInfer` as the gateway sends it: in frames, on a connection of its own.
+impl frames::Infer for Backend {
+    async fn infer(&self, call: frames::Call) -> Result<frames::Answer, Status> {
+        self.answer(&call.request_id, call.request).await
+    }
+}
+
+impl Backend {
+    /// One inference, whichever way it came.
+    async fn answer(
+        &self,
+        request_id: &str,
+        mut req: ModelInferRequest,
+    ) -> Result<frames::Answer, Status> {
         let model = Arc::clone(self.registry().find(&req.model_name, &req.model_version)?);
         let prepared = validate::prepare(&model, &mut req, self.max_tensor_elements)?;
         let (outputs, timing) = model.infer(prepared.inputs, prepared.outputs).await.map_err(|e| {
@@ -247,13 +271,11 @@ impl GrpcInferenceService for Backend {
             });
             response.raw_output_contents.push(out.data);
         }
-        // The gateway turns these into OVMS's two backend histograms; it renders its
-        // answers from the message alone, so no backend metadata reaches a client.
-        let mut response = Response::new(response);
-        let md = response.metadata_mut();
-        md.insert(wire::WAIT_US_HEADER, timing.wait_us.into());
-        md.insert(wire::INFERENCE_US_HEADER, timing.inference_us.into());
-        Ok(response)
+        Ok(frames::Answer {
+            response,
+            wait_us: timing.wait_us,
+            inference_us: timing.inference_us,
+        })
     }
 }
 

@@ -1,10 +1,13 @@
 //! The gateway's side of the Unix socket: a tonic client speaking KServe v2 gRPC over
-//! one multiplexed HTTP/2 connection, re-established lazily when the backend restarts.
+//! one multiplexed HTTP/2 connection, re-established lazily when the backend restarts,
+//! and, for `ModelInfer` alone, a pool of framed connections
+//! ([`warden_shared::frames`]).
 
 use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
 use tonic::transport::{Channel, Endpoint};
 use warden_shared::backend_proto::backend_gauges_client::BackendGaugesClient;
+use warden_shared::frames;
 use warden_shared::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 
 /// A cheap-to-clone handle on the backend.
@@ -12,9 +15,10 @@ pub type BackendClient = GrpcInferenceServiceClient<Channel>;
 /// The backend's gauges service, on the same connection.
 pub type GaugesClient = BackendGaugesClient<Channel>;
 
-/// Makes the clients for the socket at `path`, sharing one connection made on first
-/// use.
-pub fn connect_lazy(path: PathBuf) -> (BackendClient, GaugesClient) {
+/// Makes the clients for the socket at `path`, the gRPC ones sharing one connection
+/// made on first use.
+pub fn connect_lazy(path: PathBuf) -> Clients {
+    let frames = Frames::new(path.clone());
     // The URI is required by the API and ignored: the connector below dials the socket.
     let endpoint = Endpoint::from_static("http://backend.warden.invalid")
         .connect_timeout(std::time::Duration::from_secs(2))
@@ -33,28 +37,132 @@ pub fn connect_lazy(path: PathBuf) -> (BackendClient, GaugesClient) {
     let kserve = GrpcInferenceServiceClient::new(channel.clone())
         .max_decoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES)
         .max_encoding_message_size(warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES);
-    (kserve, BackendGaugesClient::new(channel))
+    Clients {
+        kserve,
+        gauges: BackendGaugesClient::new(channel),
+        frames,
+    }
 }
 
-/// What the backend measured of one inference, from its answer's metadata.
+/// Every client of the backend's socket.
+pub struct Clients {
+    pub kserve: BackendClient,
+    pub gauges: GaugesClient,
+    pub frames: Frames,
+}
+
+/// Idle framed connections kept for the next calls; more are opened when more calls
+/// run at once, and closed after their call.
+const MAX_IDLE_FRAMED: usize = 64;
+
+/// The pool of framed connections that carry `ModelInfer`.
+pub struct Frames {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<Framed>>,
+}
+
+/// One framed connection and what it has read past the last answer (nothing, between
+/// calls).
+struct Framed {
+    stream: tokio::net::UnixStream,
+    buf: bytes::BytesMut,
+}
+
+impl Frames {
+    pub fn new(path: PathBuf) -> Frames {
+        Frames {
+            path,
+            idle: Default::default(),
+        }
+    }
+
+    /// Runs one inference on the backend as `principal`. A connection whose call is
+    /// dropped half way (the client went away, a deadline passed) is closed, never
+    /// reused, so the backend drops the call too.
+    pub async fn infer(
+        &self,
+        principal: Option<&crate::auth::Principal>,
+        request_id: &str,
+        request: &warden_shared::proto::ModelInferRequest,
+    ) -> Result<frames::Answer, tonic::Status> {
+        let principal = principal.map(|p| p.display_name()).unwrap_or_default();
+        let (mut conn, mut out) = match self.take() {
+            Some(conn) => (conn, Vec::new()),
+            None => (self.connect().await?, frames::MAGIC.to_vec()),
+        };
+        frames::encode_call(&mut out, &principal, request_id, request)
+            .ok_or_else(|| tonic::Status::invalid_argument("request too large for the socket"))?;
+        let answer = conn.call(&out).await.map_err(|e| {
+            tracing::warn!(error = %e, "backend socket call failed");
+            tonic::Status::unavailable("backend unavailable")
+        })?;
+        self.put(conn);
+        Ok(answer?)
+    }
+
+    /// An idle connection the backend has not closed (it does, when it restarts).
+    fn take(&self) -> Option<Framed> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(conn) = idle.pop() {
+            let mut probe = [0u8; 1];
+            match conn.stream.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(conn),
+                // Closed, or a byte no call asked for: not reused.
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    fn put(&self, conn: Framed) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_FRAMED {
+            idle.push(conn);
+        }
+    }
+
+    async fn connect(&self) -> Result<Framed, tonic::Status> {
+        let connect = tokio::net::UnixStream::connect(&self.path);
+        match tokio::time::timeout(std::time::Duration::from_secs(2), connect).await {
+            Ok(Ok(stream)) => Ok(Framed {
+                stream,
+                buf: bytes::BytesMut::new(),
+            }),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "backend socket connect failed");
+                Err(tonic::Status::unavailable("backend unavailable"))
+            }
+            Err(_) => Err(tonic::Status::unavailable("backend connect timed out")),
+        }
+    }
+}
+
+impl Framed {
+    /// Writes one call and reads its answer.
+    async fn call(&mut self, out: &[u8]) -> std::io::Result<Result<frames::Answer, tonic::Status>> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(out).await?;
+        let payload = frames::read_frame(
+            &mut self.stream,
+            &mut self.buf,
+            warden_shared::wire::MAX_SOCKET_MESSAGE_BYTES,
+        )
+        .await?
+        .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        if !self.buf.is_empty() {
+            return Err(frames::Malformed("bytes after the answer").into());
+        }
+        Ok(frames::decode_answer(payload)?)
+    }
+}
+
+/// What the backend measured of one inference, from its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     /// Waiting for a free infer request (`ovms_wait_for_infer_req_time_us`).
     pub wait_us: u64,
     /// OpenVINO's inference call (`ovms_inference_time_us`).
     pub inference_us: u64,
-}
-
-impl Timing {
-    /// `None` when the answer does not carry both (a backend of another version).
-    pub fn read(md: &tonic::metadata::MetadataMap) -> Option<Timing> {
-        use warden_shared::wire;
-        let us = |key: &str| md.get(key)?.to_str().ok()?.parse::<u64>().ok();
-        Some(Timing {
-            wait_us: us(wire::WAIT_US_HEADER)?,
-            inference_us: us(wire::INFERENCE_US_HEADER)?,
-        })
-    }
 }
 
 /// Wraps a message for the backend with the verified principal and request id. Nothing

@@ -231,13 +231,13 @@ pub fn serve(wired: Wired, audit: audit::AuditLog) -> anyhow::Result<()> {
     }
     let rt = rt.enable_all().thread_name("warden-gateway").build()?;
     rt.block_on(async move {
-        let (backend, gauges) = backend_client::connect_lazy(config.socket_path());
+        let backend = backend_client::connect_lazy(config.socket_path());
         let start = audit::Record {
             event: "start",
             settings: Some(settings(&config, &policy)),
             ..Default::default()
         };
-        let state = Arc::new(state::State::new(config, jwt, policy, tls, audit, backend, gauges));
+        let state = Arc::new(state::State::new(config, jwt, policy, tls, audit, backend));
         if state.audit.write(&start).is_err() {
             state.metrics.inc(metrics::AUDIT_WRITE_FAILURES, []);
         }

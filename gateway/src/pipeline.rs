@@ -894,13 +894,14 @@ async fn steps<C: Codec>(
             // The socket client encodes the request into one buffer of its own.
             state.charge(call, prost::Message::encoded_len(&request))?;
             let sent = Instant::now();
-            let resp = backend
-                .model_infer(backend_request(request, p.as_ref(), &call.id))
-                .await
+            let answer = (state.frames.infer(p.as_ref(), &call.id, &request).await)
                 .map_err(|s| Refusal::from_backend(&s))?;
             call.dispatch = Some((sent - call.start, sent.elapsed()));
-            call.timing = Timing::read(resp.metadata());
-            let resp = resp.into_inner();
+            call.timing = Some(Timing {
+                wait_us: answer.wait_us,
+                inference_us: answer.inference_us,
+            });
+            let resp = answer.response;
             // The backend answers the version it used; record that one.
             call.version = Some(resp.model_version.clone());
             call.model_digest = digest_of(&resp.parameters);

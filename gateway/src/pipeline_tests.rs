@@ -249,10 +249,10 @@ fn harness_with(
     tweak(&mut config);
     let jwt = crate::auth::jwt::JwtAuthority::from_config(&config.auth).unwrap();
     let audit = crate::audit::AuditLog::open(&config.audit).unwrap();
-    let (backend, gauges) = crate::backend_client::connect_lazy(config.socket_path());
+    let backend = crate::backend_client::connect_lazy(config.socket_path());
     let tls = (tls(&[b"h2"]), tls(&[b"h2"]));
     let policy = crate::authz::Policy::from_toml(policy).unwrap();
-    let state = Arc::new(State::new(config, jwt, policy, tls, audit, backend, gauges));
+    let state = Arc::new(State::new(config, jwt, policy, tls, audit, backend));
     // No model at all: the catalog is left unread, as before the backend answers.
     if !models.is_empty() {
         state.catalog.replace(&proto::RepositoryIndexResponse {
@@ -652,8 +652,7 @@ async fn with_audit_fail_open_a_call_is_served_without_its_record() {
         crate::authz::Policy::from_toml(ALICE_ON_M).unwrap(),
         (h.state.tls(false), h.state.tls(true)),
         audit,
-        h.state.backend.clone(),
-        h.state.backend_gauges.clone(),
+        crate::backend_client::connect_lazy(h.state.config.socket_path()),
     );
     let call = call_of(&s, "alice");
     assert_eq!(s.finish(call, None, 200, Some(0)).await, Ok(()));
@@ -803,6 +802,7 @@ fn client_request_ids_are_kept_only_when_plain() {
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+use warden_shared::frames;
 
 /// A backend on the harness's socket, answering as Warden's backend does from the
 /// models the test gives it, and noting what each call carried across the socket.
@@ -935,56 +935,13 @@ impl proto::grpc_inference_service_server::GrpcInferenceService for Stub {
         }))
     }
 
-    /// Answers each FP32 input doubled, as output `y`.
+    /// The gateway sends inferences framed, never over gRPC.
     async fn model_infer(
         &self,
         r: GrpcRequest<proto::ModelInferRequest>,
     ) -> Result<GrpcResponse<proto::ModelInferResponse>, Status> {
-        self.note("ModelInfer", &r);
-        let m = r.into_inner();
-        let version = self.find(&m.model_name, &m.model_version)?;
-        let slow = self.slow.lock().unwrap().clone();
-        if let Some((model, delay)) = slow
-            && model == m.model_name
-        {
-            tokio::time::sleep(delay).await;
-        }
-        let raw: Vec<Bytes> = (m.raw_input_contents.iter())
-            .map(|b| {
-                (b.chunks_exact(4))
-                    .flat_map(|c| (2.0 * f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes())
-                    .collect::<Vec<u8>>()
-                    .into()
-            })
-            .collect();
-        let outputs = (m.inputs.iter())
-            .map(|i| proto::model_infer_response::InferOutputTensor {
-                name: "y".into(),
-                datatype: i.datatype.clone(),
-                shape: i.shape.clone(),
-                ..Default::default()
-            })
-            .collect();
-        let digest = proto::InferParameter {
-            parameter_choice: Some(proto::infer_parameter::ParameterChoice::StringParam(
-                STUB_DIGEST.into(),
-            )),
-        };
-        let mut answer = GrpcResponse::new(proto::ModelInferResponse {
-            model_name: m.model_name,
-            model_version: version,
-            id: m.id,
-            parameters: [("model_digest".to_owned(), digest)].into(),
-            outputs,
-            raw_output_contents: raw,
-        });
-        let md = answer.metadata_mut();
-        md.insert(warden_shared::wire::WAIT_US_HEADER, "7".parse().unwrap());
-        md.insert(
-            warden_shared::wire::INFERENCE_US_HEADER,
-            "11".parse().unwrap(),
-        );
-        Ok(answer)
+        self.note("ModelInfer over gRPC", &r);
+        Err(Status::unimplemented("ModelInfer is framed"))
     }
 
     async fn repository_index(
@@ -1014,6 +971,58 @@ impl proto::grpc_inference_service_server::GrpcInferenceService for Stub {
     }
 }
 
+/// Answers each FP32 input doubled, as output `y`.
+impl frames::Infer for Stub {
+    async fn infer(&self, call: frames::Call) -> Result<frames::Answer, Status> {
+        self.seen.lock().unwrap().push((
+            "ModelInfer",
+            Some(call.principal).filter(|p| !p.is_empty()),
+            Some(call.request_id),
+        ));
+        let m = call.request;
+        let version = self.find(&m.model_name, &m.model_version)?;
+        let slow = self.slow.lock().unwrap().clone();
+        if let Some((model, delay)) = slow
+            && model == m.model_name
+        {
+            tokio::time::sleep(delay).await;
+        }
+        let raw: Vec<Bytes> = (m.raw_input_contents.iter())
+            .map(|b| {
+                (b.chunks_exact(4))
+                    .flat_map(|c| (2.0 * f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes())
+                    .collect::<Vec<u8>>()
+                    .into()
+            })
+            .collect();
+        let outputs = (m.inputs.iter())
+            .map(|i| proto::model_infer_response::InferOutputTensor {
+                name: "y".into(),
+                datatype: i.datatype.clone(),
+                shape: i.shape.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let digest = proto::InferParameter {
+            parameter_choice: Some(proto::infer_parameter::ParameterChoice::StringParam(
+                STUB_DIGEST.into(),
+            )),
+        };
+        Ok(frames::Answer {
+            response: proto::ModelInferResponse {
+                model_name: m.model_name,
+                model_version: version,
+                id: m.id,
+                parameters: [("model_digest".to_owned(), digest)].into(),
+                outputs,
+                raw_output_contents: raw,
+            },
+            wait_us: 7,
+            inference_us: 11,
+        })
+    }
+}
+
 impl Harness {
     /// Starts `stub` on the backend's socket; it serves until the test's runtime ends.
     fn backend(&self, stub: &Arc<Stub>) {
@@ -1023,11 +1032,19 @@ impl Harness {
         let service = proto::grpc_inference_service_server::GrpcInferenceServiceServer::from_arc(
             Arc::clone(stub),
         );
+        let (grpc, incoming) = tokio::sync::mpsc::channel(8);
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+                .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(incoming)),
         );
+        let stub = Arc::clone(stub);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (grpc, stub) = (grpc.clone(), Arc::clone(&stub));
+                tokio::spawn(async move { frames::route(stream, &grpc, stub).await });
+            }
+        });
     }
 
     /// A client of the gateway's real gRPC front, over HTTP/2 on an in-memory

@@ -6,7 +6,7 @@
 use crate::audit::AuditLog;
 use crate::auth::jwt::JwtAuthority;
 use crate::authz::Policy;
-use crate::backend_client::{BackendClient, GaugesClient};
+use crate::backend_client::{BackendClient, Clients, Frames, GaugesClient};
 use crate::catalog::Catalog;
 use crate::limits::quota::Quotas;
 use crate::limits::rate::RateLimits;
@@ -26,6 +26,8 @@ pub struct State {
         std::sync::Arc<rustls::ServerConfig>,
     )>,
     pub backend: BackendClient,
+    /// The framed connections that carry `ModelInfer`.
+    pub frames: Frames,
     /// The backend's gauges (streams, infer request pool), read for `/metrics`.
     pub backend_gauges: GaugesClient,
     /// The model names and versions the backend serves.
@@ -64,8 +66,7 @@ impl State {
             std::sync::Arc<rustls::ServerConfig>,
         ),
         audit: AuditLog,
-        backend: BackendClient,
-        backend_gauges: GaugesClient,
+        backend: Clients,
     ) -> State {
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -86,8 +87,9 @@ impl State {
             jwt,
             policy: std::sync::RwLock::new(std::sync::Arc::new(policy)),
             tls: std::sync::RwLock::new(tls),
-            backend,
-            backend_gauges,
+            backend: backend.kserve,
+            frames: backend.frames,
+            backend_gauges: backend.gauges,
             catalog: Catalog::default(),
             grpc_calls,
             audit: std::sync::Arc::new(audit),

@@ -4,11 +4,12 @@
 //! the configuration file, and the OVMS model repository layout.
 //!
 //! Nothing in here touches the network, the file system beyond reading a config file,
-//! or OpenVINO; both processes can depend on it without widening what they can do.
+//! or OpenVINO (the socket's framing reads and writes a stream its caller opened); both processes can depend on it without widening what they can do.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod datatype;
+pub mod frames;
 pub mod remote;
 pub mod repository;
 pub mod wire;
