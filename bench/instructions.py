@@ -55,7 +55,8 @@ GATEWAY_STAGES = [
     ("decode (request)", r"warden_gateway::front::\S*(decode|parse|protoscan|tensor|split_body|head_len|Params|EncodeSeed|Bounded)"
                          r"|warden_gateway::front::json::put|warden_gateway::front::\S*normalize"),
     ("encode (response)", r"warden_gateway::front::\S*(render|RawAsJson|Element|from_proto|rendered|grpc_wire::(ok|frame|status))"),
-    ("socket to backend (tonic client, codec)", r"warden_gateway::backend_client|grpc_inference_service_client|tonic::client"
+    ("socket to backend (frames, tonic client for the rest)", r"warden_gateway::backend_client|warden_shared::frames"
+                                                r"|grpc_inference_service_client|tonic::client"
                                                 r"|tonic::codec|tokio::net::unix|hyper_util::client|tower::"),
     ("HTTP/2 + gRPC framing (hyper, h2)", r"\bh2::|hyper::|hyper_util::|\bhttp::|http_body|tonic::|warden_gateway::conn"
                                          r"|warden_gateway::front::grpc_wire|warden_gateway::front::(rest|grpc)::(handle|head|route|method)"),
@@ -70,6 +71,7 @@ BACKEND_STAGES = [
     ("decode (request) + checks", r"prost::\S*(merge|decode)|warden_shared::proto::\S*(merge|decode)|warden_backend::validate"),
     ("encode (response)", r"prost::\S*(encode|encoded_len)|warden_shared::proto::\S*(encode|encoded_len)"),
     ("service (model lookup, response)", r"warden_backend::"),
+    ("socket (frames)", r"warden_shared::frames|tokio::net::unix"),
     ("HTTP/2 + gRPC framing (hyper, h2, tonic)", r"\bh2::|hyper::|hyper_util::|\bhttp::|http_body|tonic::|tower::"),
     ("runtime (tokio)", r"tokio::|mio::"),
 ]

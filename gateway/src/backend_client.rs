@@ -189,3 +189,195 @@ pub fn backend_request<T>(
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    use tonic::Code;
+    use warden_shared::proto::{ModelInferRequest, ModelInferResponse};
+
+    /// A backend on a real Unix socket, serving framed calls with the backend's own
+    /// server loop: it echoes the model name and the caller's names back, and counts the
+    /// connections it accepted and the calls that ran to the end.
+    #[derive(Default)]
+    struct Backend {
+        accepted: AtomicUsize,
+        finished: AtomicUsize,
+        delay: Duration,
+    }
+
+    impl frames::Infer for Backend {
+        async fn infer(&self, call: frames::Call) -> Result<frames::Answer, tonic::Status> {
+            tokio::time::sleep(self.delay).await;
+            self.finished.fetch_add(1, Ordering::SeqCst);
+            if call.request.model_name == "missing" {
+                return Err(tonic::Status::not_found("model \"missing\" is not served"));
+            }
+            Ok(frames::Answer {
+                response: ModelInferResponse {
+                    model_name: call.request.model_name,
+                    id: format!("{} {}", call.principal, call.request_id),
+                    ..Default::default()
+                },
+                wait_us: 3,
+                inference_us: 5,
+            })
+        }
+    }
+
+    fn socket(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("warden-frames-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("backend.sock")
+    }
+
+    /// Serves `backend` on `path` until the returned task is aborted; aborting it
+    /// closes every connection it accepted, as a backend that exits does.
+    fn start(path: &PathBuf, backend: &Arc<Backend>) -> tokio::task::JoinHandle<()> {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let backend = Arc::clone(backend);
+        tokio::spawn(async move {
+            let mut served = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                backend.accepted.fetch_add(1, Ordering::SeqCst);
+                let (grpc, _) = tokio::sync::mpsc::channel(1);
+                let backend = Arc::clone(&backend);
+                served.spawn(async move { frames::route(stream, &grpc, backend).await });
+            }
+        })
+    }
+
+    fn request(model: &str) -> ModelInferRequest {
+        ModelInferRequest {
+            model_name: model.into(),
+            ..Default::default()
+        }
+    }
+
+    fn alice() -> crate::auth::Principal {
+        crate::auth::Principal {
+            method: crate::auth::Method::Jwt,
+            subject: "alice".into(),
+            issuer: "iss".into(),
+            key_id: None,
+            jti_hash: None,
+            scopes: vec![],
+            groups: vec![],
+            certificate: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_in_turn_share_one_connection_and_carry_the_callers_names() {
+        let path = socket("reuse");
+        let backend = Arc::new(Backend::default());
+        let _server = start(&path, &backend);
+        let frames = Frames::new(path);
+        for i in 0..3 {
+            let a = frames
+                .infer(Some(&alice()), &format!("r{i}"), &request("m"))
+                .await
+                .unwrap();
+            assert_eq!(a.response.id, format!("alice (iss) r{i}"));
+            assert_eq!((a.wait_us, a.inference_us), (3, 5));
+        }
+        let a = frames.infer(None, "r9", &request("m")).await.unwrap();
+        assert_eq!(a.response.id, " r9", "no principal: an empty one");
+        // An error answer is a clean end of the call: the connection is kept.
+        let e = frames
+            .infer(None, "r10", &request("missing"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (Code::NotFound, "model \"missing\" is not served")
+        );
+        frames.infer(None, "r11", &request("m")).await.unwrap();
+        assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn calls_at_once_each_get_a_connection_and_at_most_the_bound_stay_idle() {
+        let path = socket("many");
+        let backend = Arc::new(Backend {
+            delay: Duration::from_millis(200),
+            ..Default::default()
+        });
+        let _server = start(&path, &backend);
+        let frames = Arc::new(Frames::new(path));
+        let n = MAX_IDLE_FRAMED + 6;
+        let calls: Vec<_> = (0..n)
+            .map(|i| {
+                let frames = Arc::clone(&frames);
+                tokio::spawn(async move { frames.infer(None, &i.to_string(), &request("m")).await })
+            })
+            .collect();
+        for (i, c) in calls.into_iter().enumerate() {
+            assert_eq!(c.await.unwrap().unwrap().response.id, format!(" {i}"));
+        }
+        assert_eq!(backend.accepted.load(Ordering::SeqCst), n);
+        assert_eq!(frames.idle.lock().unwrap().len(), MAX_IDLE_FRAMED);
+    }
+
+    #[tokio::test]
+    async fn after_a_backend_restart_the_next_call_opens_a_new_connection() {
+        let path = socket("restart");
+        let backend = Arc::new(Backend::default());
+        let server = start(&path, &backend);
+        let frames = Frames::new(path.clone());
+        frames.infer(None, "before", &request("m")).await.unwrap();
+        server.abort();
+        let _ = server.await;
+        let restarted = Arc::new(Backend::default());
+        let _server = start(&path, &restarted);
+        // The idle connection is closed now; the call does not fail on it.
+        let a = frames.infer(None, "after", &request("m")).await.unwrap();
+        assert_eq!(a.response.id, " after");
+        assert_eq!(restarted.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_half_way_closes_its_connection_and_the_backend_drops_it_too() {
+        let path = socket("dropped");
+        let backend = Arc::new(Backend {
+            delay: Duration::from_millis(300),
+            ..Default::default()
+        });
+        let _server = start(&path, &backend);
+        let frames = Frames::new(path);
+        let cut = tokio::time::timeout(
+            Duration::from_millis(50),
+            frames.infer(None, "r", &request("m")),
+        )
+        .await;
+        assert!(cut.is_err(), "the deadline passed first");
+        assert!(
+            frames.idle.lock().unwrap().is_empty(),
+            "the connection is not reused"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            backend.finished.load(Ordering::SeqCst),
+            0,
+            "the backend dropped the call"
+        );
+        frames.infer(None, "r2", &request("m")).await.unwrap();
+        assert_eq!(backend.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn no_backend_is_unavailable() {
+        let frames = Frames::new(socket("none"));
+        let e = frames.infer(None, "r", &request("m")).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(
+            !e.message().contains("warden-frames"),
+            "no path in the message: {e:?}"
+        );
+    }
+}

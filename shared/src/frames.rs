@@ -145,8 +145,8 @@ pub fn encode_answer(out: &mut Vec<u8>, result: &Result<Answer, Status>) {
                 c @ 1..=16 => c as u8,
                 _ => Code::Unknown as u8,
             };
-            let message = s.message().as_bytes();
-            let message = &message[..message.len().min(MAX_NAME_BYTES)];
+            let message = s.message();
+            let message = &message.as_bytes()[..message.floor_char_boundary(MAX_NAME_BYTES)];
             out.put_u32_le(1 + message.len() as u32);
             out.put_u8(code);
             out.put_slice(message);

@@ -339,3 +339,21 @@ async fn a_second_call_while_one_runs_or_a_malformed_frame_ends_the_connection()
     a.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty(), "nothing answered to a malformed frame");
 }
+
+#[test]
+fn a_long_error_message_is_cut_at_a_character_not_inside_one() {
+    let long = "é".repeat(MAX_NAME_BYTES);
+    let mut out = Vec::new();
+    encode_answer(&mut out, &Err(Status::internal(long.clone())));
+    let back = decode_answer(payload(&out)).unwrap().unwrap_err();
+    assert_eq!(back.code(), Code::Internal);
+    assert!(back.message().len() <= MAX_NAME_BYTES);
+    assert!(
+        back.message().len() >= MAX_NAME_BYTES - 1,
+        "cut at the bound"
+    );
+    assert!(
+        long.starts_with(back.message()),
+        "no replacement character: a clean cut"
+    );
+}
