@@ -1,9 +1,12 @@
 //! The gateway ↔ backend protocol.
 //!
 //! The socket carries the KServe v2 gRPC service itself (HTTP/2 over a Unix socket), so
-//! there is one schema for the network and for the hop. What only the gateway may say
-//! travels in metadata with a `x-warden-` prefix; the gateway sets these from verified
-//! state and strips any client-supplied header with that prefix before forwarding.
+//! there is one schema for the network and for the hop; `ModelInfer`, the one call made
+//! per client request, crosses in lean frames of the same messages instead
+//! ([`crate::frames`]). What only the gateway may say travels in metadata with a
+//! `x-warden-` prefix (in a frame, in its own fields); the gateway sets these from
+//! verified state and strips any client-supplied header with that prefix before
+//! forwarding.
 
 /// The verified principal the request runs as (`sub@issuer` or a certificate identity).
 pub const PRINCIPAL_HEADER: &str = "x-warden-principal";
