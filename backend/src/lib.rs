@@ -372,8 +372,16 @@ async fn serve(
                     }
                     let (tx, framed) = (tx.clone(), Arc::clone(&framed));
                     tokio::spawn(async move {
-                        if let Err(e) = frames::route(stream, &tx, framed).await {
-                            tracing::warn!(error = %e, "framed connection from the gateway ended");
+                        match frames::route(stream, &tx, framed).await {
+                            Ok(()) => {}
+                            // The gateway closed the connection as its answer was
+                            // written: its client went away.
+                            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                                tracing::debug!("gateway closed a framed connection mid-answer");
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "framed connection from the gateway ended");
+                            }
                         }
                     });
                 }

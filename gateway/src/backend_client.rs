@@ -54,11 +54,19 @@ pub struct Clients {
 /// Idle framed connections kept for the next calls; more are opened when more calls
 /// run at once, and closed after their call.
 const MAX_IDLE_FRAMED: usize = 64;
+/// Framed calls at once, each on a connection of its own; a call past it waits for one
+/// to end (its deadline still applies). Far above what a backend runs at once (its
+/// infer requests and queue answer the rest with "busy"), and far below the
+/// descriptors either process may hold ([`crate::privilege::SPARE_FILES`], the
+/// backend's 4096), so no burst of calls can take the descriptors the backend's other
+/// connections need.
+pub const MAX_FRAMED_CALLS: usize = 512;
 
 /// The pool of framed connections that carry `ModelInfer`.
 pub struct Frames {
     path: PathBuf,
     idle: std::sync::Mutex<Vec<Framed>>,
+    calls: tokio::sync::Semaphore,
 }
 
 /// One framed connection and what it has read past the last answer (nothing, between
@@ -70,9 +78,14 @@ struct Framed {
 
 impl Frames {
     pub fn new(path: PathBuf) -> Frames {
+        Frames::bounded(path, MAX_FRAMED_CALLS)
+    }
+
+    fn bounded(path: PathBuf, calls: usize) -> Frames {
         Frames {
             path,
             idle: Default::default(),
+            calls: tokio::sync::Semaphore::new(calls),
         }
     }
 
@@ -86,6 +99,9 @@ impl Frames {
         request: &warden_shared::proto::ModelInferRequest,
     ) -> Result<frames::Answer, tonic::Status> {
         let principal = principal.map(|p| p.display_name()).unwrap_or_default();
+        // Never closed, so acquiring only waits.
+        let _permit = (self.calls.acquire().await)
+            .map_err(|_| tonic::Status::unavailable("backend unavailable"))?;
         let (mut conn, mut out) = match self.take() {
             Some(conn) => (conn, Vec::new()),
             None => (self.connect().await?, frames::MAGIC.to_vec()),
@@ -206,12 +222,18 @@ mod tests {
     struct Backend {
         accepted: AtomicUsize,
         finished: AtomicUsize,
+        /// Calls running now, and the most that ran at once.
+        running: AtomicUsize,
+        most: AtomicUsize,
         delay: Duration,
     }
 
     impl frames::Infer for Backend {
         async fn infer(&self, call: frames::Call) -> Result<frames::Answer, tonic::Status> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
             self.finished.fetch_add(1, Ordering::SeqCst);
             if call.request.model_name == "missing" {
                 return Err(tonic::Status::not_found("model \"missing\" is not served"));
@@ -325,6 +347,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn calls_past_the_bound_wait_for_a_connection_instead_of_opening_one() {
+        let path = socket("bound");
+        let backend = Arc::new(Backend {
+            delay: Duration::from_millis(100),
+            ..Default::default()
+        });
+        let _server = start(&path, &backend);
+        let frames = Arc::new(Frames::bounded(path, 2));
+        let calls: Vec<_> = (0..6)
+            .map(|i| {
+                let frames = Arc::clone(&frames);
+                tokio::spawn(async move { frames.infer(None, &i.to_string(), &request("m")).await })
+            })
+            .collect();
+        for c in calls {
+            c.await.unwrap().unwrap();
+        }
+        assert_eq!(backend.finished.load(Ordering::SeqCst), 6);
+        assert_eq!(
+            backend.accepted.load(Ordering::SeqCst),
+            2,
+            "two connections, reused"
+        );
+        assert_eq!(
+            backend.most.load(Ordering::SeqCst),
+            2,
+            "never more than two calls at once"
+        );
+    }
+
+    #[tokio::test]
     async fn after_a_backend_restart_the_next_call_opens_a_new_connection() {
         let path = socket("restart");
         let backend = Arc::new(Backend::default());
@@ -368,6 +421,14 @@ mod tests {
         );
         frames.infer(None, "r2", &request("m")).await.unwrap();
         assert_eq!(backend.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// Open framed connections (calls running plus idle ones) fit in the descriptors
+    /// the gateway keeps beyond its client connections, with room for the rest.
+    #[test]
+    fn framed_connections_fit_the_spare_descriptors() {
+        let most = (MAX_FRAMED_CALLS + MAX_IDLE_FRAMED) as u64;
+        assert!(most <= crate::privilege::SPARE_FILES * 3 / 4, "{most}");
     }
 
     #[tokio::test]
