@@ -41,6 +41,12 @@ fn answer() -> Answer {
     }
 }
 
+/// Runs a test's body with a bound, so that a fault that leaves a reader waiting fails
+/// the test instead of hanging it.
+async fn within<T>(body: impl Future<Output = T>) -> T {
+    (tokio::time::timeout(Duration::from_secs(10), body).await).expect("the test finished in time")
+}
+
 /// The payload of the one frame in `bytes`, checking its length prefix.
 fn payload(bytes: &[u8]) -> Bytes {
     let len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
@@ -142,87 +148,99 @@ fn malformed_payloads_are_refused() {
 
 #[tokio::test]
 async fn frames_are_read_whole_across_short_reads_and_a_clean_end_is_none() {
-    let (mut a, mut b) = duplex(3);
-    let mut bytes = Vec::new();
-    encode_call(&mut bytes, "p", "r1", &request()).unwrap();
-    encode_call(&mut bytes, "p", "r2", &request()).unwrap();
-    let writer = tokio::spawn(async move {
-        b.write_all(&bytes).await.unwrap();
-    });
-    let mut buf = BytesMut::new();
-    for id in ["r1", "r2"] {
-        let frame = read_frame(&mut a, &mut buf, 1 << 20)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(decode_call(frame).unwrap().request_id, id);
-    }
-    writer.await.unwrap();
-    assert_eq!(read_frame(&mut a, &mut buf, 1 << 20).await.unwrap(), None);
+    within(async {
+        let (mut a, mut b) = duplex(3);
+        let mut bytes = Vec::new();
+        encode_call(&mut bytes, "p", "r1", &request()).unwrap();
+        encode_call(&mut bytes, "p", "r2", &request()).unwrap();
+        let writer = tokio::spawn(async move {
+            b.write_all(&bytes).await.unwrap();
+        });
+        let mut buf = BytesMut::new();
+        for id in ["r1", "r2"] {
+            let frame = read_frame(&mut a, &mut buf, 1 << 20)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(decode_call(frame).unwrap().request_id, id);
+        }
+        writer.await.unwrap();
+        assert_eq!(read_frame(&mut a, &mut buf, 1 << 20).await.unwrap(), None);
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_frame_cut_short_is_an_error_not_an_end() {
-    for cut in [2usize, 6] {
-        let (mut a, mut b) = duplex(64);
-        b.write_all(&[10, 0, 0, 0, 1, 2][..cut]).await.unwrap();
-        drop(b);
-        let e = read_frame(&mut a, &mut BytesMut::new(), 64)
-            .await
-            .unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "cut at {cut}");
-    }
+    within(async {
+        for cut in [2usize, 6] {
+            let (mut a, mut b) = duplex(64);
+            b.write_all(&[10, 0, 0, 0, 1, 2][..cut]).await.unwrap();
+            drop(b);
+            let e = read_frame(&mut a, &mut BytesMut::new(), 64)
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "cut at {cut}");
+        }
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_length_over_the_bound_is_refused_before_its_bytes_arrive() {
-    let (mut a, mut b) = duplex(64);
-    // Only the length is sent: a reader that waited for the payload would hang.
-    b.write_all(&((1u32 << 20) + 1).to_le_bytes())
-        .await
-        .unwrap();
-    let mut buf = BytesMut::new();
-    let e = read_frame(&mut a, &mut buf, 1 << 20).await.unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-    assert!(
-        buf.capacity() < 1 << 20,
-        "nothing allocated for the refused length"
-    );
-    // At the bound it is read.
-    let (mut a, mut b) = duplex(4096);
-    b.write_all(&(1024u32).to_le_bytes()).await.unwrap();
-    b.write_all(&[7; 1024]).await.unwrap();
-    let frame = read_frame(&mut a, &mut BytesMut::new(), 1024)
-        .await
-        .unwrap();
-    assert_eq!(frame.unwrap().len(), 1024);
+    within(async {
+        let (mut a, mut b) = duplex(64);
+        // Only the length is sent: a reader that waited for the payload would hang.
+        b.write_all(&((1u32 << 20) + 1).to_le_bytes())
+            .await
+            .unwrap();
+        let mut buf = BytesMut::new();
+        let e = read_frame(&mut a, &mut buf, 1 << 20).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            buf.capacity() < 1 << 20,
+            "nothing allocated for the refused length"
+        );
+        // At the bound it is read.
+        let (mut a, mut b) = duplex(4096);
+        b.write_all(&(1024u32).to_le_bytes()).await.unwrap();
+        b.write_all(&[7; 1024]).await.unwrap();
+        let frame = read_frame(&mut a, &mut BytesMut::new(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(frame.unwrap().len(), 1024);
+    })
+    .await
 }
 
 #[tokio::test]
 async fn open_tells_frames_from_the_http2_preface_and_replays_its_byte() {
-    let (a, mut b) = duplex(64);
-    b.write_all(MAGIC).await.unwrap();
-    b.write_all(b"next").await.unwrap();
-    let Opened::Frames(mut s) = open(a).await.unwrap() else {
-        panic!("magic not recognised")
-    };
-    let mut next = [0u8; 4];
-    s.read_exact(&mut next).await.unwrap();
-    assert_eq!(&next, b"next", "the magic is consumed, nothing after it");
+    within(async {
+        let (a, mut b) = duplex(64);
+        b.write_all(MAGIC).await.unwrap();
+        b.write_all(b"next").await.unwrap();
+        let Opened::Frames(mut s) = open(a).await.unwrap() else {
+            panic!("magic not recognised")
+        };
+        let mut next = [0u8; 4];
+        s.read_exact(&mut next).await.unwrap();
+        assert_eq!(&next, b"next", "the magic is consumed, nothing after it");
 
-    let (a, mut b) = duplex(64);
-    b.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
-    drop(b);
-    let Opened::Grpc(mut s) = open(a).await.unwrap() else {
-        panic!("preface taken for frames")
-    };
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).await.unwrap();
-    assert_eq!(all, b"PRI * HTTP/2.0\r\n", "gRPC reads the preface whole");
+        let (a, mut b) = duplex(64);
+        b.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        drop(b);
+        let Opened::Grpc(mut s) = open(a).await.unwrap() else {
+            panic!("preface taken for frames")
+        };
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"PRI * HTTP/2.0\r\n", "gRPC reads the preface whole");
 
-    let (a, mut b) = duplex(64);
-    b.write_all(b"WARDENF0").await.unwrap();
-    assert!(matches!(open(a).await, Err(e) if e.kind() == io::ErrorKind::InvalidData));
+        let (a, mut b) = duplex(64);
+        b.write_all(b"WARDENF0").await.unwrap();
+        assert!(matches!(open(a).await, Err(e) if e.kind() == io::ErrorKind::InvalidData));
+    })
+    .await
 }
 
 /// Answers after `delay`, counting calls started and calls finished (not dropped).
@@ -265,79 +283,88 @@ async fn call(
 
 #[tokio::test]
 async fn serve_answers_calls_in_turn_with_the_callers_names() {
-    let echo = Arc::new(Echo::default());
-    let (mut a, b) = duplex(1 << 16);
-    let server = tokio::spawn(serve(b, Arc::clone(&echo)));
-    let first = call(&mut a, "m").await.unwrap();
-    assert_eq!(first.response.id, "alice req-9");
-    assert_eq!(
-        first.response.raw_output_contents,
-        answer().response.raw_output_contents
-    );
-    let missing = call(&mut a, "other").await.unwrap_err();
-    assert_eq!(
-        (missing.code(), missing.message()),
-        (Code::NotFound, "no such model")
-    );
-    drop(a);
-    server.await.unwrap().unwrap();
-    assert_eq!(echo.finished.load(Ordering::SeqCst), 2);
+    within(async {
+        let echo = Arc::new(Echo::default());
+        let (mut a, b) = duplex(1 << 16);
+        let server = tokio::spawn(serve(b, Arc::clone(&echo)));
+        let first = call(&mut a, "m").await.unwrap();
+        assert_eq!(first.response.id, "alice req-9");
+        assert_eq!(
+            first.response.raw_output_contents,
+            answer().response.raw_output_contents
+        );
+        let missing = call(&mut a, "other").await.unwrap_err();
+        assert_eq!(
+            (missing.code(), missing.message()),
+            (Code::NotFound, "no such model")
+        );
+        drop(a);
+        server.await.unwrap().unwrap();
+        assert_eq!(echo.finished.load(Ordering::SeqCst), 2);
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_closed_connection_drops_its_running_call() {
-    let echo = Arc::new(Echo {
-        delay: Duration::from_secs(30),
-        ..Default::default()
-    });
-    let (mut a, b) = duplex(1 << 16);
-    let server = tokio::spawn(serve(b, Arc::clone(&echo)));
-    let mut out = Vec::new();
-    encode_call(&mut out, "p", "r", &request()).unwrap();
-    a.write_all(&out).await.unwrap();
-    while echo.started.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
-    drop(a);
-    let ended = tokio::time::timeout(Duration::from_secs(5), server).await;
-    assert!(
-        matches!(ended, Ok(Ok(Ok(())))),
-        "the connection ends at once: {ended:?}"
-    );
-    assert_eq!(
-        echo.finished.load(Ordering::SeqCst),
-        0,
-        "the call was dropped"
-    );
+    within(async {
+        let echo = Arc::new(Echo {
+            delay: Duration::from_secs(30),
+            ..Default::default()
+        });
+        let (mut a, b) = duplex(1 << 16);
+        let server = tokio::spawn(serve(b, Arc::clone(&echo)));
+        let mut out = Vec::new();
+        encode_call(&mut out, "p", "r", &request()).unwrap();
+        a.write_all(&out).await.unwrap();
+        while echo.started.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(a);
+        let ended = tokio::time::timeout(Duration::from_secs(5), server).await;
+        assert!(
+            matches!(ended, Ok(Ok(Ok(())))),
+            "the connection ends at once: {ended:?}"
+        );
+        assert_eq!(
+            echo.finished.load(Ordering::SeqCst),
+            0,
+            "the call was dropped"
+        );
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_second_call_while_one_runs_or_a_malformed_frame_ends_the_connection() {
-    let echo = Arc::new(Echo {
-        delay: Duration::from_secs(30),
-        ..Default::default()
-    });
-    let (mut a, b) = duplex(1 << 16);
-    let server = tokio::spawn(serve(b, Arc::clone(&echo)));
-    let mut out = Vec::new();
-    encode_call(&mut out, "p", "r", &request()).unwrap();
-    a.write_all(&out).await.unwrap();
-    a.write_all(&out).await.unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(e.unwrap_err().kind(), io::ErrorKind::InvalidData);
-    assert_eq!(echo.finished.load(Ordering::SeqCst), 0);
+    within(async {
+        let echo = Arc::new(Echo {
+            delay: Duration::from_secs(30),
+            ..Default::default()
+        });
+        let (mut a, b) = duplex(1 << 16);
+        let server = tokio::spawn(serve(b, Arc::clone(&echo)));
+        let mut out = Vec::new();
+        encode_call(&mut out, "p", "r", &request()).unwrap();
+        a.write_all(&out).await.unwrap();
+        a.write_all(&out).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(echo.finished.load(Ordering::SeqCst), 0);
 
-    let (mut a, b) = duplex(1 << 16);
-    let server = tokio::spawn(serve(b, Arc::new(Echo::default())));
-    a.write_all(&[1, 0, 0, 0, 9]).await.unwrap();
-    let e = server.await.unwrap().unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-    let mut rest = Vec::new();
-    a.read_to_end(&mut rest).await.unwrap();
-    assert!(rest.is_empty(), "nothing answered to a malformed frame");
+        let (mut a, b) = duplex(1 << 16);
+        let server = tokio::spawn(serve(b, Arc::new(Echo::default())));
+        a.write_all(&[1, 0, 0, 0, 9]).await.unwrap();
+        let e = server.await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let mut rest = Vec::new();
+        a.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "nothing answered to a malformed frame");
+    })
+    .await
 }
 
 #[test]
