@@ -76,12 +76,29 @@ pub fn encode_call(
     request_id: &str,
     request: &ModelInferRequest,
 ) -> Option<()> {
+    encode_call_within(
+        out,
+        principal,
+        request_id,
+        request,
+        MAX_SOCKET_MESSAGE_BYTES,
+    )
+}
+
+/// [`encode_call`] with a frame of at most `max` bytes.
+fn encode_call_within(
+    out: &mut Vec<u8>,
+    principal: &str,
+    request_id: &str,
+    request: &ModelInferRequest,
+    max: usize,
+) -> Option<()> {
     let names = [principal.as_bytes(), request_id.as_bytes()];
     if names.iter().any(|n| n.len() > MAX_NAME_BYTES) {
         return None;
     }
     let len = 1 + 2 + names[0].len() + 2 + names[1].len() + request.encoded_len();
-    if len > MAX_SOCKET_MESSAGE_BYTES {
+    if len > max {
         return None;
     }
     out.reserve(4 + len);
@@ -123,35 +140,40 @@ fn name(payload: &mut Bytes) -> Result<String, Malformed> {
     String::from_utf8(payload.split_to(len).to_vec()).map_err(|_| Malformed("name not UTF-8"))
 }
 
-/// Appends `result` as one frame to `out`.
+/// Appends `result` as one frame to `out`. An answer longer than the socket carries
+/// is sent as RESOURCE_EXHAUSTED instead.
 pub fn encode_answer(out: &mut Vec<u8>, result: &Result<Answer, Status>) {
-    match result {
-        Ok(a) if 1 + 8 + 8 + a.response.encoded_len() > MAX_SOCKET_MESSAGE_BYTES => {
-            let s = Status::resource_exhausted("the answer is larger than the socket carries");
-            encode_answer(out, &Err(s));
-        }
+    encode_answer_within(out, result, MAX_SOCKET_MESSAGE_BYTES)
+}
+
+/// [`encode_answer`] with a frame of at most `max` bytes.
+fn encode_answer_within(out: &mut Vec<u8>, result: &Result<Answer, Status>, max: usize) {
+    let status = match result {
         Ok(a) => {
             let len = 1 + 8 + 8 + a.response.encoded_len();
-            out.reserve(4 + len);
-            out.put_u32_le(len as u32);
-            out.put_u8(0);
-            out.put_u64_le(a.wait_us);
-            out.put_u64_le(a.inference_us);
-            a.response.encode_raw(out);
+            if len <= max {
+                out.reserve(4 + len);
+                out.put_u32_le(len as u32);
+                out.put_u8(0);
+                out.put_u64_le(a.wait_us);
+                out.put_u64_le(a.inference_us);
+                a.response.encode_raw(out);
+                return;
+            }
+            &Status::resource_exhausted("the answer is larger than the socket carries")
         }
-        Err(s) => {
-            // A code outside 1..=16 (there is none today) is sent as UNKNOWN, never as 0.
-            let code = match s.code() as i32 {
-                c @ 1..=16 => c as u8,
-                _ => Code::Unknown as u8,
-            };
-            let message = s.message();
-            let message = &message.as_bytes()[..message.floor_char_boundary(MAX_NAME_BYTES)];
-            out.put_u32_le(1 + message.len() as u32);
-            out.put_u8(code);
-            out.put_slice(message);
-        }
-    }
+        Err(s) => s,
+    };
+    // A code outside 1..=16 (there is none today) is sent as UNKNOWN, never as 0.
+    let code = match status.code() as i32 {
+        c @ 1..=16 => c as u8,
+        _ => Code::Unknown as u8,
+    };
+    let message = status.message();
+    let message = &message.as_bytes()[..message.floor_char_boundary(MAX_NAME_BYTES)];
+    out.put_u32_le(1 + message.len() as u32);
+    out.put_u8(code);
+    out.put_slice(message);
 }
 
 /// Reads an answer's payload. The response's raw tensors stay slices of `payload`.

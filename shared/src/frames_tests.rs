@@ -384,3 +384,48 @@ fn a_long_error_message_is_cut_at_a_character_not_inside_one() {
         "no replacement character: a clean cut"
     );
 }
+
+#[test]
+fn a_call_at_the_frame_bound_is_written_and_one_byte_past_it_is_not() {
+    let r = request();
+    let mut out = Vec::new();
+    encode_call(&mut out, "p", "r", &r).unwrap();
+    let len = out.len() - 4;
+    out.clear();
+    assert_eq!(encode_call_within(&mut out, "p", "r", &r, len - 1), None);
+    assert!(out.is_empty(), "nothing written for a refused call");
+    encode_call_within(&mut out, "p", "r", &r, len).unwrap();
+    assert_eq!(decode_call(payload(&out)).unwrap().request, r);
+}
+
+#[test]
+fn an_answer_past_the_frame_bound_is_sent_as_resource_exhausted() {
+    let mut out = Vec::new();
+    encode_answer(&mut out, &Ok(answer()));
+    let len = out.len() - 4;
+    out.clear();
+    encode_answer_within(&mut out, &Ok(answer()), len);
+    assert_eq!(
+        decode_answer(payload(&out)).unwrap().unwrap(),
+        answer(),
+        "at the bound"
+    );
+    out.clear();
+    encode_answer_within(&mut out, &Ok(answer()), len - 1);
+    let e = decode_answer(payload(&out)).unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert_eq!(e.message(), "the answer is larger than the socket carries");
+}
+
+#[test]
+fn a_call_whose_request_is_empty_ends_with_its_request_id() {
+    // The request id then runs to the payload's very end.
+    let mut out = Vec::new();
+    encode_call(&mut out, "", "req", &ModelInferRequest::default()).unwrap();
+    let call = decode_call(payload(&out)).unwrap();
+    assert_eq!(
+        (call.principal.as_str(), call.request_id.as_str()),
+        ("", "req")
+    );
+    assert_eq!(call.request, ModelInferRequest::default());
+}
