@@ -429,3 +429,10 @@ fn a_call_whose_request_is_empty_ends_with_its_request_id() {
     );
     assert_eq!(call.request, ModelInferRequest::default());
 }
+
+#[test]
+fn a_malformed_frame_names_what_was_wrong_in_the_log() {
+    let e = io::Error::from(Malformed("unknown call kind"));
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    assert_eq!(e.to_string(), "malformed frame: unknown call kind");
+}
