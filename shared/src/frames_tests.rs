@@ -436,3 +436,26 @@ fn a_malformed_frame_names_what_was_wrong_in_the_log() {
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     assert_eq!(e.to_string(), "malformed frame: unknown call kind");
 }
+
+#[tokio::test]
+async fn what_grpc_writes_on_a_replayed_stream_reaches_the_peer_whole() {
+    within(async {
+        let (a, mut b) = duplex(1 << 16);
+        b.write_all(b"PRI").await.unwrap();
+        let Opened::Grpc(mut s) = open(a).await.unwrap() else {
+            panic!("preface taken for frames")
+        };
+        s.write_all(b"settings").await.unwrap();
+        let parts = [io::IoSlice::new(b"head"), io::IoSlice::new(b"ers")];
+        let n = s.write_vectored(&parts).await.unwrap();
+        assert!(n > 0);
+        assert_eq!(s.is_write_vectored(), b.is_write_vectored(), "as the stream under it says");
+        s.flush().await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        assert_eq!(&got[..12], b"settingshead", "every byte, in order");
+        assert_eq!(got.len(), 8 + n);
+    })
+    .await
+}
