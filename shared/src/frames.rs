@@ -239,9 +239,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if len > max {
         return Err(Malformed("frame longer than the socket carries").into());
     }
-    if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
-    }
+    buf.reserve((4 + len).saturating_sub(buf.len()));
     while buf.len() < 4 + len {
         if r.read_buf(buf).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());

@@ -449,13 +449,48 @@ async fn what_grpc_writes_on_a_replayed_stream_reaches_the_peer_whole() {
         let parts = [io::IoSlice::new(b"head"), io::IoSlice::new(b"ers")];
         let n = s.write_vectored(&parts).await.unwrap();
         assert!(n > 0);
-        assert_eq!(s.is_write_vectored(), b.is_write_vectored(), "as the stream under it says");
+        assert_eq!(
+            s.is_write_vectored(),
+            b.is_write_vectored(),
+            "as the stream under it says"
+        );
         s.flush().await.unwrap();
         s.shutdown().await.unwrap();
         let mut got = Vec::new();
         b.read_to_end(&mut got).await.unwrap();
         assert_eq!(&got[..12], b"settingshead", "every byte, in order");
         assert_eq!(got.len(), 8 + n);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn route_serves_frames_itself_and_hands_anything_else_to_grpc() {
+    within(async {
+        let (grpc, mut incoming) = tokio::sync::mpsc::channel(1);
+        let (mut a, b) = duplex(1 << 16);
+        let echo = Arc::new(Echo::default());
+        let routed = tokio::spawn({
+            let (grpc, echo) = (grpc.clone(), Arc::clone(&echo));
+            async move { route(b, &grpc, echo).await }
+        });
+        a.write_all(MAGIC).await.unwrap();
+        assert_eq!(call(&mut a, "m").await.unwrap().response.id, "alice req-9");
+        drop(a);
+        routed.await.unwrap().unwrap();
+        assert!(
+            incoming.try_recv().is_err(),
+            "a framed connection never reaches gRPC"
+        );
+
+        let (mut a, b) = duplex(64);
+        a.write_all(b"PRI * HTTP/2.0").await.unwrap();
+        drop(a);
+        route(b, &grpc, echo).await.unwrap();
+        let mut handed = incoming.recv().await.unwrap().unwrap();
+        let mut all = Vec::new();
+        handed.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"PRI * HTTP/2.0");
     })
     .await
 }
