@@ -45,7 +45,7 @@ CORE=(
   gateway/src/audit.rs gateway/src/catalog.rs gateway/src/front/protoscan.rs
   sandbox/src/seccomp.rs sandbox/src/landlock.rs sandbox/src/lib.rs
   signing/src/lib.rs signing/src/bundle.rs signing/src/key.rs signing/src/manifest.rs
-  signing/src/tree.rs shared/src/wire.rs shared/src/remote.rs
+  signing/src/tree.rs shared/src/wire.rs shared/src/frames.rs shared/src/remote.rs
 )
 
 args=()
