@@ -305,18 +305,30 @@ async fn serve_answers_calls_in_turn_with_the_callers_names() {
     .await
 }
 
+/// A connection served by an [`Echo`] that takes 30 s, with one call sent on it: the
+/// client's end, the server's task, the echo, and the call's bytes.
+async fn a_call_that_runs_long() -> (
+    tokio::io::DuplexStream,
+    tokio::task::JoinHandle<io::Result<()>>,
+    Arc<Echo>,
+    Vec<u8>,
+) {
+    let echo = Arc::new(Echo {
+        delay: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let (mut a, b) = duplex(1 << 16);
+    let server = tokio::spawn(serve(b, Arc::clone(&echo)));
+    let mut out = Vec::new();
+    encode_call(&mut out, "p", "r", &request()).unwrap();
+    a.write_all(&out).await.unwrap();
+    (a, server, echo, out)
+}
+
 #[tokio::test]
 async fn a_closed_connection_drops_its_running_call() {
     within(async {
-        let echo = Arc::new(Echo {
-            delay: Duration::from_secs(30),
-            ..Default::default()
-        });
-        let (mut a, b) = duplex(1 << 16);
-        let server = tokio::spawn(serve(b, Arc::clone(&echo)));
-        let mut out = Vec::new();
-        encode_call(&mut out, "p", "r", &request()).unwrap();
-        a.write_all(&out).await.unwrap();
+        let (a, server, echo, _) = a_call_that_runs_long().await;
         while echo.started.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
@@ -338,15 +350,7 @@ async fn a_closed_connection_drops_its_running_call() {
 #[tokio::test]
 async fn a_second_call_while_one_runs_or_a_malformed_frame_ends_the_connection() {
     within(async {
-        let echo = Arc::new(Echo {
-            delay: Duration::from_secs(30),
-            ..Default::default()
-        });
-        let (mut a, b) = duplex(1 << 16);
-        let server = tokio::spawn(serve(b, Arc::clone(&echo)));
-        let mut out = Vec::new();
-        encode_call(&mut out, "p", "r", &request()).unwrap();
-        a.write_all(&out).await.unwrap();
+        let (mut a, server, echo, out) = a_call_that_runs_long().await;
         a.write_all(&out).await.unwrap();
         let e = tokio::time::timeout(Duration::from_secs(5), server)
             .await
