@@ -293,7 +293,8 @@ pub async fn accept_loop<F, S, B>(
         let builder = Arc::clone(&builder);
         let make = Arc::clone(&make);
         let state = Arc::clone(&state);
-        state.open_connections.fetch_add(1, Ordering::AcqRel);
+        let open = state.open_connections.fetch_add(1, Ordering::AcqRel) + 1;
+        state.connections_high.fetch_max(open, Ordering::AcqRel);
         tokio::spawn(async move {
             // Counted from accept, handshake included, so a stopping gateway waits for it.
             let _open = OpenConn(Arc::clone(&state));

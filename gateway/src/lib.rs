@@ -358,11 +358,9 @@ async fn housekeeping(state: Arc<state::State>) {
             };
             let _ = state.audit.write(&rec);
         }
-        if trimmer.due(
-            state
-                .open_connections
-                .load(std::sync::atomic::Ordering::Acquire),
-        ) {
+        let open = (state.open_connections).load(std::sync::atomic::Ordering::Acquire);
+        let most = (state.connections_high).swap(open, std::sync::atomic::Ordering::AcqRel);
+        if trimmer.due(open, most) {
             heap::trim();
         }
         n += 1;

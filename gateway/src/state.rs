@@ -51,6 +51,9 @@ pub struct State {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Client connections open now (all listeners).
     pub open_connections: std::sync::atomic::AtomicI64,
+    /// The most client connections open at once since housekeeping last looked (set at
+    /// accept, reset by each housekeeping tick), so a crowd shorter than a tick is seen.
+    pub connections_high: std::sync::atomic::AtomicI64,
     /// Distinguishes this process's request ids from another run's.
     boot: u64,
     counter: AtomicU64,
@@ -99,6 +102,7 @@ impl State {
             draining: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
             open_connections: Default::default(),
+            connections_high: Default::default(),
             boot,
             counter: AtomicU64::new(0),
         }
