@@ -250,6 +250,31 @@ mod tests {
         }
     }
 
+    impl Backend {
+        /// A backend whose every call takes `delay`.
+        fn taking(delay: Duration) -> Arc<Backend> {
+            Arc::new(Backend {
+                delay,
+                ..Default::default()
+            })
+        }
+    }
+
+    /// `n` calls started at once (request ids 0..n), their answers in that order.
+    async fn at_once(pool: &Arc<Frames>, n: usize) -> Vec<Result<frames::Answer, tonic::Status>> {
+        let calls: Vec<_> = (0..n)
+            .map(|i| {
+                let pool = Arc::clone(pool);
+                tokio::spawn(async move { pool.infer(None, &i.to_string(), &request("m")).await })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(n);
+        for c in calls {
+            answers.push(c.await.unwrap());
+        }
+        answers
+    }
+
     fn socket(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("warden-frames-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -326,21 +351,12 @@ mod tests {
     #[tokio::test]
     async fn calls_at_once_each_get_a_connection_and_at_most_the_bound_stay_idle() {
         let path = socket("many");
-        let backend = Arc::new(Backend {
-            delay: Duration::from_millis(200),
-            ..Default::default()
-        });
+        let backend = Backend::taking(Duration::from_millis(200));
         let _server = start(&path, &backend);
         let frames = Arc::new(Frames::new(path));
         let n = MAX_IDLE_FRAMED + 6;
-        let calls: Vec<_> = (0..n)
-            .map(|i| {
-                let frames = Arc::clone(&frames);
-                tokio::spawn(async move { frames.infer(None, &i.to_string(), &request("m")).await })
-            })
-            .collect();
-        for (i, c) in calls.into_iter().enumerate() {
-            assert_eq!(c.await.unwrap().unwrap().response.id, format!(" {i}"));
+        for (i, answer) in at_once(&frames, n).await.into_iter().enumerate() {
+            assert_eq!(answer.unwrap().response.id, format!(" {i}"));
         }
         assert_eq!(backend.accepted.load(Ordering::SeqCst), n);
         assert_eq!(frames.idle.lock().unwrap().len(), MAX_IDLE_FRAMED);
@@ -349,20 +365,11 @@ mod tests {
     #[tokio::test]
     async fn calls_past_the_bound_wait_for_a_connection_instead_of_opening_one() {
         let path = socket("bound");
-        let backend = Arc::new(Backend {
-            delay: Duration::from_millis(100),
-            ..Default::default()
-        });
+        let backend = Backend::taking(Duration::from_millis(100));
         let _server = start(&path, &backend);
         let frames = Arc::new(Frames::bounded(path, 2));
-        let calls: Vec<_> = (0..6)
-            .map(|i| {
-                let frames = Arc::clone(&frames);
-                tokio::spawn(async move { frames.infer(None, &i.to_string(), &request("m")).await })
-            })
-            .collect();
-        for c in calls {
-            c.await.unwrap().unwrap();
+        for answer in at_once(&frames, 6).await {
+            answer.unwrap();
         }
         assert_eq!(backend.finished.load(Ordering::SeqCst), 6);
         assert_eq!(
@@ -397,10 +404,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_dropped_half_way_closes_its_connection_and_the_backend_drops_it_too() {
         let path = socket("dropped");
-        let backend = Arc::new(Backend {
-            delay: Duration::from_millis(300),
-            ..Default::default()
-        });
+        let backend = Backend::taking(Duration::from_millis(300));
         let _server = start(&path, &backend);
         let frames = Frames::new(path);
         let cut = tokio::time::timeout(
