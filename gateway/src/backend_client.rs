@@ -113,7 +113,7 @@ impl Frames {
             tonic::Status::unavailable("backend unavailable")
         })?;
         self.put(conn);
-        Ok(answer?)
+        answer
     }
 
     /// An idle connection the backend has not closed (it does, when it restarts).

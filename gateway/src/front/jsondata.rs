@@ -40,13 +40,14 @@ struct Number<'a> {
     float: bool,
 }
 
-/// `10^i`, exact in `f64` for `i <= 22`.
-const POW10_F64: [f64; 23] = [
+/// `10^i`, exact in `f64` for `i <= 22`. A `static`, not a `const`: a `const` array
+/// indexed at run time is copied onto the stack at each use (184 bytes per number).
+static POW10_F64: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 /// `10^i`, exact in `f32` for `i <= 10`.
-const POW10_F32: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
+static POW10_F32: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
 
 impl Number<'_> {
     /// The value rounded once to `f64`.
@@ -67,6 +68,7 @@ impl Number<'_> {
     }
 
     /// The value rounded once to `f32`.
+    #[inline(always)]
     fn f32(&self) -> Option<f32> {
         if let Some(m) = self.mantissa
             && m <= 1 << 24
@@ -411,7 +413,12 @@ impl<'a> Scanner<'a> {
                 put(elem, count)?;
                 count += 1;
             }
-            // What follows it: `,` and the next value, or `]` closing arrays.
+            // What follows it: `,` and the next value, or `]` closing arrays. A comma
+            // right after the value (the common case) first, straight to the next.
+            if depth > 0 && self.peek() == Some(b',') {
+                self.pos += 1;
+                continue;
+            }
             loop {
                 if depth == 0 {
                     self.skip_ws();
@@ -447,6 +454,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// One number, by JSON's grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    #[inline(always)]
     fn number(&mut self) -> Result<Number<'a>, String> {
         let s = self.text;
         let start = self.pos;
@@ -457,25 +465,9 @@ impl<'a> Scanner<'a> {
         // Every digit, into one u64: exact while there are at most 19 of them.
         let mut m = 0u64;
         let mut n = 0usize;
-        // `long`: eight at a time first (fractions; integer parts are mostly short).
-        let mut digits = |p: &mut usize, long: bool| {
-            let from = *p;
-            while long && let Some(eight) = eight_digits(s, *p) {
-                m = m.wrapping_mul(100_000_000).wrapping_add(eight);
-                *p += 8;
-            }
-            while let d @ b'0'..=b'9' = at(*p) {
-                m = m.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
-                *p += 1;
-            }
-            n += *p - from;
-            *p - from
-        };
         match at(p) {
             b'0' => p += 1,
-            b'1'..=b'9' => {
-                digits(&mut p, false);
-            }
+            b'1'..=b'9' => n += digits(s, &mut p, &mut m),
             _ => return Err(self.syntax("invalid number")),
         }
         let mut exp10 = 0i64;
@@ -483,7 +475,8 @@ impl<'a> Scanner<'a> {
         if at(p) == b'.' {
             p += 1;
             float = true;
-            let f = digits(&mut p, true);
+            let f = digits(s, &mut p, &mut m);
+            n += f;
             if f == 0 {
                 self.pos = p;
                 return Err(self.syntax("invalid number"));
@@ -519,25 +512,74 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// The value of the eight bytes at `p` if they are all digits, read at once (the
-/// standard library's float parser does the same).
-fn eight_digits(s: &[u8], p: usize) -> Option<u64> {
-    // The last byte first: short runs (six decimals, say) stop here, cheaply.
-    if !s.get(p.checked_add(7)?)?.is_ascii_digit() {
-        return None;
+/// Reads the digits at `p` onto `m` (`m` times ten, plus the digit, for each; wrapping
+/// past 19 digits), moving `p` past them. Returns how many there were.
+#[inline(always)]
+fn digits(s: &[u8], p: &mut usize, m: &mut u64) -> usize {
+    let from = *p;
+    loop {
+        match digit_run(s, *p) {
+            Some((v, k)) => {
+                *m = m.wrapping_mul(POW10_U64[k]).wrapping_add(v);
+                *p += k;
+                if k < 8 {
+                    break;
+                }
+            }
+            // Fewer than eight bytes left: one at a time.
+            None => {
+                while let Some(&d @ b'0'..=b'9') = s.get(*p) {
+                    *m = m.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                    *p += 1;
+                }
+                break;
+            }
+        }
     }
-    let v = u64::from_le_bytes(s.get(p..p + 8)?.try_into().ok()?);
-    let digits = v.wrapping_sub(0x3030_3030_3030_3030);
-    if (v.wrapping_add(0x4646_4646_4646_4646) | digits) & 0x8080_8080_8080_8080 != 0 {
-        return None;
+    *p - from
+}
+
+/// `10^i` for `i <= 8`, the factor a run of `i` digits shifts the digits before it by.
+static POW10_U64: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The run of digits starting at `p`, up to eight of them, read in one step from the
+/// eight bytes at `p` (none when fewer than eight are left): their value and how many
+/// there are (fewer than eight: the run ends inside these bytes).
+#[inline]
+fn digit_run(s: &[u8], p: usize) -> Option<(u64, usize)> {
+    let w = u64::from_le_bytes(s.get(p..p.checked_add(8)?)?.try_into().ok()?);
+    let digits = w.wrapping_sub(0x3030_3030_3030_3030);
+    // A byte's top bit is set here when it is not a digit. A borrow or carry only
+    // moves upward, from a byte that is not a digit, so the lowest set bit is exact.
+    let not_digit = (w.wrapping_add(0x4646_4646_4646_4646) | digits) & 0x8080_8080_8080_8080;
+    let k = (not_digit.trailing_zeros() / 8) as usize;
+    if k == 0 {
+        return Some((0, 0));
     }
+    // The run's bytes moved to the top; the bytes shifted in are leading zeros.
+    Some((combine8(digits << (64 - 8 * k as u32)), k))
+}
+
+/// The value of eight digit bytes (`0..=9` each, the first the most significant).
+#[inline]
+fn combine8(digits: u64) -> u64 {
     const MASK: u64 = 0x0000_00ff_0000_00ff;
     const MUL1: u64 = 0x000f_4240_0000_0064; // 100 + (1_000_000 << 32)
     const MUL2: u64 = 0x0000_2710_0000_0001; // 1 + (10_000 << 32)
     let v = digits.wrapping_mul(10).wrapping_add(digits >> 8);
     let v1 = (v & MASK).wrapping_mul(MUL1);
     let v2 = ((v >> 16) & MASK).wrapping_mul(MUL2);
-    Some(u64::from((v1.wrapping_add(v2) >> 32) as u32))
+    u64::from((v1.wrapping_add(v2) >> 32) as u32)
 }
 
 /// Appends `raw`, a little-endian tensor of `dtype`, as a flat JSON array.
@@ -741,18 +783,41 @@ mod tests {
     }
 
     #[test]
-    fn eight_digits_at_once() {
-        assert_eq!(eight_digits(b"12345678", 0), Some(12345678));
-        assert_eq!(eight_digits(b"x00000009", 1), Some(9));
-        assert_eq!(eight_digits(b"99999999", 0), Some(99999999));
-        for bad in [
-            &b"1234567"[..],
-            b"1234567.",
-            b"/2345678",
-            b":2345678",
-            b"1234567\x80",
+    fn digit_runs_are_read_eight_bytes_at_once() {
+        for (text, want) in [
+            (&b"12345678"[..], Some((12345678, 8))),
+            (b"00000009", Some((9, 8))),
+            (b"99999999", Some((99999999, 8))),
+            (b"123456789", Some((12345678, 8))),
+            (b"1234567,", Some((1234567, 7))),
+            (b"123456]]", Some((123456, 6))),
+            (b"0.5,0.25", Some((0, 1))),
+            (b"9/2345678", Some((9, 1))),
+            (b"9:2345678", Some((9, 1))),
+            (b"98\x802345678", Some((98, 2))),
+            (b",1234567", Some((0, 0))),
+            (b"/2345678", Some((0, 0))),
+            (b":2345678", Some((0, 0))),
+            (b"1234567", None),
         ] {
-            assert_eq!(eight_digits(bad, 0), None, "{bad:?}");
+            assert_eq!(
+                digit_run(text, 0),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        assert_eq!(digit_run(b"x00000009", 1), Some((9, 8)));
+        assert_eq!(digit_run(b"x0000000", 1), None);
+        // Every byte value after a digit ends the run unless it is a digit.
+        for b in 0..=255u8 {
+            let text = [b'7', b, b'1', b'1', b'1', b'1', b'1', b'1'];
+            let want = if b.is_ascii_digit() {
+                (70_111_111 + u64::from(b - b'0') * 1_000_000, 8)
+            } else {
+                (7, 1)
+            };
+            assert_eq!(digit_run(&text, 0), Some(want), "byte {b}");
         }
     }
 
