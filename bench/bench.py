@@ -62,13 +62,19 @@ def run(cmd, **kw):
 
 # ---------------------------------------------------------------- /proc readings
 
-def cpu_seconds(pid):
-    """utime + stime of a process (all its threads), in seconds."""
+def cpu_times(pid):
+    """(utime, stime) of a process (all its threads), in seconds: in its own code, in the
+    kernel on its behalf."""
     try:
         f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except FileNotFoundError:
-        return 0.0
-    return (int(f[11]) + int(f[12])) / CLK_TCK
+        return 0.0, 0.0
+    return int(f[11]) / CLK_TCK, int(f[12]) / CLK_TCK
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process (all its threads), in seconds."""
+    return sum(cpu_times(pid))
 
 
 def rss_bytes(pid):
@@ -180,19 +186,20 @@ class Load:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         # CPU is sampled from the end of the warm-up to the end of the run.
         time.sleep(self.warmup)
-        before = {k: cpu_seconds(p) for k, p in watch.items()}
+        before = {k: cpu_times(p) for k, p in watch.items()}
         t0 = time.monotonic()
         out = proc.stdout.read()
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.monotonic() - t0
-        after = {k: cpu_seconds(p) for k, p in watch.items()}
+        after = {k: cpu_times(p) for k, p in watch.items()}
         (OUT / "raw" / f"{self.name}.h2load.txt").write_text(" ".join(cmd) + "\n\n" + out)
         if status != 0:
             raise RuntimeError(f"h2load failed for {self.name}:\n{out[-2000:]}")
         r = parse_h2load(out, logfile)
         r["cmd"] = shell_line(cmd)
         r["client_cpu_s"] = ru.ru_utime + ru.ru_stime
-        r["cpu_s"] = {k: after[k] - before[k] for k in watch}
+        r["cpu_s"] = {k: sum(after[k]) - sum(before[k]) for k in watch}
+        r["sys_s"] = {k: after[k][1] - before[k][1] for k in watch}
         r["wall_s"] = wall
         r["conns"], r["streams"] = self.conns, self.streams
         logfile.unlink(missing_ok=True)
@@ -581,8 +588,11 @@ class Bench:
             n = max(r["server_ok"], 1)
             r["gateway_us"] = r["cpu_s"]["gateway"] / n * 1e6
             r["backend_us"] = r["cpu_s"]["backend"] / n * 1e6
+            r["gateway_sys_us"] = r["sys_s"]["gateway"] / n * 1e6
+            r["backend_sys_us"] = r["sys_s"]["backend"] / n * 1e6
             r["client_us"] = r["client_cpu_s"] / max(r["done"], 1) * 1e6
-            log(f"cpu per request {kind}: gateway {r['gateway_us']:.1f} us, backend {r['backend_us']:.1f} us")
+            log(f"cpu per request {kind}: gateway {r['gateway_us']:.1f} us ({r['gateway_sys_us']:.1f} in the "
+                f"kernel), backend {r['backend_us']:.1f} us ({r['backend_sys_us']:.1f} in the kernel)")
             res[kind] = r
         self.results["overhead"] = res
 
@@ -1164,16 +1174,20 @@ def report(bench, made):
     if "overhead" in res:
         L.append("## CPU per request on a 4-element model (`addn`), 16 in flight\n")
         L.append("Process CPU time (utime+stime from /proc) over the measured window / requests "
-                 "Warden counted as successful.\n")
+                 "Warden counted as successful. *In the kernel* is the stime part of it (system "
+                 "calls: sockets, the audit write, waking threads), which no instruction count "
+                 "below includes.\n")
         ov = res.get("benchmark_app", {}).get("addn", {}).get("cpu_us_per_inference")
         L.append("OpenVINO's own cost is benchmark_app's CPU per inference on the same model and "
                  "plugin config (its whole process over its iterations, Python driver included: an "
                  "upper bound, so the net figure is a lower bound on Warden's own cost).\n")
-        L.append("| path | req/s | gateway µs | backend µs | OpenVINO µs | gateway + backend − OpenVINO µs | h2load µs |")
-        L.append("|---|---|---|---|---|---|---|")
+        L.append("| path | req/s | gateway µs | of which in the kernel | backend µs | of which in the kernel "
+                 "| OpenVINO µs | gateway + backend − OpenVINO µs | h2load µs |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
         for kind, r in res["overhead"].items():
             net = r['gateway_us'] + r['backend_us'] - ov if ov is not None else None
-            L.append(f"| {kind} | {fmt(r['rps'])} | {fmt(r['gateway_us'])} | {fmt(r['backend_us'])} | "
+            L.append(f"| {kind} | {fmt(r['rps'])} | {fmt(r['gateway_us'])} | {fmt(r.get('gateway_sys_us'))} | "
+                     f"{fmt(r['backend_us'])} | {fmt(r.get('backend_sys_us'))} | "
                      f"{fmt(ov)} | {fmt(net)} | {fmt(r['client_us'])} |")
         L.append("")
     if "versus_baseline" in res:

@@ -626,7 +626,8 @@ pub struct LimitsConfig {
     pub request_timeout_secs: u64,
     /// HTTP/2 streams open at once on one connection.
     pub h2_max_concurrent_streams: u32,
-    /// HTTP/2 initial stream flow-control window, bytes.
+    /// HTTP/2 initial stream flow-control window, bytes. What one connection can make
+    /// the gateway hold unread is bounded by the connection window, whatever this is.
     pub h2_stream_window_bytes: u32,
     /// HTTP/2 connection flow-control window, bytes.
     pub h2_connection_window_bytes: u32,
@@ -688,7 +689,10 @@ impl Default for LimitsConfig {
             idle_timeout_secs: 300,
             request_timeout_secs: 120,
             h2_max_concurrent_streams: 100,
-            h2_stream_window_bytes: 64 * 1024,
+            // A quarter of the connection window: a tensor-sized body (hundreds of KiB)
+            // then needs few WINDOW_UPDATE frames (each one a TLS record and a write of
+            // its own), and a connection still holds at most its connection window.
+            h2_stream_window_bytes: 256 * 1024,
             h2_connection_window_bytes: 1024 * 1024,
             h2_max_pending_accept_reset_streams: 20,
             h2_max_local_error_reset_streams: 1024,
