@@ -70,42 +70,9 @@ impl Number<'_> {
     /// The value rounded once to `f32`.
     #[inline(always)]
     fn f32(&self) -> Option<f32> {
-        if let Some(m) = self.mantissa
-            && m <= 1 << 24
-            && self.exp10.unsigned_abs() <= 10
-        {
-            let p = POW10_F32[self.exp10.unsigned_abs() as usize];
-            let v = if self.exp10 < 0 {
-                m as f32 / p
-            } else {
-                m as f32 * p
-            };
-            return Some(if self.neg { -v } else { v });
-        }
-        if let Some(m) = self.mantissa
-            && self.exp10.unsigned_abs() <= 22
-        {
-            // One f64 operation on an exact power of ten and the digits rounded to
-            // f64: within two f64 ulps of the exact value, so rounding it to f32
-            // rounds the exact value too unless it lies that close to halfway
-            // between two f32s (its low 29 bits near 1 << 28), or outside f32's
-            // normal range. Those few go to the exact parser.
-            let p = POW10_F64[self.exp10.unsigned_abs() as usize];
-            let v = if self.exp10 < 0 {
-                m as f64 / p
-            } else {
-                m as f64 * p
-            };
-            let low = v.to_bits() & ((1 << 29) - 1);
-            if low.abs_diff(1 << 28) > 8
-                && v >= f64::from(f32::MIN_POSITIVE)
-                && v <= f64::from(f32::MAX)
-            {
-                let v = v as f32;
-                return Some(if self.neg { -v } else { v });
-            }
-        }
-        std::str::from_utf8(self.text).ok()?.parse().ok()
+        self.mantissa
+            .and_then(|m| f32_short(self.neg, m, self.exp10))
+            .or_else(|| std::str::from_utf8(self.text).ok()?.parse().ok())
     }
 
     /// The value as an integer, when it is a whole number (see the module's doc).
@@ -124,6 +91,43 @@ impl Number<'_> {
             None => std::str::from_utf8(self.text).ok()?.parse().ok(),
         }
     }
+}
+
+/// `m * 10^exp10` (negated when `neg`) rounded once to `f32`, for the exactly known
+/// digits of a number of at most 19 of them; none when that takes the exact parser.
+#[inline(always)]
+fn f32_short(neg: bool, m: u64, exp10: i64) -> Option<f32> {
+    if m <= 1 << 24 && exp10.unsigned_abs() <= 10 {
+        let p = POW10_F32[exp10.unsigned_abs() as usize];
+        let v = if exp10 < 0 {
+            m as f32 / p
+        } else {
+            m as f32 * p
+        };
+        return Some(if neg { -v } else { v });
+    }
+    if exp10.unsigned_abs() <= 22 {
+        // One f64 operation on an exact power of ten and the digits rounded to f64:
+        // within two f64 ulps of the exact value, so rounding it to f32 rounds the exact
+        // value too unless it lies that close to halfway between two f32s (its low 29
+        // bits near 1 << 28), or outside f32's normal range. Those few go to the exact
+        // parser.
+        let p = POW10_F64[exp10.unsigned_abs() as usize];
+        let v = if exp10 < 0 {
+            m as f64 / p
+        } else {
+            m as f64 * p
+        };
+        let low = v.to_bits() & ((1 << 29) - 1);
+        if low.abs_diff(1 << 28) > 8
+            && v >= f64::from(f32::MIN_POSITIVE)
+            && v <= f64::from(f32::MAX)
+        {
+            let v = v as f32;
+            return Some(if neg { -v } else { v });
+        }
+    }
+    None
 }
 
 fn not_number(i: usize) -> String {
@@ -171,7 +175,74 @@ pub(crate) fn read_numeric(
     max: usize,
     out: &mut Vec<u8>,
 ) -> Result<usize, String> {
+    if dtype == DataType::F32 {
+        let start = out.len();
+        if let Some(n) = flat_f32(text, max_depth, max, out) {
+            return Ok(n);
+        }
+        out.truncate(start);
+    }
     read_tracked(text, dtype, max_depth, max, out, &mut ())
+}
+
+/// The common FP32 `data`, read by a loop of its own: a flat array of plain decimals
+/// (`-?(0|[1-9][0-9]*)(.[0-9]+)?`, at most 19 digits each, whose value
+/// [`f32_short`] rounds), spaced or not. At anything else (an exponent, a nested array,
+/// a refusal of any kind) it gives up, and the caller truncates `out` back and reads the
+/// whole text with the general scanner, which also words every refusal: the values are
+/// those the general scanner reads, by the same digit reader and the same rounding.
+#[inline(never)]
+fn flat_f32(text: &[u8], max_depth: usize, max: usize, out: &mut Vec<u8>) -> Option<usize> {
+    let ws = |p: &mut usize| {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = text.get(*p) {
+            *p += 1;
+        }
+    };
+    let mut p = 0;
+    ws(&mut p);
+    if max_depth == 0 || text.get(p) != Some(&b'[') {
+        return None;
+    }
+    p += 1;
+    let mut count = 0usize;
+    loop {
+        ws(&mut p);
+        let neg = text.get(p) == Some(&b'-');
+        p += usize::from(neg);
+        let mut m = 0u64;
+        let mut n = 0usize;
+        match text.get(p)? {
+            // A digit after it is not JSON: what follows the number is checked below.
+            b'0' => p += 1,
+            b'1'..=b'9' => n += digits(text, &mut p, &mut m),
+            _ => return None,
+        }
+        let mut exp10 = 0i64;
+        if text.get(p) == Some(&b'.') {
+            p += 1;
+            let f = digits(text, &mut p, &mut m);
+            if f == 0 {
+                return None;
+            }
+            n += f;
+            exp10 = -(f as i64);
+        }
+        if n > 19 || count >= max {
+            return None;
+        }
+        out.extend_from_slice(&f32_short(neg, m, exp10)?.to_le_bytes());
+        count += 1;
+        ws(&mut p);
+        match text.get(p)? {
+            b',' => p += 1,
+            b']' => {
+                p += 1;
+                ws(&mut p);
+                return (p == text.len()).then_some(count);
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// [`read_numeric`] for data that carries no shape (TensorFlow Serving's JSON): also
@@ -782,6 +853,60 @@ mod tests {
         );
     }
 
+    /// The FP32 loop of its own reads plain decimals, and gives the rest to the general
+    /// scanner (nothing it refuses is refused by it: the general scanner words that).
+    #[test]
+    fn flat_fp32_takes_plain_decimals_and_gives_up_on_the_rest() {
+        let fast = |text: &str, max: usize| {
+            let mut out = Vec::new();
+            flat_f32(text.as_bytes(), 1, max, &mut out).map(|n| (n, out))
+        };
+        let le = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+        assert_eq!(
+            fast(" [0.5, -1.25,3 ,\n\t-0, 0.123456, 12345678901234567.5] ", 8),
+            Some((
+                6,
+                le(&[0.5, -1.25, 3.0, -0.0, 0.123456, 12345678901234567.5])
+            ))
+        );
+        assert_eq!(fast("[7]", 1), Some((1, le(&[7.0]))));
+        for other in [
+            "[]",
+            "[1e3]",
+            "[1E3]",
+            "[1.5e-3]",
+            "[[1]]",
+            "[1, [2]]",
+            "[01]",
+            "[-01]",
+            "[1.]",
+            "[.5]",
+            "[+1]",
+            "[1,]",
+            "[,1]",
+            "[1 2]",
+            "[1]]",
+            "[1] x",
+            "[1",
+            "1",
+            "[true]",
+            "[null]",
+            "[\"1\"]",
+            "[-]",
+            "[0.00000000000000000001]",
+            "[12345678901234567890]",
+            "[1, 2, 3]",
+        ] {
+            assert_eq!(fast(other, 2), None, "{other}");
+        }
+        let mut out = Vec::new();
+        assert_eq!(
+            flat_f32(b"[1]", 0, 4, &mut out),
+            None,
+            "deeper than allowed"
+        );
+    }
+
     #[test]
     fn digit_runs_are_read_eight_bytes_at_once() {
         for (text, want) in [
@@ -1051,6 +1176,38 @@ mod proptests {
                     prop_assert_eq!(out, bytes, "{} {}", dtype, text);
                 }
                 None => prop_assert!(got.is_err(), "{} {} gave {:?}", dtype, text, out),
+            }
+        }
+
+        /// Where the FP32 loop of its own reads an array, it reads what the general
+        /// scanner reads, bit for bit.
+        #[test]
+        fn the_flat_fp32_loop_reads_what_the_general_scanner_reads(
+            tokens in proptest::collection::vec(
+                prop_oneof![
+                    ("-?", "0|[1-9][0-9]{0,12}", proptest::option::of("[0-9]{1,12}")).prop_map(
+                        |(sign, int, frac)| match frac {
+                            Some(f) => format!("{sign}{int}.{f}"),
+                            None => format!("{sign}{int}"),
+                        }
+                    ),
+                    any::<f32>()
+                        .prop_filter("finite", |f| f.is_finite())
+                        .prop_map(|f| format!("{:?}", f64::from(f))),
+                    token(),
+                ],
+                0..12
+            ),
+            ws in proptest::collection::vec("[ \t\n\r]{0,2}", 1..6),
+        ) {
+            let text = render(&tokens, None, &ws);
+            let mut fast = Vec::new();
+            let mut general = Vec::new();
+            let n = flat_f32(text.as_bytes(), 1, tokens.len(), &mut fast);
+            let want = read_tracked(text.as_bytes(), DataType::F32, 1, tokens.len(), &mut general, &mut ());
+            if let Some(n) = n {
+                prop_assert_eq!(Ok(n), want, "{}", text);
+                prop_assert_eq!(fast, general, "{}", text);
             }
         }
 
