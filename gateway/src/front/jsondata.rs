@@ -175,74 +175,174 @@ pub(crate) fn read_numeric(
     max: usize,
     out: &mut Vec<u8>,
 ) -> Result<usize, String> {
+    let mut from = Resume::default();
     if dtype == DataType::F32 {
         let start = out.len();
-        if let Some(n) = flat_f32(text, max_depth, max, out) {
-            return Ok(n);
+        match plain_f32(text, max_depth, max, out) {
+            Ok(n) => return Ok(n),
+            // The general scanner goes on from the element the loop could not read,
+            // with what the loop wrote before it kept.
+            Err(at) => {
+                out.truncate(start + at.count * 4);
+                from = at;
+            }
         }
-        out.truncate(start);
     }
-    read_tracked(text, dtype, max_depth, max, out, &mut ())
+    read_tracked(text, dtype, max_depth, max, out, &mut (), from)
 }
 
-/// The common FP32 `data`, read by a loop of its own: a flat array of plain decimals
-/// (`-?(0|[1-9][0-9]*)(.[0-9]+)?`, at most 19 digits each, whose value
-/// [`f32_short`] rounds), spaced or not. At anything else (an exponent, a nested array,
-/// a refusal of any kind) it gives up, and the caller truncates `out` back and reads the
-/// whole text with the general scanner, which also words every refusal: the values are
-/// those the general scanner reads, by the same digit reader and the same rounding.
+/// Where a scan of a `data` array starts: at its beginning, or at the start of an
+/// element of the outermost array or one nested in it, with `depth` arrays open and
+/// `count` elements read before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Resume {
+    pos: usize,
+    depth: usize,
+    count: usize,
+}
+
+/// The common FP32 `data`, read by a loop of its own: an array of plain numbers
+/// (`-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`, at most 19 digits before the
+/// exponent, whose value [`f32_short`] rounds), flat or nested (at most `max_depth`
+/// deep; KServe data has its shape given, so the nesting only has to be JSON), spaced or
+/// not. At anything else (a number it does not round, an empty array, a refusal of any
+/// kind) it stops and says where: at the start of the element it could not read, all
+/// before it read and written. The general scanner goes on from there and reads the
+/// rest, or words the refusal, as it would have had it read the whole array: the values
+/// are those it reads, by the same digit reader and the same rounding.
 #[inline(never)]
-fn flat_f32(text: &[u8], max_depth: usize, max: usize, out: &mut Vec<u8>) -> Option<usize> {
+fn plain_f32(
+    text: &[u8],
+    max_depth: usize,
+    max: usize,
+    out: &mut Vec<u8>,
+) -> Result<usize, Resume> {
     let ws = |p: &mut usize| {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = text.get(*p) {
             *p += 1;
         }
     };
     let mut p = 0;
-    ws(&mut p);
-    if max_depth == 0 || text.get(p) != Some(&b'[') {
-        return None;
-    }
-    p += 1;
+    let mut depth = 0usize;
     let mut count = 0usize;
     loop {
+        // Where the general scanner goes on from if this element is not read here: its
+        // start after a `,` (or the text's), else the `[` that opens the array it is in
+        // (after a `[`, the general scanner reads `]` as an empty array's end).
+        let mut here = Resume {
+            pos: p,
+            depth,
+            count,
+        };
         ws(&mut p);
+        // Arrays that open before the value.
+        while text.get(p) == Some(&b'[') {
+            here = Resume {
+                pos: p,
+                depth,
+                count,
+            };
+            depth += 1;
+            if depth > max_depth {
+                return Err(here);
+            }
+            p += 1;
+            ws(&mut p);
+        }
+        if depth == 0 {
+            return Err(here);
+        }
+        let stop = || here;
+        let start = p;
         let neg = text.get(p) == Some(&b'-');
         p += usize::from(neg);
         let mut m = 0u64;
+        // Significant digits (leading zeros keep `m` exact, so they are not counted).
         let mut n = 0usize;
-        match text.get(p)? {
+        match text.get(p).ok_or_else(stop)? {
             // A digit after it is not JSON: what follows the number is checked below.
             b'0' => p += 1,
             b'1'..=b'9' => n += digits(text, &mut p, &mut m),
-            _ => return None,
+            _ => return Err(here),
         }
         let mut exp10 = 0i64;
         if text.get(p) == Some(&b'.') {
             p += 1;
-            let f = digits(text, &mut p, &mut m);
-            if f == 0 {
-                return None;
+            let from = p;
+            if m == 0 {
+                while text.get(p) == Some(&b'0') {
+                    p += 1;
+                }
             }
-            n += f;
-            exp10 = -(f as i64);
+            n += digits(text, &mut p, &mut m);
+            if p == from {
+                return Err(here);
+            }
+            exp10 = -((p - from) as i64);
         }
-        if n > 19 || count >= max {
-            return None;
+        // Exponents of more than 4 digits are left to the exact parser below.
+        let mut short = n <= 19;
+        if let Some(b'e' | b'E') = text.get(p) {
+            p += 1;
+            let eneg = text.get(p) == Some(&b'-');
+            p += usize::from(matches!(text.get(p), Some(b'-' | b'+')));
+            let mut e = 0u64;
+            let k = digits(text, &mut p, &mut e);
+            if k == 0 {
+                return Err(here);
+            }
+            short &= k <= 4;
+            exp10 += if eneg { -(e as i64) } else { e as i64 };
         }
-        out.extend_from_slice(&f32_short(neg, m, exp10)?.to_le_bytes());
+        if count >= max {
+            return Err(here);
+        }
+        let v = match short.then(|| f32_short(neg, m, exp10)).flatten() {
+            Some(v) => v,
+            // Too many digits for the short path, or too near a halfway point: the
+            // general scanner's own reader and rounding, for this number alone.
+            None => number_f32(text, start, p).ok_or_else(stop)?,
+        };
+        out.extend_from_slice(&v.to_le_bytes());
         count += 1;
         ws(&mut p);
-        match text.get(p)? {
+        match text.get(p).ok_or_else(stop)? {
             b',' => p += 1,
-            b']' => {
+            // Arrays that close after the value, then `,` or the end.
+            b']' => loop {
                 p += 1;
+                depth -= 1;
                 ws(&mut p);
-                return (p == text.len()).then_some(count);
-            }
-            _ => return None,
+                if depth == 0 {
+                    return if p == text.len() {
+                        Ok(count)
+                    } else {
+                        Err(here)
+                    };
+                }
+                match text.get(p).ok_or_else(stop)? {
+                    b']' => {}
+                    b',' => {
+                        p += 1;
+                        break;
+                    }
+                    _ => return Err(here),
+                }
+            },
+            _ => return Err(here),
         }
     }
+}
+
+/// The number at `start`, which ends at `end`, read and rounded to `f32` by the general
+/// scanner; none when it is not finite in FP32 (the general scanner words the refusal).
+/// Out of line: rare, and inlined it crowds the loop's registers.
+#[cold]
+#[inline(never)]
+fn number_f32(text: &[u8], start: usize, end: usize) -> Option<f32> {
+    let mut general = Scanner { text, pos: start };
+    let v = general.number().ok()?.f32()?;
+    (v.is_finite() && general.pos == end).then_some(v)
 }
 
 /// [`read_numeric`] for data that carries no shape (TensorFlow Serving's JSON): also
@@ -256,7 +356,15 @@ pub(crate) fn read_numeric_shaped(
     out: &mut Vec<u8>,
 ) -> Result<(usize, Vec<i64>), String> {
     let mut shape = Shape::default();
-    let n = read_tracked(text, dtype, max_depth, max, out, &mut shape)?;
+    let n = read_tracked(
+        text,
+        dtype,
+        max_depth,
+        max,
+        out,
+        &mut shape,
+        Resume::default(),
+    )?;
     Ok((n, shape.dims()))
 }
 
@@ -357,11 +465,15 @@ fn read_tracked(
     max: usize,
     out: &mut Vec<u8>,
     nesting: &mut impl Nesting,
+    from: Resume,
 ) -> Result<usize, String> {
-    let mut s = Scanner { text, pos: 0 };
+    let mut s = Scanner {
+        text,
+        pos: from.pos,
+    };
     macro_rules! scan {
         (|$e:ident, $i:ident| $bytes:expr) => {
-            s.scan(max_depth, max, nesting, |$e, $i| {
+            s.scan(from, max_depth, max, nesting, |$e, $i| {
                 out.extend_from_slice(&$bytes);
                 Ok(())
             })
@@ -439,17 +551,20 @@ impl<'a> Scanner<'a> {
     #[inline(never)]
     fn scan(
         &mut self,
+        from: Resume,
         max_depth: usize,
         max: usize,
         nesting: &mut impl Nesting,
         mut put: impl FnMut(Elem<'a>, usize) -> Result<(), String>,
     ) -> Result<usize, String> {
-        self.skip_ws();
-        if self.peek() != Some(b'[') {
-            return Err("data must be an array".into());
+        if from.depth == 0 {
+            self.skip_ws();
+            if self.peek() != Some(b'[') {
+                return Err("data must be an array".into());
+            }
         }
-        let mut depth = 0usize;
-        let mut count = 0usize;
+        let mut depth = from.depth;
+        let mut count = from.count;
         loop {
             // A value.
             self.skip_ws();
@@ -853,58 +968,92 @@ mod tests {
         );
     }
 
-    /// The FP32 loop of its own reads plain decimals, and gives the rest to the general
-    /// scanner (nothing it refuses is refused by it: the general scanner words that).
+    /// The FP32 loop of its own reads plain numbers, and stops at the start of the
+    /// element it does not read (the general scanner goes on from there).
     #[test]
-    fn flat_fp32_takes_plain_decimals_and_gives_up_on_the_rest() {
-        let fast = |text: &str, max: usize| {
+    fn fp32_loop_reads_plain_numbers_and_says_where_it_stopped() {
+        let fast = |text: &str, depth: usize, max: usize| {
             let mut out = Vec::new();
-            flat_f32(text.as_bytes(), 1, max, &mut out).map(|n| (n, out))
+            plain_f32(text.as_bytes(), depth, max, &mut out).map(|n| (n, out))
         };
         let le = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
         assert_eq!(
-            fast(" [0.5, -1.25,3 ,\n\t-0, 0.123456, 12345678901234567.5] ", 8),
-            Some((
-                6,
-                le(&[0.5, -1.25, 3.0, -0.0, 0.123456, 12345678901234567.5])
+            fast(
+                " [0.5, -1.25,3 ,\n\t-0, 0.123456, 12345678901234567.5, 1.5e-3, 2E+2] ",
+                1,
+                8
+            ),
+            Ok((
+                8,
+                le(&[
+                    0.5,
+                    -1.25,
+                    3.0,
+                    -0.0,
+                    0.123456,
+                    12345678901234567.5,
+                    1.5e-3,
+                    200.0
+                ])
             ))
         );
-        assert_eq!(fast("[7]", 1), Some((1, le(&[7.0]))));
-        for other in [
-            "[]",
-            "[1e3]",
-            "[1E3]",
-            "[1.5e-3]",
-            "[[1]]",
-            "[1, [2]]",
-            "[01]",
-            "[-01]",
-            "[1.]",
-            "[.5]",
-            "[+1]",
-            "[1,]",
-            "[,1]",
-            "[1 2]",
-            "[1]]",
-            "[1] x",
-            "[1",
-            "1",
-            "[true]",
-            "[null]",
-            "[\"1\"]",
-            "[-]",
-            "[0.00000000000000000001]",
-            "[12345678901234567890]",
-            "[1, 2, 3]",
-        ] {
-            assert_eq!(fast(other, 2), None, "{other}");
-        }
-        let mut out = Vec::new();
+        assert_eq!(fast("[7]", 1, 1), Ok((1, le(&[7.0]))));
+        // Nested, as numpy's `tolist()` gives it, to `max_depth`.
         assert_eq!(
-            flat_f32(b"[1]", 0, 4, &mut out),
-            None,
-            "deeper than allowed"
+            fast("[[[0.5, 1]], [[-2 ] ,[3.25e0]] ]", 3, 8),
+            Ok((4, le(&[0.5, 1.0, -2.0, 3.25])))
         );
+        assert_eq!(
+            fast("[1, [2, [3]], 4]", 3, 8),
+            Ok((4, le(&[1.0, 2.0, 3.0, 4.0])))
+        );
+        // Numbers past the short path: the general scanner's reader, in the loop.
+        assert_eq!(
+            fast(
+                "[1e-50, 0.00000000000000000001, 12345678901234567890, 1.00000005960464477550]",
+                1,
+                4
+            ),
+            Ok((4, le(&[0.0, 1e-20, 12345678901234567890.0, 1.0000001])))
+        );
+        let at = |pos, depth, count| Err(Resume { pos, depth, count });
+        let stopped = |text: &str, depth: usize, max: usize| fast(text, depth, max).map(|(n, _)| n);
+        // Not an array, or deeper than allowed: from the beginning.
+        for text in ["1", "", " {", "\"[1]\""] {
+            assert_eq!(stopped(text, 2, 4), at(0, 0, 0), "{text}");
+        }
+        assert_eq!(stopped("[1]", 0, 4), at(0, 0, 0));
+        // At the start of the element it does not read (or at the `[` it is in, when it
+        // is the array's first), all before it written.
+        for (text, want) in [
+            ("[]", at(0, 0, 0)),
+            ("[1, []]", at(4, 1, 1)),
+            ("[1, [[2]]]", at(5, 2, 1)),
+            ("[1,2, true]", at(5, 1, 2)),
+            ("[1, null]", at(3, 1, 1)),
+            ("[1, \"1\"]", at(3, 1, 1)),
+            ("[1, 01]", at(3, 1, 1)),
+            ("[1, -01]", at(3, 1, 1)),
+            ("[1, 1.]", at(3, 1, 1)),
+            ("[1, .5]", at(3, 1, 1)),
+            ("[1, +1]", at(3, 1, 1)),
+            ("[1, 1e]", at(3, 1, 1)),
+            ("[1, 1e+]", at(3, 1, 1)),
+            ("[1, 1e12345]", at(3, 1, 1)),
+            ("[1, 1e39]", at(3, 1, 1)),
+            ("[1, 2, 3]", at(6, 1, 2)),
+            ("[1,]", at(3, 1, 1)),
+            ("[,1]", at(0, 0, 0)),
+            ("[1 2]", at(0, 0, 0)),
+            ("[1]]", at(0, 0, 0)),
+            ("[1] x", at(0, 0, 0)),
+            ("[1", at(0, 0, 0)),
+            ("[-]", at(0, 0, 0)),
+            ("[[1], [2] [3]]", at(6, 1, 1)),
+            ("[[1],[2,]]", at(8, 2, 2)),
+        ] {
+            assert_eq!(stopped(text, 2, 2), want, "{text}");
+        }
     }
 
     #[test]
@@ -1179,10 +1328,10 @@ mod proptests {
             }
         }
 
-        /// Where the FP32 loop of its own reads an array, it reads what the general
-        /// scanner reads, bit for bit.
+        /// The FP32 loop, and the general scanner from where it stopped, read what the
+        /// general scanner alone reads, bit for bit, and refuse what it refuses, alike.
         #[test]
-        fn the_flat_fp32_loop_reads_what_the_general_scanner_reads(
+        fn the_fp32_loop_then_the_scanner_read_what_the_scanner_reads(
             tokens in proptest::collection::vec(
                 prop_oneof![
                     ("-?", "0|[1-9][0-9]{0,12}", proptest::option::of("[0-9]{1,12}")).prop_map(
@@ -1198,16 +1347,19 @@ mod proptests {
                 ],
                 0..12
             ),
+            row in proptest::option::of(1usize..5),
+            short in any::<bool>(),
             ws in proptest::collection::vec("[ \t\n\r]{0,2}", 1..6),
         ) {
-            let text = render(&tokens, None, &ws);
-            let mut fast = Vec::new();
-            let mut general = Vec::new();
-            let n = flat_f32(text.as_bytes(), 1, tokens.len(), &mut fast);
-            let want = read_tracked(text.as_bytes(), DataType::F32, 1, tokens.len(), &mut general, &mut ());
-            if let Some(n) = n {
-                prop_assert_eq!(Ok(n), want, "{}", text);
-                prop_assert_eq!(fast, general, "{}", text);
+            let text = render(&tokens, row, &ws);
+            let max = tokens.len().saturating_sub(usize::from(short));
+            let mut both = Vec::new();
+            let got = read_numeric(text.as_bytes(), DataType::F32, 2, max, &mut both);
+            let mut alone = Vec::new();
+            let want = read_tracked(text.as_bytes(), DataType::F32, 2, max, &mut alone, &mut (), Resume::default());
+            prop_assert_eq!(&got, &want, "{}", text);
+            if want.is_ok() {
+                prop_assert_eq!(both, alone, "{}", text);
             }
         }
 
