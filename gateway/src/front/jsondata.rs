@@ -291,8 +291,12 @@ fn plain_f32(
             if k == 0 {
                 return Err(here);
             }
-            short &= k <= 4;
-            exp10 += if eneg { -(e as i64) } else { e as i64 };
+            // `e` is exact (and small) only then: a longer exponent wraps.
+            if k <= 4 {
+                exp10 += if eneg { -(e as i64) } else { e as i64 };
+            } else {
+                short = false;
+            }
         }
         if count >= max {
             return Err(here);
@@ -1006,6 +1010,16 @@ mod tests {
         assert_eq!(
             fast("[1, [2, [3]], 4]", 3, 8),
             Ok((4, le(&[1.0, 2.0, 3.0, 4.0])))
+        );
+        // Exponents past the short path's 4 digits (2^63, which negated overflows an
+        // i64; one past u64::MAX): no overflow, the exact reader's answer.
+        assert_eq!(
+            fast("[1e-9223372036854775808, 2E+18446744073709551616]", 1, 4),
+            Err(Resume {
+                pos: 24,
+                depth: 1,
+                count: 1
+            })
         );
         // Numbers past the short path: the general scanner's reader, in the loop.
         assert_eq!(
