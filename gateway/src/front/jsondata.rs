@@ -10,6 +10,10 @@
 //! `f64` (which would round twice); FP16 and BF16 are, as before. A number that rounds
 //! to infinity in its datatype is out of its range and refused.
 //!
+//! Digits are read eight bytes at a time. KServe FP32 data, the common case, is read by
+//! a loop of its own (`plain_f32`) with the same reader and rounding; at anything it does
+//! not read it stops at that element, and the general scanner goes on from there.
+//!
 //! Integers keep the meaning they had when serde_json read them: an integer spelling is
 //! exact; a float spelling (`1.0`, `1e2`) is taken when its value is a whole number;
 //! `true` and `false` are 1 and 0. A BOOL is `true`, `false`, `0` or `1`.
