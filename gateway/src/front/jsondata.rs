@@ -796,11 +796,27 @@ pub(crate) fn write_array(out: &mut Vec<u8>, dtype: DataType, raw: &[u8]) -> Res
     }
     out.reserve(2 + raw.len() / size * max_text(dtype));
     out.push(b'[');
-    for (k, c) in raw.chunks_exact(size).enumerate() {
-        if k > 0 {
-            out.push(b',');
+    if dtype == DataType::F32 {
+        // The common output, without the per-element match on the datatype.
+        let mut text = zmij::Buffer::new();
+        for (k, c) in raw.chunks_exact(4).enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            if v.is_finite() {
+                out.extend_from_slice(text.format_finite(v).as_bytes());
+            } else {
+                out.extend_from_slice(b"null");
+            }
         }
-        write_element(out, dtype, c);
+    } else {
+        for (k, c) in raw.chunks_exact(size).enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            write_element(out, dtype, c);
+        }
     }
     out.push(b']');
     Ok(())
