@@ -798,17 +798,12 @@ pub(crate) fn write_array(out: &mut Vec<u8>, dtype: DataType, raw: &[u8]) -> Res
     out.push(b'[');
     if dtype == DataType::F32 {
         // The common output, without the per-element match on the datatype.
-        let mut text = zmij::Buffer::new();
         for (k, c) in raw.chunks_exact(4).enumerate() {
             if k > 0 {
                 out.push(b',');
             }
             let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            if v.is_finite() {
-                out.extend_from_slice(text.format_finite(v).as_bytes());
-            } else {
-                out.extend_from_slice(b"null");
-            }
+            write_float(out, v, v.is_finite());
         }
     } else {
         for (k, c) in raw.chunks_exact(size).enumerate() {
@@ -835,16 +830,20 @@ fn max_text(dtype: DataType) -> usize {
     }
 }
 
+/// Appends a float: its shortest round-tripping spelling, or `null` when it is not
+/// finite (JSON has no spelling for NaN and the infinities).
+#[inline]
+fn write_float<F: zmij::Float>(out: &mut Vec<u8>, v: F, finite: bool) {
+    if finite {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
 /// Appends one element of a fixed-size datatype, `c` being exactly its bytes.
 #[inline]
 pub(crate) fn write_element(out: &mut Vec<u8>, dtype: DataType, c: &[u8]) {
-    fn float<F: zmij::Float>(out: &mut Vec<u8>, v: F, finite: bool) {
-        if finite {
-            out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
-        } else {
-            out.extend_from_slice(b"null");
-        }
-    }
     fn int<I: itoa::Integer>(out: &mut Vec<u8>, v: I) {
         out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
@@ -865,19 +864,19 @@ pub(crate) fn write_element(out: &mut Vec<u8>, dtype: DataType, c: &[u8]) {
         DataType::I64 => int(out, i64::from_le_bytes(bytes(c))),
         DataType::F16 => {
             let v = half::f16::from_le_bytes(bytes(c)).to_f32();
-            float(out, v, v.is_finite())
+            write_float(out, v, v.is_finite())
         }
         DataType::Bf16 => {
             let v = half::bf16::from_le_bytes(bytes(c)).to_f32();
-            float(out, v, v.is_finite())
+            write_float(out, v, v.is_finite())
         }
         DataType::F32 => {
             let v = f32::from_le_bytes(bytes(c));
-            float(out, v, v.is_finite())
+            write_float(out, v, v.is_finite())
         }
         DataType::F64 => {
             let v = f64::from_le_bytes(bytes(c));
-            float(out, v, v.is_finite())
+            write_float(out, v, v.is_finite())
         }
         DataType::Bytes => out.extend_from_slice(b"null"),
     }
