@@ -20,7 +20,7 @@ fn repository() -> PathBuf {
 }
 
 fn make_repository() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("warden-sandbox-repo-{}", std::process::id()));
+    let dir = hostile::fixed_dir("backend-sandbox-repo");
     let _ = std::fs::create_dir_all(dir.join("1"));
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(dir.join("1"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -31,8 +31,10 @@ fn make_repository() -> PathBuf {
     )
     .unwrap();
     let link = dir.join("1/escape");
-    if std::fs::symlink_metadata(&link).is_err() {
-        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+    // Test processes run at once and share the folder: another may have made the link.
+    match std::os::unix::fs::symlink("/etc/hostname", &link) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("symlink: {e}"),
+        _ => {}
     }
     dir
 }

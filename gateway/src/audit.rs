@@ -1297,12 +1297,12 @@ mod tests {
         (AuditLog::open(&cfg(&path, max)).unwrap(), path)
     }
 
-    fn tmp(tag: &str) -> PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("warden-audit-unit-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A scratch folder, removed when the test drops it.
+    fn tmp(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("warden-audit-unit-{tag}-"))
+            .tempdir()
+            .unwrap()
     }
 
     fn rec(i: u64) -> Record {
@@ -1387,7 +1387,8 @@ mod tests {
             ("always", FsyncPolicy::Always),
             ("never", FsyncPolicy::Never),
         ] {
-            let d = tmp(&format!("group-{tag}"));
+            let d_scratch = tmp(&format!("group-{tag}"));
+            let d = d_scratch.path();
             let (log, path) = shared_log(&d, fsync);
             let held = lock(&log.sink);
             let calls = queue_behind_the_lock(&log, 32).await;
@@ -1429,7 +1430,8 @@ mod tests {
     /// outage and continues the chain from the last whole record.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_batch_that_cannot_be_written_fails_every_call_in_it_and_the_chain_recovers() {
-        let d = tmp("group-fail");
+        let d_scratch = tmp("group-fail");
+        let d = d_scratch.path();
         let (log, path) = shared_log(&d, FsyncPolicy::Always);
         answered(tokio::spawn({
             let log = Arc::clone(&log);
@@ -1482,7 +1484,8 @@ mod tests {
 
     #[test]
     fn chain_verifies_and_every_tampering_is_found() {
-        let d = tmp("chain");
+        let d_scratch = tmp("chain");
+        let d = d_scratch.path();
         let (log, path) = log_in(&d, 0);
         for i in 0..5 {
             log.write(&rec(i)).unwrap();
@@ -1531,7 +1534,8 @@ mod tests {
 
     #[test]
     fn reopening_continues_the_chain_and_rotation_keeps_it() {
-        let d = tmp("rotate");
+        let d_scratch = tmp("rotate");
+        let d = d_scratch.path();
         let (log, path) = log_in(&d, 600);
         for i in 0..3 {
             log.write(&rec(i)).unwrap();
@@ -1583,7 +1587,8 @@ mod tests {
     /// passes the limit, and the chain runs across the files.
     #[test]
     fn a_batch_crossing_a_rotation_rotates_between_its_records() {
-        let d = tmp("batch-rotate");
+        let d_scratch = tmp("batch-rotate");
+        let d = d_scratch.path();
         let (log, path) = log_in(&d, 1000);
         let results = log.commit(&(0..20).map(rec).collect::<Vec<_>>());
         assert!(results.iter().all(Result::is_ok));
@@ -1602,7 +1607,8 @@ mod tests {
     /// never rotated, whatever comes.
     #[test]
     fn rotation_is_due_past_the_size_limit_not_at_it() {
-        let d = tmp("due");
+        let d_scratch = tmp("due");
+        let d = d_scratch.path();
         let (log, _) = log_in(&d, 1000);
         let mut sink = lock(&log.sink);
         assert_eq!(sink.rotation_due(5000), None, "an empty file");
@@ -1618,7 +1624,8 @@ mod tests {
     /// deleted middle file, an edited record and a reordered pair (tampering).
     #[test]
     fn rotation_with_retention_and_verification_across_files() {
-        let d = tmp("retention");
+        let d_scratch = tmp("retention");
+        let d = d_scratch.path();
         let path = d.join("audit.log");
         let mut c = cfg(&path, 1500);
         c.max_files = 3;
@@ -1643,7 +1650,8 @@ mod tests {
 
         // Tampering with copies of the set.
         let copy = |tag: &str| -> Vec<PathBuf> {
-            let t = tmp(&format!("retention-{tag}"));
+            let t = d.join(format!("copy-{tag}"));
+            std::fs::create_dir(&t).unwrap();
             files
                 .iter()
                 .map(|f| {
@@ -1704,7 +1712,8 @@ mod tests {
 
     #[test]
     fn byte_retention_keeps_the_total_under_the_limit() {
-        let d = tmp("bytes");
+        let d_scratch = tmp("bytes");
+        let d = d_scratch.path();
         let path = d.join("audit.log");
         let mut c = cfg(&path, 500);
         c.max_total_bytes = 2000;
@@ -1724,7 +1733,8 @@ mod tests {
 
     #[test]
     fn age_rotation() {
-        let d = tmp("age");
+        let d_scratch = tmp("age");
+        let d = d_scratch.path();
         let path = d.join("audit.log");
         let mut c = cfg(&path, 0);
         c.max_file_age_secs = 1;
@@ -1741,7 +1751,8 @@ mod tests {
 
     #[test]
     fn a_torn_last_record_is_cut_on_open_and_the_chain_continues() {
-        let d = tmp("torn");
+        let d_scratch = tmp("torn");
+        let d = d_scratch.path();
         let (log, path) = log_in(&d, 0);
         for i in 0..3 {
             log.write(&rec(i)).unwrap();
@@ -1774,7 +1785,8 @@ mod tests {
 
     #[test]
     fn an_empty_live_file_continues_from_the_newest_rotated_file() {
-        let d = tmp("empty-live");
+        let d_scratch = tmp("empty-live");
+        let d = d_scratch.path();
         let (log, path) = log_in(&d, 500);
         for i in 0..10 {
             log.write(&rec(i)).unwrap();
@@ -1803,7 +1815,8 @@ mod tests {
 
     #[test]
     fn client_strings_are_bounded_and_escaped() {
-        let d = tmp("bounded");
+        let d_scratch = tmp("bounded");
+        let d = d_scratch.path();
         let (log, path) = log_in(&d, 0);
         let huge = "A".repeat(64 * 1024);
         log.write(&Record {
@@ -1832,7 +1845,8 @@ mod tests {
 
     #[test]
     fn preflight_refuses_what_would_fail_later() {
-        let d = tmp("preflight");
+        let d_scratch = tmp("preflight");
+        let d = d_scratch.path();
         let run_as = (
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
@@ -1883,7 +1897,8 @@ mod tests {
 
     #[test]
     fn permission_model_for_another_uid() {
-        let d = tmp("perm");
+        let d_scratch = tmp("perm");
+        let d = d_scratch.path();
         let f = d.join("key");
         std::fs::write(&f, b"x").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -1968,7 +1983,8 @@ mod tests {
     /// reads back on open).
     #[test]
     fn records_carry_the_time_they_were_written() {
-        let d = tmp("time");
+        let d_scratch = tmp("time");
+        let d = d_scratch.path();
         let (log, path) = log_in(&d, 0);
         log.write(&rec(0)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -1986,7 +2002,8 @@ mod tests {
     /// listed is an error, not an empty set.
     #[test]
     fn rotated_files_of_a_missing_folder_are_none_of_an_unlistable_one_an_error() {
-        let d = tmp("rotated-dir");
+        let d_scratch = tmp("rotated-dir");
+        let d = d_scratch.path();
         assert_eq!(
             rotated_files(&d.join("missing/audit.log")).unwrap(),
             Vec::new()
@@ -2014,7 +2031,8 @@ mod tests {
     /// file's mode does not stop a read, so a folder stands in for the unreadable file.
     #[test]
     fn an_unreadable_live_file_is_an_error_not_an_empty_log() {
-        let d = tmp("resume-unreadable");
+        let d_scratch = tmp("resume-unreadable");
+        let d = d_scratch.path();
         let live = d.join("audit.log");
         std::fs::create_dir(&live).unwrap();
         let e = resume(&live).err().expect("an unreadable live file");
@@ -2025,7 +2043,8 @@ mod tests {
     /// a torn end is reported with the exact number of bytes cut.
     #[test]
     fn reopening_a_whole_log_cuts_nothing_and_a_torn_one_reports_its_bytes() {
-        let d = tmp("reopen-clean");
+        let d_scratch = tmp("reopen-clean");
+        let d = d_scratch.path();
         let (log, path) = log_in(&d, 0);
         for i in 0..3 {
             log.write(&rec(i)).unwrap();
@@ -2065,7 +2084,8 @@ mod tests {
     /// log says it is writable again once, when it recovers, not on every write.
     #[test]
     fn unwritable_and_writable_again_are_logged_once_per_change_or_period() {
-        let d = tmp("loud");
+        let d_scratch = tmp("loud");
+        let d = d_scratch.path();
         let (log, path) = log_in(&d, 0);
         let logs = Logs::default();
         tracing::subscriber::with_default(logs.clone(), || {
@@ -2112,7 +2132,8 @@ mod tests {
     /// written and the log turns unhealthy.
     #[test]
     fn a_short_write_fails() {
-        let d = tmp("short");
+        let d_scratch = tmp("short");
+        let d = d_scratch.path();
         let (log, _) = log_in(&d, 0);
         let (_read, write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
@@ -2142,7 +2163,8 @@ mod tests {
     #[test]
     fn fsync_always_syncs_and_never_does_not() {
         for (fsync, synced) in [(FsyncPolicy::Always, true), (FsyncPolicy::Never, false)] {
-            let d = tmp(&format!("fsync-{synced}"));
+            let d_scratch = tmp(&format!("fsync-{synced}"));
+            let d = d_scratch.path();
             let path = d.join("audit.log");
             let log = AuditLog::open(&AuditConfig {
                 fsync,
@@ -2160,8 +2182,15 @@ mod tests {
 
     /// Rotated files `audit.log.<seq>` of `sizes` bytes each and a live file of `live`
     /// bytes in a fresh folder; returns the live file's path.
-    fn rotated_set(tag: &str, seqs: &[u64], size: usize, live: usize) -> PathBuf {
-        let d = tmp(tag);
+    /// The scratch folder (removed when dropped) and the live file's path in it.
+    fn rotated_set(
+        tag: &str,
+        seqs: &[u64],
+        size: usize,
+        live: usize,
+    ) -> (tempfile::TempDir, PathBuf) {
+        let d_scratch = tmp(tag);
+        let d = d_scratch.path();
         let path = d.join("audit.log");
         for s in seqs {
             std::fs::write(
@@ -2171,7 +2200,7 @@ mod tests {
             .unwrap();
         }
         std::fs::write(&path, "x".repeat(live)).unwrap();
-        path
+        (d_scratch, path)
     }
 
     fn limits(max_files: u32, max_total_bytes: u64) -> Limits {
@@ -2187,7 +2216,7 @@ mod tests {
     /// the limit is left alone.
     #[test]
     fn prune_by_count_deletes_the_oldest_beyond_the_limit_only() {
-        let path = rotated_set("prune-count", &[0, 10, 20], 100, 100);
+        let (_scratch, path) = rotated_set("prune-count", &[0, 10, 20], 100, 100);
         let logs = Logs::default();
         tracing::subscriber::with_default(logs.clone(), || {
             let deleted = prune(&path, limits(2, 0));
@@ -2210,7 +2239,7 @@ mod tests {
     /// Retention by bytes counts the live file too.
     #[test]
     fn prune_by_bytes_counts_the_live_file() {
-        let path = rotated_set("prune-bytes", &[0, 10, 20], 100, 100);
+        let (_scratch, path) = rotated_set("prune-bytes", &[0, 10, 20], 100, 100);
         // 400 bytes in all: one rotated file must go, the live file never.
         let deleted = prune(&path, limits(0, 350));
         assert_eq!(deleted.len(), 1, "{deleted:?}");
@@ -2220,7 +2249,7 @@ mod tests {
         assert_eq!(prune(&path, limits(0, 300)), Vec::<String>::new());
         assert_eq!(rotated_files(&path).unwrap().len(), 2);
         // A live file bigger than the rotated ones together.
-        let path = rotated_set("prune-bytes-live", &[0], 100, 1000);
+        let (_scratch, path) = rotated_set("prune-bytes-live", &[0], 100, 1000);
         assert_eq!(prune(&path, limits(0, 1050)).len(), 1);
         assert!(rotated_files(&path).unwrap().is_empty());
     }
@@ -2228,7 +2257,7 @@ mod tests {
     /// The bytes of a log: the live file and its rotated files, nothing else.
     #[test]
     fn current_bytes_sums_the_live_and_rotated_files() {
-        let path = rotated_set("current", &[0, 10], 30, 100);
+        let (_scratch, path) = rotated_set("current", &[0, 10], 30, 100);
         std::fs::write(path.with_file_name("audit.log.old"), "x".repeat(7)).unwrap();
         std::fs::write(
             path.with_file_name("audit.log.000000000020"),
@@ -2246,7 +2275,8 @@ mod tests {
         if !is_root() {
             return;
         }
-        let d = tmp("perm-bits");
+        let d_scratch = tmp("perm-bits");
+        let d = d_scratch.path();
         let f = d.join("f");
         std::fs::write(&f, b"x").unwrap();
         let meta = |mode| {
@@ -2273,7 +2303,8 @@ mod tests {
     /// Without `create`, a missing folder is only reported, not created.
     #[test]
     fn preflight_without_create_leaves_a_missing_folder_alone() {
-        let d = tmp("preflight-nocreate");
+        let d_scratch = tmp("preflight-nocreate");
+        let d = d_scratch.path();
         let c = cfg(&d.join("logs/audit.log"), 0);
         let p = preflight(&c, (0, 0), false).unwrap();
         assert!(!d.join("logs").exists());
@@ -2310,7 +2341,8 @@ mod tests {
 
     /// A folder `logs` owned by `owner` with `mode`, checked for uid:gid 5001:5001.
     fn preflight_folder(tag: &str, owner: (u32, u32), mode: u32) -> Result<Preflight, String> {
-        let d = tmp(tag);
+        let d_scratch = tmp(tag);
+        let d = d_scratch.path();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
         let logs = d.join("logs");
         std::fs::create_dir(&logs).unwrap();
@@ -2359,7 +2391,8 @@ mod tests {
         if !is_root() {
             return;
         }
-        let d = tmp("pf-live");
+        let d_scratch = tmp("pf-live");
+        let d = d_scratch.path();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
         let logs = d.join("logs");
         std::fs::create_dir(&logs).unwrap();
@@ -2384,12 +2417,13 @@ mod tests {
     #[test]
     fn preflight_free_space() {
         let root = (0, 0);
-        let real = tmp("pf-free");
+        let real_scratch = tmp("pf-free");
+        let real = real_scratch.path();
         let c = AuditConfig {
             max_files: 1,
             ..cfg(&real.join("audit.log"), 0)
         };
-        let st = nix::sys::statvfs::statvfs(&real).unwrap();
+        let st = nix::sys::statvfs::statvfs(real).unwrap();
         let free = st.blocks_available() as u64 * st.fragment_size() as u64;
         assert!(free > 1 << 24, "the test needs some free space");
         preflight(
@@ -2448,7 +2482,8 @@ mod tests {
     /// No retention is warned of only when both limits are 0.
     #[test]
     fn preflight_warns_of_no_retention_only_without_both_limits() {
-        let d = tmp("pf-retention");
+        let d_scratch = tmp("pf-retention");
+        let d = d_scratch.path();
         let no_retention = |max_files, max_total_bytes| {
             let c = AuditConfig {
                 max_files,
@@ -2469,7 +2504,7 @@ mod tests {
     /// whatever order its files were named in.
     #[test]
     fn expand_lists_a_set_once_in_chain_order() {
-        let path = rotated_set("expand", &[0, 5], 10, 10);
+        let (_scratch, path) = rotated_set("expand", &[0, 5], 10, 10);
         let r0 = path.with_file_name("audit.log.000000000000");
         let r5 = path.with_file_name("audit.log.000000000005");
         let all = vec![r0.clone(), r5.clone(), path.clone()];
@@ -2502,19 +2537,12 @@ mod tests {
 mod proptests {
     use super::*;
     use proptest::prelude::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
 
-    static RUN: AtomicU32 = AtomicU32::new(0);
-
-    fn fresh_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "warden-audit-prop-{}-{}",
-            std::process::id(),
-            RUN.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn fresh_dir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("warden-audit-prop-")
+            .tempdir()
+            .unwrap()
     }
 
     fn record() -> impl Strategy<Value = Record> {
@@ -2544,8 +2572,9 @@ mod proptests {
 
     /// Writes `records` to a fresh log (rotating when `max` is set) and returns its
     /// files, oldest first.
-    fn write_log(records: &[Record], max: u64) -> (PathBuf, Vec<PathBuf>) {
-        let dir = fresh_dir();
+    fn write_log(records: &[Record], max: u64) -> (tempfile::TempDir, Vec<PathBuf>) {
+        let scratch = fresh_dir();
+        let dir = scratch.path();
         let path = dir.join("audit.log");
         let log = AuditLog::open(&AuditConfig {
             path: path.clone(),
@@ -2568,7 +2597,7 @@ mod proptests {
             .collect();
         files.sort();
         files.push(path);
-        (dir, files)
+        (scratch, files)
     }
 
     proptest! {
@@ -2577,11 +2606,10 @@ mod proptests {
         /// Any sequence of records, with or without rotation, verifies intact.
         #[test]
         fn written_chains_verify(records in proptest::collection::vec(record(), 0..24), rotate in any::<bool>()) {
-            let (dir, files) = write_log(&records, if rotate { 700 } else { 0 });
+            let (_scratch, files) = write_log(&records, if rotate { 700 } else { 0 });
             let requests = files.iter().map(|f| std::fs::read_to_string(f).unwrap().lines().filter(|l| l.contains("\"event\":\"request\"")).count()).sum::<usize>();
             prop_assert!(verify(&files).unwrap().is_ok());
             prop_assert_eq!(requests, records.len());
-            let _ = std::fs::remove_dir_all(dir);
         }
 
         /// Any change to one line that has a successor is detected: a changed byte, a
@@ -2595,7 +2623,7 @@ mod proptests {
             byte in any::<u8>(),
             kind in 0u8..5,
         ) {
-            let (dir, files) = write_log(&records, 0);
+            let (_scratch, files) = write_log(&records, 0);
             let text = std::fs::read(&files[0]).unwrap();
             let mut lines: Vec<Vec<u8>> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
             let i = pick.index(lines.len() - 1);
@@ -2623,7 +2651,6 @@ mod proptests {
                 Ok(intact) => !intact.starts_at_file_start,
             };
             prop_assert!(found, "mutation {} of line {} went unnoticed", kind, i + 1);
-            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -19,7 +19,7 @@ fn layout() -> (PathBuf, Config) {
 }
 
 fn make_layout() -> (PathBuf, Config) {
-    let dir = std::env::temp_dir().join(format!("warden-gw-sandbox-{}", std::process::id()));
+    let dir = hostile::fixed_dir("gateway-sandbox");
     for sub in ["certs", "audit", "other"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
         std::fs::set_permissions(dir.join(sub), std::fs::Permissions::from_mode(0o777)).unwrap();

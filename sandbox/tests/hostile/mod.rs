@@ -276,10 +276,17 @@ impl Drop for Target {
     }
 }
 
+/// A folder of this test binary's own under the target folder, the same for every test
+/// process and every run: nextest runs each test in a process of its own, so a folder
+/// named after the pid in /tmp was left behind by every test, every run.
+pub fn fixed_dir(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
 /// A fresh folder for a crash to dump core in (world-writable so any uid could).
 pub fn core_dir(tag: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let d = std::env::temp_dir().join(format!("warden-core-{tag}-{}", std::process::id()));
+    let d = fixed_dir(&format!("core-{tag}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
