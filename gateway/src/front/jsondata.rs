@@ -256,63 +256,86 @@ fn plain_f32(
         if depth == 0 {
             return Err(here);
         }
-        let stop = || here;
-        let start = p;
-        let neg = text.get(p) == Some(&b'-');
-        p += usize::from(neg);
-        let mut m = 0u64;
-        // Significant digits (leading zeros keep `m` exact, so they are not counted).
-        let mut n = 0usize;
-        match text.get(p).ok_or_else(stop)? {
-            // A digit after it is not JSON: what follows the number is checked below.
-            b'0' => p += 1,
-            b'1'..=b'9' => n += digits(text, &mut p, &mut m),
-            _ => return Err(here),
-        }
-        let mut exp10 = 0i64;
-        if text.get(p) == Some(&b'.') {
-            p += 1;
-            let from = p;
-            if m == 0 {
-                while text.get(p) == Some(&b'0') {
-                    p += 1;
+        // Most elements: numbers in the common spelling, one after another.
+        let run = number_run(text, p, count, max, out);
+        if run.count > count {
+            let first_of_run = run.count == count + 1;
+            (p, count) = (run.end, run.count);
+            match run.last_start {
+                // Stopped at the start of an element: the loop goes on from there.
+                None => continue,
+                // Stopped after a value: what follows it is read below. A refusal
+                // there resumes from the value's start (or the `[` before it, as
+                // above, when it was the run's first).
+                Some(start) if !first_of_run => {
+                    here = Resume {
+                        pos: start,
+                        depth,
+                        count: count - 1,
+                    }
+                }
+                Some(_) => {}
+            }
+        } else {
+            let stop = || here;
+            let start = p;
+            let neg = text.get(p) == Some(&b'-');
+            p += usize::from(neg);
+            let mut m = 0u64;
+            // Significant digits (leading zeros keep `m` exact, so they are not counted).
+            let mut n = 0usize;
+            match text.get(p).ok_or_else(stop)? {
+                // A digit after it is not JSON: what follows the number is checked below.
+                b'0' => p += 1,
+                b'1'..=b'9' => n += digits(text, &mut p, &mut m),
+                _ => return Err(here),
+            }
+            let mut exp10 = 0i64;
+            if text.get(p) == Some(&b'.') {
+                p += 1;
+                let from = p;
+                if m == 0 {
+                    while text.get(p) == Some(&b'0') {
+                        p += 1;
+                    }
+                }
+                n += digits(text, &mut p, &mut m);
+                if p == from {
+                    return Err(here);
+                }
+                exp10 = -((p - from) as i64);
+            }
+            // Exponents of more than 4 digits are left to the exact parser below.
+            let mut short = n <= 19;
+            if let Some(b'e' | b'E') = text.get(p) {
+                p += 1;
+                let eneg = text.get(p) == Some(&b'-');
+                p += usize::from(matches!(text.get(p), Some(b'-' | b'+')));
+                let mut e = 0u64;
+                let k = digits(text, &mut p, &mut e);
+                if k == 0 {
+                    return Err(here);
+                }
+                // `e` is exact (and small) only then: a longer exponent wraps.
+                if k <= 4 {
+                    exp10 += if eneg { -(e as i64) } else { e as i64 };
+                } else {
+                    short = false;
                 }
             }
-            n += digits(text, &mut p, &mut m);
-            if p == from {
+            if count >= max {
                 return Err(here);
             }
-            exp10 = -((p - from) as i64);
+            let v = match short.then(|| f32_short(neg, m, exp10)).flatten() {
+                Some(v) => v,
+                // Too many digits for the short path, or too near a halfway point: the
+                // general scanner's own reader and rounding, for this number alone.
+                None => number_f32(text, start, p).ok_or_else(stop)?,
+            };
+            out.extend_from_slice(&v.to_le_bytes());
+            count += 1;
         }
-        // Exponents of more than 4 digits are left to the exact parser below.
-        let mut short = n <= 19;
-        if let Some(b'e' | b'E') = text.get(p) {
-            p += 1;
-            let eneg = text.get(p) == Some(&b'-');
-            p += usize::from(matches!(text.get(p), Some(b'-' | b'+')));
-            let mut e = 0u64;
-            let k = digits(text, &mut p, &mut e);
-            if k == 0 {
-                return Err(here);
-            }
-            // `e` is exact (and small) only then: a longer exponent wraps.
-            if k <= 4 {
-                exp10 += if eneg { -(e as i64) } else { e as i64 };
-            } else {
-                short = false;
-            }
-        }
-        if count >= max {
-            return Err(here);
-        }
-        let v = match short.then(|| f32_short(neg, m, exp10)).flatten() {
-            Some(v) => v,
-            // Too many digits for the short path, or too near a halfway point: the
-            // general scanner's own reader and rounding, for this number alone.
-            None => number_f32(text, start, p).ok_or_else(stop)?,
-        };
-        out.extend_from_slice(&v.to_le_bytes());
-        count += 1;
+        let stop = || here;
         ws(&mut p);
         match text.get(p).ok_or_else(stop)? {
             b',' => p += 1,
@@ -340,6 +363,130 @@ fn plain_f32(
             _ => return Err(here),
         }
     }
+}
+
+/// How many bytes from an element's start [`window_f32`] reads it in.
+const WINDOW: usize = 48;
+
+/// Where [`number_run`] stopped.
+struct Run {
+    /// Where the element it did not read starts, or where what follows its last value.
+    end: usize,
+    /// The count of elements read, its own included.
+    count: usize,
+    /// The start of its last value, when it stopped after it (at an array's end, or
+    /// at anything but a comma); none when it stopped at an element's start.
+    last_start: Option<usize>,
+}
+
+/// From `p`, an element's start in an array: the numbers that come one after another,
+/// each read by [`window_f32`] (after at most one space) and followed by a comma, up to
+/// `max` elements in all. It stops at an element it does not read, or after a value not
+/// followed by a comma (the caller reads what follows).
+#[inline(always)]
+fn number_run(text: &[u8], mut p: usize, mut count: usize, max: usize, out: &mut Vec<u8>) -> Run {
+    while count < max {
+        let Some(w) = text.get(p..p + WINDOW) else {
+            break;
+        };
+        let Ok(w) = <&[u8; WINDOW]>::try_from(w) else {
+            break;
+        };
+        let Some((v, i)) = window_f32(w) else {
+            break;
+        };
+        out.extend_from_slice(&v.to_le_bytes());
+        count += 1;
+        // `i` is at most 33 (see `window_f32`).
+        if w[i] != b',' {
+            return Run {
+                end: p + i,
+                count,
+                last_start: Some(p),
+            };
+        }
+        p += i + 1;
+    }
+    Run {
+        end: p,
+        count,
+        last_start: None,
+    }
+}
+
+/// The FP32 number at the start of `w` (after at most one space) in the spelling
+/// clients send, and where it ends (at most 33); none for anything else, which the caller reads the slow way. The
+/// spelling: at most 8 bytes (space, sign, digits) before the point, at most 19 digits in all, at most 3 in the
+/// exponent. JSON's grammar is kept: no leading zero before a digit, a
+/// digit each side of the point and after `e`; what follows the number is the caller's.
+/// Reading from a fixed-size window costs one bounds check per element, not one per byte.
+#[inline(always)]
+fn window_f32(w: &[u8; WINDOW]) -> Option<(f32, usize)> {
+    let run = |i: usize| -> Option<(u64, usize)> {
+        let b: [u8; 8] = w.get(i..i + 8)?.try_into().ok()?;
+        run8(u64::from_le_bytes(b))
+    };
+    let mut i = usize::from(w[0] == b' ');
+    let neg = w[i] == b'-';
+    i += usize::from(neg);
+    let first = w[i].wrapping_sub(b'0');
+    if first > 9 {
+        return None;
+    }
+    let mut m = u64::from(first);
+    i += 1;
+    // Whole digits one at a time: usually one. `0` is followed by no digit.
+    let mut digits = usize::from(first != 0);
+    while let d @ 0..=9 = w[i].wrapping_sub(b'0') {
+        if first == 0 || i > 7 {
+            return None;
+        }
+        m = m * 10 + u64::from(d);
+        digits += 1;
+        i += 1;
+    }
+    // Here `i` is at most 8.
+    let mut exp10 = 0i64;
+    if w[i] == b'.' {
+        let (f, k) = run(i + 1)?;
+        if k == 0 {
+            return None;
+        }
+        m = m * POW10_U64[k] + f;
+        let mut frac = k;
+        // Up to three runs of eight: numpy's float32 `tolist()` gives 17 or so.
+        let mut k = k;
+        while k == 8 {
+            if frac == 24 {
+                return None;
+            }
+            let f;
+            (f, k) = run(i + 1 + frac)?;
+            m = m.wrapping_mul(POW10_U64[k]).wrapping_add(f);
+            frac += k;
+        }
+        // Leading zeros of the fraction are counted too: at worst a rare number
+        // goes the slow way.
+        digits += frac;
+        if digits > 19 {
+            return None;
+        }
+        i += 1 + frac;
+        exp10 = -(frac as i64);
+    }
+    // Here `i` is at most 28 (19 digits at most, 8 bytes before the point).
+    if w[i] | 0x20 == b'e' {
+        i += 1;
+        let eneg = w[i] == b'-';
+        i += usize::from(eneg || w[i] == b'+');
+        let (e, k) = run(i)?;
+        if k == 0 || k > 3 {
+            return None;
+        }
+        i += k;
+        exp10 += if eneg { -(e as i64) } else { e as i64 };
+    }
+    Some((f32_short(neg, m, exp10)?, i))
 }
 
 /// The number at `start`, which ends at `end`, read and rounded to `f32` by the general
@@ -751,7 +898,14 @@ static POW10_U64: [u64; 9] = [
 /// there are (fewer than eight: the run ends inside these bytes).
 #[inline]
 fn digit_run(s: &[u8], p: usize) -> Option<(u64, usize)> {
-    let w = u64::from_le_bytes(s.get(p..p.checked_add(8)?)?.try_into().ok()?);
+    run8(u64::from_le_bytes(
+        s.get(p..p.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+/// [`digit_run`] of the eight bytes `w` (little-endian).
+#[inline(always)]
+fn run8(w: u64) -> Option<(u64, usize)> {
     let digits = w.wrapping_sub(0x3030_3030_3030_3030);
     // A byte's top bit is set here when it is not a digit. A borrow or carry only
     // moves upward, from a byte that is not a digit, so the lowest set bit is exact.
@@ -1086,7 +1240,63 @@ mod tests {
             ("[[1],[2,]]", at(8, 2, 2)),
         ] {
             assert_eq!(stopped(text, 2, 2), want, "{text}");
+            // With room after it, every element is in reach of the window reader: it
+            // must stop at the same place.
+            let padded = format!("{text}{}", " ".repeat(WINDOW));
+            assert_eq!(stopped(&padded, 2, 2), want, "{text} padded");
         }
+    }
+
+    /// The window reader: the spellings it takes, those it leaves to the slow path (the
+    /// result must be the same), and a run cut short by `max`.
+    #[test]
+    fn the_window_reader_reads_what_the_slow_path_reads() {
+        let pad = " ".repeat(WINDOW);
+        let read = |items: &[&str], max: usize| {
+            let text = format!("[{}]{pad}", items.join(", "));
+            let mut out = Vec::new();
+            plain_f32(text.as_bytes(), 1, max, &mut out).map(|n| (n, out))
+        };
+        let numbers = [
+            "0.278431",
+            "-0.819608",
+            "0",
+            "-0",
+            "7",
+            "1234567",
+            "12345678",
+            "0.12345678",
+            "0.1234567890123456",
+            "0.27843138575553894",
+            "0.123456789012345678901234",
+            "1.5e-3",
+            "-2E+2",
+            "3e38",
+            "1e-45",
+            "0.000000000000000000001",
+            "16777217",
+            "0.30000001192092896",
+        ];
+        let want: Vec<u8> = numbers
+            .iter()
+            .flat_map(|t| t.parse::<f32>().unwrap().to_le_bytes())
+            .collect();
+        assert_eq!(read(&numbers, 64), Ok((numbers.len(), want.clone())));
+        // Each alone, first, middle and last of its array.
+        for (k, t) in numbers.iter().enumerate() {
+            let one = &want[k * 4..k * 4 + 4];
+            let three = [*t, *t, *t];
+            assert_eq!(read(&three, 3), Ok((3, one.repeat(3))), "{t}");
+        }
+        // `max` reached inside a run: stopped at the element past it (after its comma).
+        assert_eq!(
+            read(&["1", "2", "3", "4"], 2),
+            Err(Resume {
+                pos: 6,
+                depth: 1,
+                count: 2
+            })
+        );
     }
 
     #[test]
@@ -1367,24 +1577,30 @@ mod proptests {
         fn the_fp32_loop_then_the_scanner_read_what_the_scanner_reads(
             tokens in proptest::collection::vec(
                 prop_oneof![
-                    ("-?", "0|[1-9][0-9]{0,12}", proptest::option::of("[0-9]{1,12}")).prop_map(
-                        |(sign, int, frac)| match frac {
-                            Some(f) => format!("{sign}{int}.{f}"),
-                            None => format!("{sign}{int}"),
-                        }
-                    ),
+                    (
+                        "-?",
+                        "0|[1-9][0-9]{0,12}",
+                        proptest::option::of("[0-9]{1,30}"),
+                        proptest::option::of("[eE][+-]?[0-9]{1,5}"),
+                    )
+                        .prop_map(|(sign, int, frac, exp)| {
+                            let frac = frac.map(|f| format!(".{f}")).unwrap_or_default();
+                            format!("{sign}{int}{frac}{}", exp.unwrap_or_default())
+                        }),
                     any::<f32>()
                         .prop_filter("finite", |f| f.is_finite())
                         .prop_map(|f| format!("{:?}", f64::from(f))),
                     token(),
                 ],
-                0..12
+                0..40
             ),
             row in proptest::option::of(1usize..5),
             short in any::<bool>(),
             ws in proptest::collection::vec("[ \t\n\r]{0,2}", 1..6),
+            // Trailing spaces put every element in reach of the window reader.
+            pad in proptest::sample::select(vec![0usize, 1, 47, 48, 64]),
         ) {
-            let text = render(&tokens, row, &ws);
+            let text = render(&tokens, row, &ws) + &" ".repeat(pad);
             let max = tokens.len().saturating_sub(usize::from(short));
             let mut both = Vec::new();
             let got = read_numeric(text.as_bytes(), DataType::F32, 2, max, &mut both);
