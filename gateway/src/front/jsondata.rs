@@ -987,11 +987,12 @@ fn run8(w: u64) -> Option<(u64, usize)> {
     // moves upward, from a byte that is not a digit, so the lowest set bit is exact.
     let not_digit = (w.wrapping_add(0x4646_4646_4646_4646) | digits) & 0x8080_8080_8080_8080;
     let k = (not_digit.trailing_zeros() / 8) as usize;
-    if k == 0 {
-        return Some((0, 0));
-    }
-    // The run's bytes moved to the top; the bytes shifted in are leading zeros.
-    Some((combine8(digits << (64 - 8 * k as u32)), k))
+    // The run's bytes moved to the top; the bytes shifted in are leading zeros. No
+    // branch on an empty run (its length follows the data: numpy's 16 to 18 decimals
+    // end a third run at random): its shift wraps to 0 and the mask clears it.
+    let empty = u64::from(k == 0).wrapping_sub(1);
+    let top = (digits << ((64 - 8 * k as u32) & 63)) & empty;
+    Some((combine8(top), k))
 }
 
 /// The value of eight digit bytes (`0..=9` each, the first the most significant).
