@@ -12,7 +12,10 @@
 //!
 //! Digits are read eight bytes at a time. KServe FP32 data, the common case, is read by
 //! a loop of its own (`plain_f32`) with the same reader and rounding; at anything it does
-//! not read it stops at that element, and the general scanner goes on from there.
+//! not read it stops at that element, and the general scanner goes on from there. In
+//! both, FP32 numbers that follow one another are read from a fixed window at each one's
+//! start (`number_run`), and no branch depends on a number's sign (random in a tensor,
+//! and a mispredicted branch costs more than the instructions saved).
 //!
 //! Integers keep the meaning they had when serde_json read them: an integer spelling is
 //! exact; a float spelling (`1.0`, `1e2`) is taken when its value is a whole number;
@@ -429,11 +432,12 @@ fn number_run(text: &[u8], mut p: usize, mut count: usize, max: usize, out: &mut
 }
 
 /// The FP32 number at the start of `w` (after at most one space) in the spelling
-/// clients send, and where it ends (at most 33); none for anything else, which the caller reads the slow way. The
-/// spelling: at most 8 bytes (space, sign, digits) before the point, at most 19 digits in all, at most 3 in the
-/// exponent. JSON's grammar is kept: no leading zero before a digit, a
-/// digit each side of the point and after `e`; what follows the number is the caller's.
-/// Reading from a fixed-size window costs one bounds check per element, not one per byte.
+/// clients send, and where it ends (at most 33); none for anything else, which the
+/// caller reads the slow way. The spelling: at most 8 bytes (space, sign, digits) before
+/// the point, at most 19 digits in all, at most 3 in the exponent. JSON's grammar is
+/// kept: no leading zero before a digit, a digit each side of the point and after `e`;
+/// what follows the number is the caller's. Reading from a fixed-size window costs one
+/// bounds check per element, not one per byte.
 #[inline(always)]
 fn window_f32(w: &[u8; WINDOW]) -> Option<(f32, usize)> {
     let run = |i: usize| -> Option<(u64, usize)> {
