@@ -57,19 +57,22 @@ class Conn:
         self.sent_bytes = 0
         self.goaway = None
         self.closed = False
+        self.write_failed = False
         self.error = None
         self.frames_in = {}
         self.statuses = []
         self.sock.sendall(PREFACE + SettingsFrame(0).serialize())
 
     def send(self, data, frames=1):
-        """Sends bytes; False once the server has closed the connection."""
-        if self.closed:
+        """Sends bytes; False once the server has closed the connection (or stopped
+        taking bytes). A failed write does not end the reading: what the server sent
+        before it closed (its GOAWAY) is still in the socket, and `pump` reads it."""
+        if self.closed or self.write_failed:
             return False
         try:
             self.sock.sendall(data)
         except (OSError, ssl.SSLError) as e:
-            self.closed = True
+            self.write_failed = True
             self.error = type(e).__name__
             return False
         self.sent_frames += frames
@@ -93,7 +96,7 @@ class Conn:
                 continue
             except (OSError, ssl.SSLError) as e:
                 self.closed = True
-                self.error = type(e).__name__
+                self.error = self.error or type(e).__name__
                 return
             if not chunk:
                 self.closed = True
@@ -152,6 +155,7 @@ def run(port, ca, token, case, count):
     def budget():
         return (
             not c.closed
+            and not c.write_failed
             and c.goaway is None
             and time.monotonic() - start < MAX_SECONDS
             and c.sent_bytes < MAX_BYTES
@@ -261,7 +265,7 @@ def run(port, ca, token, case, count):
         "bytes_sent": c.sent_bytes,
         "send_seconds": round(sending, 3),
         "goaway": c.goaway,
-        "closed": c.closed or c.goaway is not None,
+        "closed": c.closed or c.write_failed or c.goaway is not None,
         "error": c.error,
         "frames_in": c.frames_in,
     }))
