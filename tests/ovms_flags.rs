@@ -597,7 +597,7 @@ async fn settings_the_model_cannot_take_fail_at_load_with_the_reason() {
         None,
     );
     std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let mut server = Server::start(&strings(&["--config_path", cfg.to_str().unwrap()]), &[]);
+    let server = Server::start(&strings(&["--config_path", cfg.to_str().unwrap()]), &[]);
     // Not ready while a configured model failed: wait for the load log instead.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !server.log_text().contains("model version not served") {
@@ -621,5 +621,6 @@ async fn settings_the_model_cannot_take_fail_at_load_with_the_reason() {
         .call("GET", "/v2/models/badname/ready", Bytes::new())
         .await;
     assert_ne!(r.status, 200);
-    let _ = server.child.kill();
+    // The server stops when dropped (SIGTERM, so it stops its gateway and backend too;
+    // a SIGKILL here left them running after every test run).
 }
